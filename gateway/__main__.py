@@ -1,0 +1,103 @@
+"""gateway [--config PATH] [--host H] [--port P] [--check]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from . import __version__
+from .config import ConfigError, GatewayConfig, load_config
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible LLM gateway.")
+    parser.add_argument("--config", help="gateway.yaml to use (default: $GATEWAY_CONFIG, else ./gateway.yaml, else built in)")
+    parser.add_argument("--host", help="address to listen on (overrides server.host and $HOST)")
+    parser.add_argument("--port", type=int, help="port to listen on (overrides server.port and $PORT)")
+    parser.add_argument("--check", action="store_true", help="validate the config, print the routing table, exit")
+    parser.add_argument("--version", action="version", version=f"gateway {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config, overrides={"server.host": args.host, "server.port": args.port})
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    if args.check:
+        print(describe(config))
+        return 0
+    return run(config)
+
+
+def run(config: GatewayConfig) -> int:
+    from .app import serve
+
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    log = logging.getLogger("gateway")
+    log.info("config %s: %d routes", config.source, len(config.routes))
+
+    async def main_task() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        await serve(config)
+
+    try:
+        if uvloop is not None:
+            uvloop.run(main_task())
+        else:
+            asyncio.run(main_task())
+    except asyncio.CancelledError:
+        pass
+    return 0
+
+
+def describe(config: GatewayConfig) -> str:
+    """The resolved routing table, as `--check` prints it."""
+    limits = config.limits
+    lines = [
+        f"config: {config.source}",
+        f"listen: {config.server.host}:{config.server.port}",
+        f"default model: {config.default_model or '(none: requests must name a model)'}",
+        f"limits: {format_limits(limits)}",
+        "providers:",
+    ]
+    for provider in config.providers.values():
+        where = f" {provider.base_url}" if provider.base_url else ""
+        key = " (api key set)" if provider.api_key else ""
+        lines.append(f"  {provider.name}: {provider.kind}{where}{key}")
+    lines.append("routes (exact names first, then globs in file order):")
+    ordered = [r for r in config.routes if not r.is_glob] + [r for r in config.routes if r.is_glob]
+    for route in ordered:
+        upstream = route.upstream_model or "(as requested)"
+        lines.append(f"  {route.model} -> {route.provider}, model {upstream}; {format_limits(route.limits)}")
+    return "\n".join(lines)
+
+
+def format_limits(limits: object) -> str:
+    return (
+        f"max_tokens={limits.max_tokens} timeout={limits.timeout:g}s "  # type: ignore[attr-defined]
+        f"first_token_timeout={limits.first_token_timeout:g}s idle_timeout={limits.idle_timeout:g}s "  # type: ignore[attr-defined]
+        f"connect_timeout={limits.connect_timeout:g}s"  # type: ignore[attr-defined]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

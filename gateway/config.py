@@ -1,0 +1,409 @@
+"""The gateway's configuration: frozen, typed, validated once at load.
+
+`load_config()` reads gateway.yaml (or the built-in default), fills in `${VAR}`
+references, applies the environment variables of the original quick-start guide
+and the command-line flags, and returns a `GatewayConfig`. Every problem found is
+reported at once, each naming the file and the key path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROVIDER_KINDS = ("openai", "mock")
+LIMIT_KEYS = ("max_tokens", "timeout", "first_token_timeout", "idle_timeout", "connect_timeout")
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_tokens: int = 4096
+    timeout: float = 60.0
+    first_token_timeout: float = 30.0
+    idle_timeout: float = 30.0
+    connect_timeout: float = 10.0
+
+    def tightened(self, overrides: Mapping[str, float]) -> Limits:
+        """These limits with each override applied only where it is stricter."""
+        changes = {key: min(getattr(self, key), value) for key, value in overrides.items()}
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    max_tokens_field: str = "max_tokens"
+    stream_usage: bool = True
+    tokens_per_second: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model: str
+    provider: str
+    upstream_model: str | None
+    limits: Limits
+
+    @property
+    def is_glob(self) -> bool:
+        return any(char in self.model for char in "*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    server: ServerConfig
+    limits: Limits
+    default_model: str | None
+    providers: Mapping[str, ProviderConfig]
+    routes: tuple[Route, ...]
+    source: str
+
+
+# ---------------------------------------------------------------- loading
+
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+# Environment variables of the original quick-start guide: variable -> key path.
+ENV_OVERRIDES = {
+    "HOST": ("server", "host"),
+    "PORT": ("server", "port"),
+    "LLM_TIMEOUT": ("limits", "timeout"),
+    "DEFAULT_MODEL": ("default_model",),
+    "MAX_TOKENS_LIMIT": ("limits", "max_tokens"),
+    "CORS_ORIGINS": ("server", "cors_origins"),
+}
+
+
+def default_config_tree(env: Mapping[str, str]) -> dict[str, Any]:
+    """The built-in configuration used when there is no gateway.yaml."""
+    tree: dict[str, Any] = {
+        "default_model": "demo",
+        "providers": {"demo": {"kind": "mock", "tokens_per_second": 50}},
+        "routes": [{"model": "demo", "provider": "demo"}],
+    }
+    if env.get("OPENAI_API_KEY"):
+        tree["providers"]["openai"] = {
+            "kind": "openai",
+            "base_url": "https://api.openai.com/v1",
+            "api_key": "${OPENAI_API_KEY}",
+            "max_tokens_field": "max_completion_tokens",
+        }
+        tree["routes"].append({"model": "gpt-*", "provider": "openai"})
+    return tree
+
+
+def find_config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if env.get("GATEWAY_CONFIG"):
+        return Path(env["GATEWAY_CONFIG"])
+    local = Path("gateway.yaml")
+    return local if local.exists() else None
+
+
+def load_config(
+    path: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> GatewayConfig:
+    """Read, interpolate, override and validate; raise ConfigError naming every problem.
+
+    `overrides` maps dotted key paths ("server.port") to values from the command line.
+    """
+    env = os.environ if env is None else env
+    config_path = find_config_path(path, env)
+    if config_path is None:
+        source, tree = "<built-in default>", default_config_tree(env)
+    else:
+        source = str(config_path)
+        try:
+            tree = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+        if tree is None:
+            tree = {}
+    return parse_config(tree, source=source, env=env, overrides=overrides or {})
+
+
+def parse_config(
+    tree: Any,
+    *,
+    source: str,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Any],
+) -> GatewayConfig:
+    checker = _Checker(source)
+    tree = checker.interpolate(tree, env, "")
+    if not isinstance(tree, dict):
+        checker.problem("", "the file must hold a mapping of keys")
+        raise ConfigError(checker.problems)
+    for variable, key_path in ENV_OVERRIDES.items():
+        if env.get(variable):
+            value: Any = env[variable]
+            if variable == "CORS_ORIGINS":
+                value = [origin.strip() for origin in value.split(",") if origin.strip()]
+            checker.override(tree, key_path, value, origin=f"${variable}")
+    for dotted, value in overrides.items():
+        if value is not None:
+            checker.override(tree, tuple(dotted.split(".")), value, origin="command line")
+    config = checker.gateway(tree)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    assert config is not None
+    return config
+
+
+class _Checker:
+    """Validates a raw YAML tree, collecting one problem per bad key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+        self.origins: dict[str, str] = {}
+
+    def problem(self, path: str, message: str) -> None:
+        where = f"{path} (from {self.origins[path]})" if path in self.origins else path
+        self.problems.append(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
+
+    # -- preparing the tree
+
+    def interpolate(self, node: Any, env: Mapping[str, str], path: str) -> Any:
+        if isinstance(node, dict):
+            return {key: self.interpolate(value, env, _join(path, key)) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.interpolate(value, env, f"{path}[{i}]") for i, value in enumerate(node)]
+        if isinstance(node, str) and "${" in node:
+            def substitute(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in env:
+                    return env[name]
+                if default is not None:
+                    return default
+                self.problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+                return ""
+            return ENV_REFERENCE.sub(substitute, node)
+        return node
+
+    def override(self, tree: dict[str, Any], key_path: tuple[str, ...], value: Any, *, origin: str) -> None:
+        node = tree
+        for key in key_path[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        node[key_path[-1]] = value
+        self.origins[".".join(key_path)] = origin
+
+    # -- typed values
+
+    def mapping(self, node: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.problem(path, f"must be a mapping, got {_kind(node)}")
+            return {}
+        for key in node:
+            if key not in allowed:
+                self.problem(_join(path, str(key)), f"unknown key (expected one of: {', '.join(allowed)})")
+        return node
+
+    def integer(self, node: dict[str, Any], key: str, path: str, default: int, *, minimum: int = 1) -> int:
+        value = node.get(key, default)
+        key_path = _join(path, key)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit() and key_path in self.origins:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(key_path, f"must be an integer, got {value!r}")
+            return default
+        if value < minimum:
+            self.problem(key_path, f"must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def seconds(self, node: dict[str, Any], key: str, path: str, default: float) -> float:
+        value = node.get(key, default)
+        key_path = _join(path, key)
+        if isinstance(value, str) and key_path in self.origins:
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(key_path, f"must be a number of seconds, got {value!r}")
+            return default
+        if value <= 0:
+            self.problem(key_path, f"must be more than 0 seconds, got {value}")
+            return default
+        return float(value)
+
+    def string(self, node: dict[str, Any], key: str, path: str, default: str = "", *, required: bool = False) -> str:
+        value = node.get(key)
+        if value is None:
+            if required:
+                self.problem(_join(path, key), "is required")
+            return default
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            self.problem(_join(path, key), f"must be a string, got {_kind(value)}")
+            return default
+        return str(value)
+
+    # -- sections
+
+    def gateway(self, tree: dict[str, Any]) -> GatewayConfig | None:
+        top = self.mapping(tree, "", ("server", "limits", "default_model", "providers", "routes"))
+        server = self.server(top.get("server"))
+        limits = self.limits(self.mapping(top.get("limits"), "limits", LIMIT_KEYS), "limits", Limits())
+        providers = self.providers(top.get("providers"))
+        routes = self.routes(top.get("routes"), providers, limits)
+        default_model = self.string(top, "default_model", "") or None
+        return GatewayConfig(
+            server=server,
+            limits=limits,
+            default_model=default_model,
+            providers=providers,
+            routes=routes,
+            source=self.source,
+        )
+
+    def server(self, node: Any) -> ServerConfig:
+        node = self.mapping(node, "server", ("host", "port", "cors_origins", "max_body_bytes"))
+        defaults = ServerConfig()
+        origins = node.get("cors_origins", [])
+        if isinstance(origins, str):
+            origins = [origins]
+        if not isinstance(origins, list) or not all(isinstance(origin, str) for origin in origins):
+            self.problem("server.cors_origins", "must be a list of origins like http://localhost:3000")
+            origins = []
+        port = self.integer(node, "port", "server", defaults.port, minimum=0)
+        if port > 65535:
+            self.problem("server.port", f"must be at most 65535, got {port}")
+        return ServerConfig(
+            host=self.string(node, "host", "server", defaults.host),
+            port=port,
+            cors_origins=tuple(origins),
+            max_body_bytes=self.integer(node, "max_body_bytes", "server", defaults.max_body_bytes),
+        )
+
+    def limits(self, node: dict[str, Any], path: str, base: Limits) -> Limits:
+        return Limits(
+            max_tokens=self.integer(node, "max_tokens", path, base.max_tokens),
+            timeout=self.seconds(node, "timeout", path, base.timeout),
+            first_token_timeout=self.seconds(node, "first_token_timeout", path, base.first_token_timeout),
+            idle_timeout=self.seconds(node, "idle_timeout", path, base.idle_timeout),
+            connect_timeout=self.seconds(node, "connect_timeout", path, base.connect_timeout),
+        )
+
+    def providers(self, node: Any) -> dict[str, ProviderConfig]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.problem("providers", f"must be a mapping of provider names, got {_kind(node)}")
+            return {}
+        return {str(name): self.provider(str(name), body) for name, body in node.items()}
+
+    def provider(self, name: str, node: Any) -> ProviderConfig:
+        path = f"providers.{name}"
+        allowed = ("kind", "base_url", "api_key", "headers", "max_tokens_field", "stream_usage", "tokens_per_second")
+        node = self.mapping(node, path, allowed)
+        kind = self.string(node, "kind", path, required=True)
+        if kind and kind not in PROVIDER_KINDS:
+            self.problem(f"{path}.kind", f"unknown kind {kind!r} (known: {', '.join(PROVIDER_KINDS)})")
+        base_url = self.string(node, "base_url", path, required=kind == "openai").rstrip("/")
+        if base_url and not base_url.startswith(("http://", "https://")):
+            self.problem(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+        headers = node.get("headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            self.problem(f"{path}.headers", "must be a mapping of header names to strings")
+            headers = {}
+        max_tokens_field = self.string(node, "max_tokens_field", path, "max_tokens")
+        if max_tokens_field not in MAX_TOKENS_FIELDS:
+            self.problem(f"{path}.max_tokens_field", f"must be one of {', '.join(MAX_TOKENS_FIELDS)}")
+        stream_usage = node.get("stream_usage", True)
+        if not isinstance(stream_usage, bool):
+            self.problem(f"{path}.stream_usage", f"must be true or false, got {stream_usage!r}")
+            stream_usage = True
+        rate = node.get("tokens_per_second", 0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
+            self.problem(f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}")
+            rate = 0
+        return ProviderConfig(
+            name=name,
+            kind=kind,
+            base_url=base_url,
+            api_key=self.string(node, "api_key", path),
+            headers={str(k): v for k, v in headers.items()},
+            max_tokens_field=max_tokens_field,
+            stream_usage=stream_usage,
+            tokens_per_second=float(rate),
+        )
+
+    def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, list):
+            self.problem("routes", f"must be a list of routes, got {_kind(node)}")
+            return ()
+        routes: list[Route] = []
+        seen: dict[str, int] = {}
+        for index, body in enumerate(node):
+            path = f"routes[{index}]"
+            body = self.mapping(body, path, ("model", "provider", "upstream_model", *LIMIT_KEYS))
+            if not body:
+                continue
+            model = self.string(body, "model", path, required=True)
+            provider = self.string(body, "provider", path, required=True)
+            if provider and provider not in providers:
+                known = ", ".join(providers) or "none defined"
+                self.problem(f"{path}.provider", f"unknown provider {provider!r} (known: {known})")
+            if model in seen:
+                self.problem(f"{path}.model", f"{model!r} is already routed by routes[{seen[model]}]")
+            seen.setdefault(model, index)
+            route_limits = self.limits(body, path, limits)
+            given = {key: getattr(route_limits, key) for key in LIMIT_KEYS if key in body}
+            routes.append(
+                Route(
+                    model=model,
+                    provider=provider,
+                    upstream_model=self.string(body, "upstream_model", path) or None,
+                    limits=limits.tightened(given),
+                )
+            )
+        return tuple(routes)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)

@@ -1,0 +1,114 @@
+"""One exception tree; each class knows its HTTP status and OpenAI error type.
+
+    GatewayError                      status, type, code, param, message
+    ├── InvalidRequest                400 invalid_request_error
+    ├── ModelNotFound                 404 invalid_request_error / model_not_found
+    ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
+    └── UpstreamError                 something went wrong on the way to or from a provider
+        ├── UpstreamUnreachable       502 upstream_error / upstream_unreachable
+        ├── UpstreamProtocolError     502 upstream_error / upstream_protocol_error
+        ├── UpstreamTimeout           504 timeout / connect_timeout, first_token_timeout, idle_timeout, timeout
+        └── UpstreamStatusError       the upstream's own status, with its message
+
+Only these reach a client: anything else is logged and answered as a 500 with no detail.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model {model!r} does not exist or is not routed by this gateway.", param="model")
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    reason = "upstream"  # a short label for logs and metrics
+
+
+class UpstreamUnreachable(UpstreamError):
+    code = "upstream_unreachable"
+    reason = "connect"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+    reason = "protocol"
+
+
+class UpstreamTimeout(UpstreamError):
+    """A limit of the request fired; `kind` names it: connect, first_token, idle or total."""
+
+    status = 504
+    type = "timeout"
+    reason = "timeout"
+
+    CODES = {"connect": "connect_timeout", "first_token": "first_token_timeout", "idle": "idle_timeout", "total": "timeout"}
+
+    def __init__(self, kind: str, seconds: float) -> None:
+        what = {
+            "connect": "connecting to the upstream",
+            "first_token": "waiting for the first chunk from the upstream",
+            "idle": "waiting for the next chunk from the upstream",
+            "total": "the whole request",
+        }[kind]
+        super().__init__(f"Timed out {what} ({self.CODES[kind]}: {seconds:g} s).", code=self.CODES[kind])
+        self.kind = kind
+
+
+class UpstreamStatusError(UpstreamError):
+    """The upstream answered with an error status; carried to the client in OpenAI's shape."""
+
+    reason = "status"
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.status = status
+        self.type = type or ("invalid_request_error" if 400 <= status < 500 else "upstream_error")

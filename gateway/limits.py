@@ -1,0 +1,225 @@
+"""The max_tokens budget and the cut, as pure code over OpenAI chunks and completions.
+
+Whatever an upstream sends, a client receives at most `max_tokens` completion
+tokens per choice, counted with tiktoken over content, refusal and tool-call
+arguments. The delta that crosses the limit is cut at a token boundary and its
+choice ends with `finish_reason: "length"`.
+
+Counting is incremental: tokens never cross tiktoken's pre-tokenizer pieces, so
+all but the last two pieces of a text are counted once and put aside; only the
+open tail is counted again when the next delta arrives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .tokens import TokenCounter
+
+TEXT_FIELDS = ("content", "refusal")
+OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still change
+
+
+class TextCount:
+    """The token count of one growing text (a choice's content, one tool call's arguments)."""
+
+    __slots__ = ("committed", "open", "total")
+
+    def __init__(self) -> None:
+        self.committed = 0  # tokens of the text before `open`, final
+        self.open = ""  # the last pieces, whose tokens may still change
+        self.total = 0
+
+    def add(self, delta: str, allowance: int, counter: TokenCounter) -> tuple[str, bool]:
+        """Append `delta` while the text stays within `allowance` tokens.
+
+        Returns the part of `delta` accepted and whether it had to be cut.
+        """
+        text = self.open + delta
+        open_tokens = counter.count(text)
+        if self.committed + open_tokens > allowance:
+            kept = counter.prefix(text, allowance - self.committed)
+            accepted = kept[len(self.open) :] if kept.startswith(self.open) else ""
+            self.open += accepted
+            self.total = self.committed + counter.count(self.open)
+            return accepted, True
+        self.total = self.committed + open_tokens
+        pieces = counter.pieces(text)
+        if len(pieces) > OPEN_PIECES:
+            tail = "".join(pieces[-OPEN_PIECES:])
+            self.open = tail
+            self.committed = self.total - counter.count(tail)
+        else:
+            self.open = text
+        return delta, False
+
+
+class ChoiceBudget:
+    """Tokens delivered so far in one choice, across all its texts."""
+
+    __slots__ = ("texts", "used", "cut", "finished")
+
+    def __init__(self) -> None:
+        self.texts: dict[Any, TextCount] = {}
+        self.used = 0
+        self.cut = False
+        self.finished = False
+
+    def take(self, key: Any, delta: str, limit: int, counter: TokenCounter) -> str:
+        text = self.texts.get(key)
+        if text is None:
+            text = self.texts[key] = TextCount()
+        before = text.total
+        accepted, cut = text.add(delta, limit - (self.used - before), counter)
+        self.used += text.total - before
+        self.cut = self.cut or cut
+        return accepted
+
+
+def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, limit: int, counter: TokenCounter) -> None:
+    """Cut a chunk's delta (or a completion's message) in place to what the budget allows."""
+    for key in TEXT_FIELDS:
+        text = delta.get(key)
+        if isinstance(text, str) and text:
+            if budget.cut:
+                delta[key] = None if key == "refusal" else ""
+            else:
+                accepted = budget.take(key, text, limit, counter)
+                if accepted is not text:
+                    delta[key] = accepted
+    calls = delta.get("tool_calls")
+    if not isinstance(calls, list) or not calls:
+        return
+    kept: list[Any] = []
+    for position, call in enumerate(calls):
+        if budget.cut or not isinstance(call, dict):
+            break
+        function = call.get("function")
+        arguments = function.get("arguments") if isinstance(function, dict) else None
+        if isinstance(arguments, str) and arguments:
+            key = ("tool_call", call.get("index", position))
+            accepted = budget.take(key, arguments, limit, counter)
+            if accepted is not arguments:
+                function["arguments"] = accepted  # type: ignore[index]
+        kept.append(call)
+    if len(kept) != len(calls):
+        if kept:
+            delta["tool_calls"] = kept
+        else:
+            del delta["tool_calls"]
+
+
+class StreamLimiter:
+    """Applies the budget to each `chat.completion.chunk` of a stream, in order."""
+
+    def __init__(
+        self,
+        *,
+        max_tokens: int,
+        counter: TokenCounter,
+        choices: int,
+        prompt_tokens: Callable[[], int],
+    ) -> None:
+        self.max_tokens = max_tokens
+        self.counter = counter
+        self.expected_choices = choices
+        self.choices: dict[Any, ChoiceBudget] = {}
+        self.upstream_usage: dict[str, Any] | None = None
+        self.truncated = False
+        self.last_chunk: dict[str, Any] | None = None
+        self._prompt_tokens = prompt_tokens
+
+    @property
+    def all_finished(self) -> bool:
+        finished = sum(1 for budget in self.choices.values() if budget.finished)
+        return finished >= self.expected_choices
+
+    def limit(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """The chunk to send on (changed in place where cut), or None to drop it."""
+        usage = chunk.pop("usage", None)
+        if isinstance(usage, dict):
+            self.upstream_usage = usage
+        choices = chunk.get("choices")
+        self.last_chunk = chunk
+        if not choices:
+            return None if usage else chunk
+        kept = [choice for choice in choices if self._limit_choice(choice)]
+        if not kept:
+            return None
+        if len(kept) != len(choices):
+            chunk["choices"] = kept
+        return chunk
+
+    def _limit_choice(self, choice: Any) -> bool:
+        if not isinstance(choice, dict):
+            return False
+        index = choice.get("index", 0)
+        budget = self.choices.get(index)
+        if budget is None:
+            budget = self.choices[index] = ChoiceBudget()
+        if budget.finished:
+            return False
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            limit_delta(delta, budget, self.max_tokens, self.counter)
+        if budget.cut:
+            choice["finish_reason"] = "length"
+            self.truncated = True
+        if choice.get("finish_reason"):
+            budget.finished = True
+        return True
+
+    def usage(self) -> dict[str, Any]:
+        """The upstream's figures when it sent them and nothing was cut, else the gateway's own."""
+        if self.upstream_usage is not None and not self.truncated:
+            return self.upstream_usage
+        return own_usage(self.upstream_usage, self._prompt_tokens, self.completion_tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(budget.used for budget in self.choices.values())
+
+    def usage_chunk(self) -> dict[str, Any]:
+        last = self.last_chunk or {}
+        chunk = {key: last[key] for key in ("id", "object", "created", "model", "system_fingerprint") if key in last}
+        chunk.setdefault("object", "chat.completion.chunk")
+        chunk["choices"] = []
+        chunk["usage"] = self.usage()
+        return chunk
+
+
+def limit_completion(
+    completion: dict[str, Any],
+    *,
+    max_tokens: int,
+    counter: TokenCounter,
+    prompt_tokens: Callable[[], int],
+) -> bool:
+    """Cut a `chat.completion` in place to max_tokens per choice and make its usage true.
+
+    Returns whether anything was cut.
+    """
+    truncated = False
+    completion_tokens = 0
+    for choice in completion.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        budget = ChoiceBudget()
+        limit_delta(message, budget, max_tokens, counter)
+        if budget.cut:
+            choice["finish_reason"] = "length"
+            truncated = True
+        completion_tokens += budget.used
+    usage = completion.get("usage")
+    if not isinstance(usage, dict) or truncated:
+        completion["usage"] = own_usage(usage if isinstance(usage, dict) else None, prompt_tokens, completion_tokens)
+    return truncated
+
+
+def own_usage(upstream: dict[str, Any] | None, prompt_tokens: Callable[[], int], completion_tokens: int) -> dict[str, Any]:
+    prompt = upstream.get("prompt_tokens") if upstream else None
+    if not isinstance(prompt, int):
+        prompt = prompt_tokens()
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}

@@ -1,0 +1,155 @@
+"""The one place the stages are joined, in the order the data flows.
+
+    provider.build_request -> transport.send -> read_chunk (timed)
+      -> SSEDecoder.decode -> translator.translate -> StreamLimiter.limit -> encode -> client
+
+Timeouts: `Clock` knows the request's deadlines; each read from the upstream waits
+at most until the nearest one, and the limit that fires is named in the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from .config import Limits
+from .errors import UpstreamProtocolError, UpstreamTimeout
+from .limits import StreamLimiter, limit_completion
+from .providers import Provider, UpstreamCall
+from .sse import DONE, SSEDecoder, encode_json
+from .upstream import UpstreamResponse
+
+
+class Clock:
+    """The deadlines of one request, on the event loop's clock."""
+
+    __slots__ = ("limits", "started", "total_deadline", "last_chunk_at", "upstream_sent_at", "upstream_done_at")
+
+    def __init__(self, limits: Limits, started: float) -> None:
+        self.limits = limits
+        self.started = started
+        self.total_deadline = started + limits.timeout
+        self.last_chunk_at: float | None = None  # None until the first chunk arrived
+        self.upstream_sent_at: float | None = None
+        self.upstream_done_at: float | None = None
+
+    def next_deadline(self, *, streaming: bool) -> tuple[float, str]:
+        """When the current wait on the upstream must end, and the name of that limit."""
+        if not streaming:
+            return self.total_deadline, "total"
+        if self.last_chunk_at is None:
+            deadline, kind = self.started + self.limits.first_token_timeout, "first_token"
+        else:
+            deadline, kind = self.last_chunk_at + self.limits.idle_timeout, "idle"
+        if self.total_deadline <= deadline:
+            return self.total_deadline, "total"
+        return deadline, kind
+
+    def timeout(self, kind: str) -> UpstreamTimeout:
+        seconds = {
+            "first_token": self.limits.first_token_timeout,
+            "idle": self.limits.idle_timeout,
+            "total": self.limits.timeout,
+            "connect": self.limits.connect_timeout,
+        }[kind]
+        return UpstreamTimeout(kind, seconds)
+
+
+async def open_upstream(provider: Provider, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
+    """Send the request; an error status becomes the provider's mapped error."""
+    request = provider.build_request(call)
+    loop = asyncio.get_running_loop()
+    deadline, kind = clock.next_deadline(streaming=call.stream)
+    clock.upstream_sent_at = loop.time()
+    try:
+        async with asyncio.timeout_at(deadline):
+            response = await provider.transport.send(request, connect_timeout=clock.limits.connect_timeout)
+            if response.status < 400:
+                return response
+            try:
+                payload = await response.read()
+            finally:
+                response.close()
+    except TimeoutError:
+        raise clock.timeout(kind) from None
+    raise provider.map_error(response.status, payload)
+
+
+async def complete(provider: Provider, call: UpstreamCall, clock: Clock, response: UpstreamResponse, *,
+                   counter: Any, prompt_tokens: Callable[[], int]) -> tuple[dict[str, Any], bool]:
+    """A whole chat.completion, cut to the budget; returns it and whether it was cut."""
+    try:
+        async with asyncio.timeout_at(clock.total_deadline):
+            payload = await response.read()
+    except TimeoutError:
+        raise clock.timeout("total") from None
+    finally:
+        response.close()
+    clock.upstream_done_at = asyncio.get_running_loop().time()
+    completion = provider.translate_response(payload)
+    truncated = limit_completion(completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens)
+    return completion, truncated
+
+
+async def stream_chunks(
+    response: UpstreamResponse,
+    provider: Provider,
+    limiter: StreamLimiter,
+    clock: Clock,
+    *,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """The client's SSE bytes, one write per upstream read; ends with [DONE] or raises UpstreamError.
+
+    The caller closes `response` when this ends early (an error, the client gone).
+    """
+    decoder = SSEDecoder()
+    translator = provider.stream_translator()
+    loop = asyncio.get_running_loop()
+    while True:
+        data = await timed_read(response, clock)
+        out: list[bytes] = []
+        for event in decoder.decode(data) if data else decoder.flush():
+            for chunk in translator.translate(event):
+                clock.last_chunk_at = loop.time()
+                limited = limiter.limit(chunk)
+                if limited is not None:
+                    out.append(encode_json(limited))
+            if translator.finished or (limiter.truncated and limiter.all_finished):
+                break
+        if translator.finished:
+            await drain(response, clock)
+        elif limiter.truncated and limiter.all_finished:
+            response.close()  # the upstream ignored max_tokens: stop it generating
+        elif not data:
+            if not limiter.all_finished:
+                raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
+        else:
+            if out:
+                yield b"".join(out)
+            continue
+        clock.upstream_done_at = loop.time()
+        if include_usage:
+            out.append(encode_json(limiter.usage_chunk()))
+        out.append(DONE)
+        yield b"".join(out)
+        return
+
+
+async def timed_read(response: UpstreamResponse, clock: Clock) -> bytes:
+    deadline, kind = clock.next_deadline(streaming=True)
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await response.read_chunk()
+    except TimeoutError:
+        raise clock.timeout(kind) from None
+
+
+async def drain(response: UpstreamResponse, clock: Clock, *, reads: int = 4) -> None:
+    """Read what follows [DONE] (the end of the HTTP body) so the connection can be reused."""
+    for _ in range(reads):
+        if not await timed_read(response, clock):
+            response.release()
+            return
+    response.close()

@@ -1,0 +1,84 @@
+"""The interface every provider adapter implements: build, translate, map errors.
+
+An adapter is pure translation between OpenAI's chat completions API and one
+upstream's protocol; its `transport` does the I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from ..config import ProviderConfig
+from ..errors import UpstreamStatusError
+from ..sse import SSEEvent
+from ..upstream import Transport, UpstreamRequest
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """What the gateway asks of an upstream for one client request."""
+
+    body: dict[str, Any]  # the client's request, as it came
+    model: str  # the model name to send upstream
+    max_tokens: int  # the effective limit
+    stream: bool
+    request_id: str
+
+
+class StreamTranslator(Protocol):
+    finished: bool  # the upstream has said its stream is over
+
+    def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
+        """Chat completion chunks for one upstream event; raises UpstreamError for an error event."""
+        ...
+
+
+class Provider(Protocol):
+    config: ProviderConfig
+    transport: Transport
+
+    def build_request(self, call: UpstreamCall) -> UpstreamRequest: ...
+
+    def translate_response(self, payload: bytes) -> dict[str, Any]: ...
+
+    def stream_translator(self) -> StreamTranslator: ...
+
+    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError: ...
+
+
+def error_from_payload(status: int, payload: bytes, *, secrets: tuple[str, ...] = ()) -> UpstreamStatusError:
+    """An upstream's error body in OpenAI's shape; its message only, never raw HTML."""
+    message = f"The upstream answered with HTTP {status}."
+    kind = code = param = None
+    try:
+        document = orjson.loads(payload) if payload else None
+    except orjson.JSONDecodeError:
+        document = None
+    error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(error, dict):
+        if isinstance(error.get("message"), str) and error["message"]:
+            message = error["message"]
+        kind = _text_or_none(error.get("type"))
+        code = _text_or_none(error.get("code"))
+        param = _text_or_none(error.get("param"))
+    elif isinstance(error, str) and error:
+        message = error
+    elif isinstance(document, dict) and isinstance(document.get("message"), str):
+        message = document["message"]
+    return UpstreamStatusError(status, redact(message, secrets), type=kind, code=code, param=param)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 8 and secret in text:
+            text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value)

@@ -1,0 +1,148 @@
+"""The built-in mock model: needs nothing, behaves like a model.
+
+It answers in OpenAI's wire format through a transport of its own, so that its
+replies flow through the same parsing, limiting and encoding as a real
+upstream's. The reply is deterministic, streamed token by token at
+`tokens_per_second` (0: as fast as possible), cut at max_tokens, and its usage is
+counted with tiktoken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from ..config import ProviderConfig
+from ..sse import DONE, encode_json
+from ..tokens import TokenCounter, Tokenizers, count_prompt_tokens
+from ..upstream import UpstreamRequest
+from .openai import OpenAIProvider
+
+REPLY = (
+    "Hello! I am the gateway's built-in mock model. I answer every request with this same reply, "
+    "streamed token by token, so that you can try the gateway without an API key. "
+    "Route a model to a real provider in gateway.yaml to talk to a real model."
+)
+
+
+class MockProvider(OpenAIProvider):
+    def __init__(self, config: ProviderConfig, tokenizers: Tokenizers) -> None:
+        super().__init__(config, MockTransport(config, tokenizers))
+        self._url = f"mock://{config.name}/chat/completions"
+
+
+class MockTransport:
+    def __init__(self, config: ProviderConfig, tokenizers: Tokenizers) -> None:
+        self._interval = 1.0 / config.tokens_per_second if config.tokens_per_second > 0 else 0.0
+        self._tokenizers = tokenizers
+        self._replies: dict[str, list[str]] = {}  # the reply's tokens, by encoding
+
+    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> MockResponse:
+        body = orjson.loads(request.body)
+        counter = self._tokenizers.for_model(str(body.get("model") or "mock"))
+        reply = self._replies.get(counter.name)
+        if reply is None:
+            reply = self._replies[counter.name] = reply_tokens(counter, REPLY)
+        return MockResponse(body, counter, reply, self._interval)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class MockResponse:
+    status = 200
+
+    def __init__(self, body: dict[str, Any], counter: TokenCounter, pieces: list[str], interval: float) -> None:
+        self._body = body
+        self._interval = interval
+        self._model = str(body.get("model") or "mock")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(pieces)
+        self._finish_reason = "length" if len(pieces) > limit else "stop"
+        self._tokens = pieces[:limit]
+        self._prompt_tokens = count_prompt_tokens(body.get("messages") or [], counter)
+        self._choices = int(body.get("n") or 1)
+        self._stream = self._chunks() if body.get("stream") else None
+        self.headers = {"Content-Type": "text/event-stream" if self._stream else "application/json"}
+        self._closed = False
+
+    def _usage(self) -> dict[str, int]:
+        completion = len(self._tokens) * self._choices
+        return {
+            "prompt_tokens": self._prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self._prompt_tokens + completion,
+        }
+
+    async def read(self) -> bytes:
+        if self._interval:
+            await asyncio.sleep(self._interval * len(self._tokens))
+        content = "".join(self._tokens)
+        return orjson.dumps(
+            {
+                "id": f"chatcmpl-mock-{uuid.uuid4().hex[:24]}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self._model,
+                "choices": [
+                    {
+                        "index": index,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": self._finish_reason,
+                    }
+                    for index in range(self._choices)
+                ],
+                "usage": self._usage(),
+            }
+        )
+
+    async def read_chunk(self) -> bytes:
+        if self._stream is None or self._closed:
+            return b""
+        return await anext(self._stream, b"")
+
+    def close(self) -> None:
+        self._closed = True
+
+    release = close
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        base = {
+            "id": f"chatcmpl-mock-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self._model,
+        }
+
+        def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return encode_json({**base, "choices": [choice]})
+
+        yield b"".join(chunk(i, {"role": "assistant", "content": ""}) for i in range(self._choices))
+        for token in self._tokens:
+            if self._interval:
+                await asyncio.sleep(self._interval)
+            yield b"".join(chunk(i, {"content": token}) for i in range(self._choices))
+        yield b"".join(chunk(i, {}, self._finish_reason) for i in range(self._choices))
+        options = self._body.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            yield encode_json({**base, "choices": [], "usage": self._usage()})
+        yield DONE
+
+
+def reply_tokens(counter: TokenCounter, text: str) -> list[str]:
+    """The reply split into the text of each of its tokens (an ASCII reply splits cleanly)."""
+    pieces: list[str] = []
+    for piece in counter.pieces(text):
+        count = counter.count(piece)
+        position = 0
+        for n in range(1, count + 1):
+            end = len(counter.prefix(piece, n))
+            pieces.append(piece[position:end])
+            position = end
+    return [piece for piece in pieces if piece]

@@ -1,0 +1,96 @@
+"""Any OpenAI-compatible server: OpenAI, vLLM, Ollama, llama.cpp, Groq, ..."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..config import ProviderConfig
+from ..errors import UpstreamProtocolError, UpstreamStatusError
+from ..sse import SSEEvent
+from ..upstream import AiohttpTransport, Transport, UpstreamRequest
+from .base import UpstreamCall, error_from_payload, redact
+
+TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+class OpenAIProvider:
+    def __init__(self, config: ProviderConfig, transport: Transport | None = None) -> None:
+        self.config = config
+        self.transport = transport or AiohttpTransport()
+        self._url = f"{config.base_url}/chat/completions"
+        self._headers = {"Content-Type": "application/json", **config.headers}
+        if config.api_key:
+            self._headers["Authorization"] = f"Bearer {config.api_key}"
+
+    def build_request(self, call: UpstreamCall) -> UpstreamRequest:
+        body = dict(call.body)
+        body["model"] = call.model
+        for name in TOKEN_LIMIT_FIELDS:
+            body.pop(name, None)
+        body[self.config.max_tokens_field] = call.max_tokens
+        if call.stream and self.config.stream_usage:
+            options = body.get("stream_options")
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        headers = {**self._headers, "x-request-id": call.request_id}
+        if call.stream:
+            headers["Accept"] = "text/event-stream"
+        return UpstreamRequest(url=self._url, body=orjson.dumps(body), headers=headers)
+
+    def translate_response(self, payload: bytes) -> dict[str, Any]:
+        try:
+            completion = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
+        if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+            raise UpstreamProtocolError("The upstream's response is not a chat completion.")
+        return completion
+
+    def stream_translator(self) -> OpenAIStreamTranslator:
+        return OpenAIStreamTranslator(secrets=(self.config.api_key,))
+
+    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError:
+        return error_from_payload(status, payload, secrets=(self.config.api_key,))
+
+
+class OpenAIStreamTranslator:
+    """OpenAI's chunks are already what the client wants: check their shape, pass them on."""
+
+    __slots__ = ("finished", "_secrets")
+
+    def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
+        self.finished = False
+        self._secrets = secrets
+
+    def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
+        data = event.data
+        if data == b"[DONE]":
+            self.finished = True
+            return []
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("The upstream sent an event that is not valid JSON.") from None
+        if not isinstance(chunk, dict):
+            raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
+        if chunk.get("error"):
+            raise stream_error(chunk["error"], self._secrets)
+        if not isinstance(chunk.get("choices"), list):
+            raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
+        return [chunk]
+
+
+def stream_error(error: Any, secrets: tuple[str, ...]) -> UpstreamStatusError:
+    """An error event in the upstream's stream, as the gateway's error."""
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    status = error.get("status") if isinstance(error.get("status"), int) else 502
+    message = error.get("message") if isinstance(error.get("message"), str) else "The upstream reported an error."
+    code = error.get("code")
+    return UpstreamStatusError(
+        status,
+        redact(message, secrets),
+        type=error.get("type") if isinstance(error.get("type"), str) else "upstream_error",
+        code=str(code) if code is not None else None,
+    )

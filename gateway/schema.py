@@ -1,0 +1,95 @@
+"""What the gateway reads from a chat completions request: only what routing and safety need.
+
+Everything else in the body is forwarded as it came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import InvalidRequest
+
+TOKEN_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    body: dict[str, Any]
+    model: str
+    stream: bool
+    requested_max_tokens: int | None
+    choices: int
+    include_usage: bool
+
+
+def parse_body(payload: bytes) -> dict[str, Any]:
+    if not payload:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON ({exc.args[0]}).") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> ChatRequest:
+    model = body.get("model")
+    if model is None:
+        if not default_model:
+            raise InvalidRequest("You must provide a model parameter.", param="model")
+        model = default_model
+    elif not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array of message objects.", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise InvalidRequest(f"'messages[{index}]' must be an object.", param=f"messages[{index}]")
+        if not isinstance(message.get("role"), str) or not message["role"]:
+            raise InvalidRequest(f"'messages[{index}].role' must be a string.", param=f"messages[{index}].role")
+
+    stream = body.get("stream")
+    if stream is None:
+        stream = False
+    elif not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean.", param="stream")
+
+    requested = None
+    for name in TOKEN_LIMIT_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not _positive_int(value):
+            raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
+        requested = value if requested is None else min(requested, value)
+
+    choices = body.get("n")
+    if choices is None:
+        choices = 1
+    elif not _positive_int(choices):
+        raise InvalidRequest("'n' must be a positive integer.", param="n")
+
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise InvalidRequest("'stream_options' must be an object.", param="stream_options")
+    include_usage = bool(options and options.get("include_usage"))
+
+    return ChatRequest(
+        body=body,
+        model=model,
+        stream=stream,
+        requested_max_tokens=requested,
+        choices=choices,
+        include_usage=include_usage,
+    )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

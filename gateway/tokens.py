@@ -1,0 +1,169 @@
+"""Token counting over tiktoken, with encodings loaded once at start-up.
+
+A `TokenCounter` answers three questions about text in one encoding: how many
+tokens it has, where tiktoken's pre-tokenizer splits it (tokens never cross those
+pieces, which is what makes incremental counting exact), and which prefix of it
+holds at most N tokens. When an encoding cannot be loaded (no network, no cache),
+an `ApproximateCounter` stands in, so that a request never fails for want of one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+import regex
+import tiktoken
+from tiktoken.model import MODEL_PREFIX_TO_ENCODING, MODEL_TO_ENCODING
+
+log = logging.getLogger("gateway.tokens")
+
+DEFAULT_ENCODING = "o200k_base"
+CHAT_ENCODINGS = ("o200k_base", "cl100k_base")  # what a glob route may load; older encodings only by exact name
+
+
+class TokenCounter(Protocol):
+    name: str
+
+    def count(self, text: str) -> int: ...
+
+    def pieces(self, text: str) -> list[str]: ...
+
+    def prefix(self, text: str, tokens: int) -> str: ...
+
+
+class TiktokenCounter:
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
+        self.name = encoding.name
+        self._encoding = encoding
+        self._encode = encoding.encode_ordinary
+        self._split = regex.compile(encoding._pat_str).findall
+
+    def count(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def pieces(self, text: str) -> list[str]:
+        return self._split(text)
+
+    def prefix(self, text: str, tokens: int) -> str:
+        """The text of its first `tokens` tokens; a character split by the cut is dropped."""
+        ids = self._encode(text)[: max(tokens, 0)]
+        return self._encoding.decode_bytes(ids).decode("utf-8", errors="ignore")
+
+
+class ApproximateCounter:
+    """About four characters a token: used only when an encoding is missing."""
+
+    CHARS_PER_TOKEN = 4
+    _split = re.compile(r"\s*\S+|\s+").findall
+
+    def __init__(self, name: str) -> None:
+        self.name = f"approximate ({name} unavailable)"
+
+    def count(self, text: str) -> int:
+        return math.ceil(len(text) / self.CHARS_PER_TOKEN)
+
+    def pieces(self, text: str) -> list[str]:
+        return self._split(text)
+
+    def prefix(self, text: str, tokens: int) -> str:
+        return text[: max(tokens, 0) * self.CHARS_PER_TOKEN]
+
+
+def encoding_name_for_model(model: str) -> str:
+    """tiktoken's encoding for a model name; o200k_base for models it does not know."""
+    try:
+        return tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        return DEFAULT_ENCODING
+
+
+def encoding_names_for_pattern(pattern: str) -> set[str]:
+    """The encodings a route's model name (or glob) may need."""
+    if not any(char in pattern for char in "*?["):
+        return {encoding_name_for_model(pattern)}
+    names = {name for model, name in MODEL_TO_ENCODING.items() if fnmatch.fnmatchcase(model, pattern)}
+    names |= {name for prefix, name in MODEL_PREFIX_TO_ENCODING.items() if fnmatch.fnmatchcase(prefix + "x", pattern)}
+    return (names & set(CHAT_ENCODINGS)) or {DEFAULT_ENCODING}
+
+
+class Tokenizers:
+    """The token counters the routes need, loaded before the server takes traffic."""
+
+    def __init__(self, counters: Mapping[str, TokenCounter]) -> None:
+        self._counters = dict(counters)
+        self._by_model: dict[str, TokenCounter] = {}
+
+    @classmethod
+    def load(cls, encoding_names: Iterable[str]) -> Tokenizers:
+        counters: dict[str, TokenCounter] = {}
+        for name in sorted(set(encoding_names) | {DEFAULT_ENCODING}):
+            counters[name] = load_counter(name)
+        return cls(counters)
+
+    @property
+    def loaded(self) -> list[str]:
+        return [name for name, counter in self._counters.items() if isinstance(counter, TiktokenCounter)]
+
+    def for_model(self, model: str) -> TokenCounter:
+        counter = self._by_model.get(model)
+        if counter is None:
+            name = encoding_name_for_model(model)
+            counter = self._counters.get(name) or self._counters[DEFAULT_ENCODING]
+            if len(self._by_model) < 10_000:  # model names come from clients through glob routes
+                self._by_model[model] = counter
+        return counter
+
+
+def load_counter(name: str) -> TokenCounter:
+    try:
+        return TiktokenCounter(tiktoken.get_encoding(name))
+    except Exception as exc:  # tiktoken raises whatever its download raised
+        log.warning(
+            "tiktoken encoding %s could not be loaded (%s); counting tokens approximately. "
+            "Set TIKTOKEN_CACHE_DIR to a folder holding the encoding to count exactly.",
+            name,
+            type(exc).__name__,
+        )
+        return ApproximateCounter(name)
+
+
+# ------------------------------------------------------------ prompt tokens
+
+TOKENS_PER_MESSAGE = 3  # OpenAI's per-message overhead for current chat models
+TOKENS_PER_NAME = 1
+TOKENS_PER_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
+
+
+def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
+    """Prompt tokens of chat messages, after OpenAI's published counting recipe."""
+    total = TOKENS_PER_REPLY
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        total += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if key == "name" and isinstance(value, str):
+                total += TOKENS_PER_NAME + counter.count(value)
+            else:
+                total += sum(counter.count(text) for text in _texts(value))
+    return total
+
+
+def _texts(value: Any) -> Iterable[str]:
+    """Every string inside a message value (content parts, tool calls), images excepted."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+    elif isinstance(value, dict):
+        if value.get("type") in ("image_url", "input_audio", "file"):
+            return
+        for key, item in value.items():
+            if key not in ("type", "id"):
+                yield from _texts(item)

@@ -1,0 +1,120 @@
+"""Shared fixtures: the gateway and fake upstreams on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+
+SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
+if SHARED_TIKTOKEN.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
+
+from gateway.app import create_app, start  # noqa: E402
+from gateway.config import parse_config  # noqa: E402
+from gateway.tokens import Tokenizers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tokenizers() -> Tokenizers:
+    return Tokenizers.load(["o200k_base", "cl100k_base"])
+
+
+@dataclass
+class Upstream:
+    """A fake upstream on loopback; `handler` decides what it answers."""
+
+    url: str
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    disconnects: list[float] = field(default_factory=list)  # loop times when a client went away mid-response
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    async with running_upstream() as fake:
+        yield fake
+
+
+class running_upstream:
+    def __init__(self) -> None:
+        self.fake = Upstream(url="")
+
+    async def __aenter__(self) -> Upstream:
+        fake = self.fake
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            fake.requests.append({"path": request.path, "headers": request.headers.copy(), "body": body, "query": dict(request.query)})
+            assert fake.handler is not None, "the test set no handler"
+            try:
+                return await fake.handler(request)
+            except (asyncio.CancelledError, ConnectionResetError):
+                fake.disconnects.append(asyncio.get_running_loop().time())
+                raise
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self.runner, port = await start(app, "127.0.0.1", 0)
+        fake.url = f"http://127.0.0.1:{port}"
+        return fake
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+@dataclass
+class Gateway:
+    url: str
+    app: web.Application
+
+    def client(self, **options: Any) -> openai.AsyncOpenAI:
+        options.setdefault("max_retries", 0)
+        options.setdefault("timeout", 10)
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="sk-client-key-never-forwarded", **options)
+
+
+GatewayFactory = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactory]:
+    runners: list[web.AppRunner] = []
+
+    async def make(tree: dict[str, Any], env: dict[str, str] | None = None) -> Gateway:
+        config = parse_config(tree, source="test.yaml", env=env or {}, overrides={})
+        app = create_app(config, tokenizers=tokenizers)
+        runner, port = await start(app, "127.0.0.1", 0)
+        runners.append(runner)
+        return Gateway(url=f"http://127.0.0.1:{port}", app=app)
+
+    yield make
+    for runner in runners:
+        await runner.cleanup()
+
+
+def openai_route_config(upstream_url: str, **route: Any) -> dict[str, Any]:
+    """A config with one OpenAI-compatible provider `up` at a fake upstream, routed as `test-model`."""
+    limits = route.pop("limits", {})
+    provider = route.pop("provider_options", {})
+    return {
+        "limits": limits,
+        "providers": {
+            "up": {"kind": "openai", "base_url": f"{upstream_url}/v1", "api_key": "sk-upstream-secret-key", **provider},
+            "demo": {"kind": "mock"},
+        },
+        "routes": [{"model": "test-model", "provider": "up", **route}, {"model": "demo", "provider": "demo"}],
+    }
+
+
+@pytest.fixture
+async def routed(upstream: Upstream, gateway_factory: GatewayFactory) -> Gateway:
+    """The gateway with `test-model` routed to the fake upstream."""
+    return await gateway_factory(openai_route_config(upstream.url))

@@ -1,0 +1,295 @@
+"""The OpenAI API through the gateway, driven by the real openai SDK and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import jsonschema
+import openai
+import orjson
+import pytest
+
+from fakes import chunk, completion, json_handler, sse_handler, text_stream
+from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "chat-schemas.json"
+MESSAGES = [{"role": "user", "content": "Say hello"}]
+
+
+def schema_validator(name: str) -> jsonschema.Draft202012Validator | None:
+    if not SCHEMAS.exists():
+        return None
+    document = json.loads(SCHEMAS.read_text())
+    return jsonschema.Draft202012Validator({**document, "$ref": f"#/$defs/{name}"})
+
+
+def assert_valid(name: str, value: object) -> None:
+    validator = schema_validator(name)
+    if validator is not None:
+        validator.validate(value)
+
+
+# ------------------------------------------------------------------ the SDK
+
+
+async def test_non_streaming_through_the_sdk(upstream: Upstream, routed: Gateway) -> None:
+    upstream.handler = json_handler(completion("Hello there!", usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}))
+    result = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES)
+    assert result.choices[0].message.content == "Hello there!"
+    assert result.choices[0].finish_reason == "stop"
+    assert result.usage is not None and result.usage.total_tokens == 12
+    sent = orjson.loads(upstream.requests[0]["body"])
+    assert upstream.requests[0]["path"] == "/v1/chat/completions"
+    assert sent["model"] == "test-model" and sent["messages"] == MESSAGES
+
+
+async def test_streaming_through_the_sdk(upstream: Upstream, routed: Gateway) -> None:
+    upstream.handler = sse_handler(text_stream(["Hel", "lo", " there", "!"], usage=(9, 4)))
+    stream = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
+    pieces, finish = [], None
+    async for item in stream:
+        assert item.object == "chat.completion.chunk"
+        for choice in item.choices:
+            pieces.append(choice.delta.content or "")
+            finish = choice.finish_reason or finish
+    assert "".join(pieces) == "Hello there!"
+    assert finish == "stop"
+
+
+async def test_every_field_is_forwarded_untouched_and_the_client_key_is_not(upstream: Upstream, routed: Gateway) -> None:
+    upstream.handler = json_handler(completion("ok"))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    await routed.client().chat.completions.create(
+        model="test-model",
+        messages=MESSAGES,
+        tools=tools,
+        tool_choice="auto",
+        response_format={"type": "json_object"},
+        n=1,
+        stop=["END"],
+        temperature=0.3,
+        seed=42,
+        logprobs=True,
+        top_logprobs=2,
+        user="user-1",
+        extra_body={"vendor_specific": {"keep": ["me", 1]}},
+    )
+    sent = orjson.loads(upstream.requests[0]["body"])
+    for key, value in {
+        "tools": tools, "tool_choice": "auto", "response_format": {"type": "json_object"}, "n": 1, "stop": ["END"],
+        "temperature": 0.3, "seed": 42, "logprobs": True, "top_logprobs": 2, "user": "user-1",
+        "vendor_specific": {"keep": ["me", 1]},
+    }.items():
+        assert sent[key] == value, key
+    headers = upstream.requests[0]["headers"]
+    assert headers["Authorization"] == "Bearer sk-upstream-secret-key"
+    assert "sk-client-key-never-forwarded" not in str(list(headers.items()))
+
+
+async def test_tool_calls_streamed_and_not(upstream: Upstream, routed: Gateway) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    upstream.handler = json_handler(completion(None, finish_reason="tool_calls", tool_calls=[call]))
+    client = routed.client()
+    result = await client.chat.completions.create(model="test-model", messages=MESSAGES)
+    assert result.choices[0].finish_reason == "tool_calls"
+    assert result.choices[0].message.tool_calls[0].function.arguments == '{"city": "Paris"}'
+
+    upstream.handler = sse_handler([
+        chunk({"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+        chunk({}, finish_reason="tool_calls"),
+    ])
+    stream = await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
+    arguments, name, finish = "", None, None
+    async for item in stream:
+        for choice in item.choices:
+            for tool_call in choice.delta.tool_calls or []:
+                name = tool_call.function.name or name
+                arguments += tool_call.function.arguments or ""
+            finish = choice.finish_reason or finish
+    assert (name, arguments, finish) == ("get_weather", '{"city": "Paris"}', "tool_calls")
+
+
+async def test_route_upstream_model_and_default_model(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+    upstream.handler = json_handler(completion("ok"))
+    tree = openai_route_config(upstream.url, upstream_model="real-upstream-name")
+    tree["default_model"] = "test-model"
+    gateway = await gateway_factory(tree)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gateway.url}/v1/chat/completions", json={"messages": MESSAGES}) as response:
+            assert response.status == 200
+    assert orjson.loads(upstream.requests[0]["body"])["model"] == "real-upstream-name"
+
+
+async def test_globs_route_in_file_order_and_exact_names_win(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+    upstream.handler = json_handler(completion("from upstream"))
+    tree = openai_route_config(upstream.url)
+    tree["routes"] = [
+        {"model": "gpt-*", "provider": "up"},
+        {"model": "gpt-4*", "provider": "demo"},
+        {"model": "gpt-4o", "provider": "demo"},
+    ]
+    client = (await gateway_factory(tree)).client()
+    assert (await client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)).choices[0].message.content == "from upstream"
+    exact = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert exact.choices[0].message.content.startswith("Hello! I am the gateway's built-in mock model.")
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="claude-x", messages=MESSAGES)
+
+
+# ------------------------------------------------------------------ raw HTTP
+
+
+async def test_quick_start_paths_models_health_and_request_ids(upstream: Upstream, routed: Gateway) -> None:
+    upstream.handler = json_handler(completion("ok"))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{routed.url}/api/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES},
+                             headers={"x-request-id": "req-abc-123"}) as response:
+            assert response.status == 200
+            assert response.headers["x-request-id"] == "req-abc-123"
+            assert (await response.json())["choices"][0]["message"]["content"] == "ok"
+        assert upstream.requests[0]["headers"]["x-request-id"] == "req-abc-123"
+
+        for path in ("/v1/models", "/api/v1/models"):
+            async with http.get(f"{routed.url}{path}") as response:
+                listing = await response.json()
+                assert response.status == 200 and response.headers["x-request-id"]
+                assert [model["id"] for model in listing["data"]] == ["test-model", "demo"]
+                assert_valid("ListModelsResponse", listing)
+        async with http.get(f"{routed.url}/v1/models/demo") as response:
+            assert (await response.json())["id"] == "demo"
+            assert_valid("Model", await response.json())
+        async with http.get(f"{routed.url}/v1/models/unknown") as response:
+            assert response.status == 404 and (await response.json())["error"]["code"] == "model_not_found"
+        async with http.get(f"{routed.url}/health") as response:
+            assert (await response.json())["status"] == "ok"
+
+
+async def test_demo_route_is_valid_openai_json_and_sse(routed: Gateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        body = {"model": "demo", "messages": MESSAGES, "max_tokens": 12}
+        async with http.post(f"{routed.url}/v1/chat/completions", json=body) as response:
+            assert_valid("CreateChatCompletionResponse", await response.json())
+        async with http.post(f"{routed.url}/v1/chat/completions", json={**body, "stream": True,
+                             "stream_options": {"include_usage": True}}) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            raw = await response.read()
+    events = [event for event in raw.split(b"\n\n") if event]
+    assert events[-1] == b"data: [DONE]"
+    for event in events[:-1]:
+        assert event.startswith(b"data: ") and b"\n" not in event
+        assert_valid("CreateChatCompletionStreamResponse", orjson.loads(event[6:]))
+
+
+async def test_cors_preflight_and_headers(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+    tree = openai_route_config(upstream.url)
+    tree["server"] = {"cors_origins": ["http://localhost:3000"]}
+    gateway = await gateway_factory(tree)
+    async with aiohttp.ClientSession() as http:
+        preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type"}
+        async with http.options(f"{gateway.url}/v1/chat/completions", headers=preflight) as response:
+            assert response.status == 204
+            assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+            assert "POST" in response.headers["Access-Control-Allow-Methods"]
+            assert "authorization" in response.headers["Access-Control-Allow-Headers"]
+        async with http.options(f"{gateway.url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"}) as response:
+            assert response.status == 403 and "Access-Control-Allow-Origin" not in response.headers
+        async with http.post(f"{gateway.url}/v1/chat/completions", headers={"Origin": "http://localhost:3000"},
+                             json={"model": "demo", "messages": MESSAGES, "stream": True}) as response:
+            assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
+            await response.read()
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": "test-model"}, "messages"),
+        ({"model": "test-model", "messages": []}, "messages"),
+        ({"model": "test-model", "messages": ["hi"]}, "messages[0]"),
+        ({"model": "test-model", "messages": [{"content": "hi"}]}, "messages[0].role"),
+        ({"model": 7, "messages": MESSAGES}, "model"),
+        ({"model": "test-model", "messages": MESSAGES, "stream": "yes"}, "stream"),
+        ({"model": "test-model", "messages": MESSAGES, "max_tokens": 0}, "max_tokens"),
+        ({"model": "test-model", "messages": MESSAGES, "max_completion_tokens": 2.5}, "max_completion_tokens"),
+    ],
+)
+async def test_bad_fields_are_400_naming_the_field(routed: Gateway, upstream: Upstream, body: dict, param: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{routed.url}/v1/chat/completions", json=body) as response:
+            error = (await response.json())["error"]
+    assert response.status == 400
+    assert error["param"] == param and error["type"] == "invalid_request_error" and param in error["message"]
+    assert upstream.requests == []
+
+
+async def test_bad_json_and_too_large_bodies(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+    tree = openai_route_config(upstream.url)
+    tree["server"] = {"max_body_bytes": 2048}
+    gateway = await gateway_factory(tree)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gateway.url}/v1/chat/completions", data=b"{not json") as response:
+            assert response.status == 400 and "JSON" in (await response.json())["error"]["message"]
+        big = {"model": "test-model", "messages": [{"role": "user", "content": "x" * 4096}]}
+        async with http.post(f"{gateway.url}/v1/chat/completions", json=big) as response:
+            assert response.status == 413 and (await response.json())["error"]["code"] == "payload_too_large"
+    with pytest.raises(openai.APIStatusError) as raised:
+        await gateway.client().chat.completions.create(model="test-model", messages=big["messages"])
+    assert raised.value.status_code == 413
+
+
+async def test_unknown_model_is_404_model_not_found(routed: Gateway) -> None:
+    with pytest.raises(openai.NotFoundError) as raised:
+        await routed.client().chat.completions.create(model="no-such-model", messages=MESSAGES)
+    assert raised.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_upstream_errors_keep_their_status_and_message(upstream: Upstream, routed: Gateway, stream: bool) -> None:
+    client = routed.client()
+    upstream.handler = json_handler({"error": {"message": "Rate limit reached for gpt-4o-mini", "type": "requests", "code": "rate_limit_exceeded"}}, status=429)
+    with pytest.raises(openai.RateLimitError) as raised:
+        await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=stream)
+    assert raised.value.code == "rate_limit_exceeded" and "Rate limit reached" in raised.value.message
+
+    upstream.handler = json_handler({"error": {"message": "Invalid 'messages'", "type": "invalid_request_error", "param": "messages", "code": None}}, status=400)
+    with pytest.raises(openai.BadRequestError) as bad:
+        await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=stream)
+    assert bad.value.param == "messages"
+
+    upstream.handler = json_handler("<html><body><h1>502 Bad Gateway</h1></body></html>", status=502, content_type="text/html")
+    with pytest.raises(openai.InternalServerError) as html:
+        await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=stream)
+    assert html.value.status_code == 502 and "<html" not in str(html.value.body) and "HTTP 502" in html.value.message
+
+
+async def test_upstream_error_that_echoes_the_api_key_is_redacted(upstream: Upstream, routed: Gateway) -> None:
+    upstream.handler = json_handler({"error": {"message": "Incorrect API key provided: sk-upstream-secret-key", "code": "invalid_api_key"}}, status=401)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES}) as response:
+            text = await response.text()
+    assert response.status == 401 and "sk-upstream-secret-key" not in text and "[redacted]" in text
+
+
+async def test_unreachable_upstream_is_502(gateway_factory: GatewayFactory, unused_tcp_port: int) -> None:
+    gateway = await gateway_factory(openai_route_config(f"http://127.0.0.1:{unused_tcp_port}"))
+    with pytest.raises(openai.InternalServerError) as raised:
+        await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES)
+    assert raised.value.status_code == 502 and raised.value.code == "upstream_unreachable"
+    assert "sk-upstream-secret-key" not in str(raised.value.body)
+
+
+async def test_unknown_path_is_an_openai_shaped_404(routed: Gateway) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{routed.url}/v1/nothing-here") as response:
+            assert response.status == 404
+            assert set((await response.json())["error"]) == {"message", "type", "param", "code"}
+        async with http.get(f"{routed.url}/v1/chat/completions") as response:
+            assert response.status == 405 and "error" in await response.json()
+

@@ -1,0 +1,46 @@
+"""The `gateway` command as a user runs it: a real process on a free port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def start_gateway(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `python -m gateway --port 0 ...`; returns the process and its base URL, read from its log."""
+    full_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
+    full_env.update(env or {})
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "--port", "0", *args], cwd=REPO, env=full_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    assert process.stdout is not None
+    for line in process.stdout:
+        match = re.search(r"listening on (http://\S+)", line)
+        if match:
+            return process, match.group(1)
+        if time.monotonic() > deadline:
+            break
+    process.kill()
+    raise AssertionError(f"the gateway did not start: {process.wait()}")
+
+
+def test_run_the_repository_config_and_answer_on_the_demo_route_without_a_key() -> None:
+    process, url = start_gateway("--config", "gateway.yaml")
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+        reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
+        assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 8
+        stream = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=3)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == "Hello! I"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0

@@ -1,0 +1,118 @@
+"""gateway.yaml: typed values, ${VAR}, the quick-start environment, and errors that name the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, Limits, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse(tree: dict, env: dict | None = None, **overrides: object):
+    return parse_config(tree, source="gw.yaml", env=env or {}, overrides=overrides)
+
+
+def problems(tree: dict, env: dict | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        parse(tree, env)
+    return raised.value.problems
+
+
+def test_the_repository_config_loads_with_no_api_key() -> None:
+    config = load_config(str(REPO / "gateway.yaml"), env={})
+    assert config.default_model == "demo"
+    assert [route.model for route in config.routes] == ["gpt-4o-mini", "gpt-*", "fast", "demo"]
+    fast = config.routes[2]
+    assert (fast.upstream_model, fast.limits.max_tokens, fast.limits.timeout) == ("gpt-4o-mini", 512, 20)
+    assert config.providers["openai"].api_key == ""
+
+
+def test_env_references_and_defaults() -> None:
+    tree = {"providers": {"p": {"kind": "openai", "base_url": "${BASE:-http://127.0.0.1:9/v1}", "api_key": "${KEY}"}},
+            "routes": [{"model": "m", "provider": "p"}]}
+    config = parse(tree, {"KEY": "sk-123"})
+    assert config.providers["p"].api_key == "sk-123" and config.providers["p"].base_url == "http://127.0.0.1:9/v1"
+    assert "sk-123" not in repr(config)
+    assert problems(tree) == ["gw.yaml: providers.p.api_key: environment variable KEY is not set (write ${KEY:-default} for a default)"]
+
+
+def test_every_problem_is_reported_with_its_key_path() -> None:
+    tree = {
+        "server": {"port": "eighty", "colour": "blue"},
+        "limits": {"timeout": -1},
+        "providers": {"p": {"kind": "openia", "base_url": "ftp://x"}},
+        "routes": [{"model": "a", "provider": "p"}, {"model": "b"}, {"model": "c", "provider": "nope"}, {"model": "a", "provider": "p"}],
+    }
+    found = problems(tree)
+    expected = [
+        "gw.yaml: server.colour: unknown key",
+        "gw.yaml: server.port: must be an integer, got 'eighty'",
+        "gw.yaml: limits.timeout: must be more than 0 seconds, got -1",
+        "gw.yaml: providers.p.kind: unknown kind 'openia'",
+        "gw.yaml: providers.p.base_url: must start with http:// or https://",
+        "gw.yaml: routes[1].provider: is required",
+        "gw.yaml: routes[2].provider: unknown provider 'nope' (known: p)",
+        "gw.yaml: routes[3].model: 'a' is already routed by routes[0]",
+    ]
+    for line in expected:
+        assert any(problem.startswith(line) for problem in found), (line, found)
+    assert len(found) == len(expected)
+
+
+def test_quick_start_environment_overrides_the_file_and_flags_override_both() -> None:
+    tree = {"server": {"port": 8000}, "limits": {"timeout": 60, "max_tokens": 4096}, "default_model": "a",
+            "providers": {"d": {"kind": "mock"}}, "routes": [{"model": "a", "provider": "d"}, {"model": "b", "provider": "d"}]}
+    env = {"HOST": "0.0.0.0", "PORT": "9000", "LLM_TIMEOUT": "12.5", "DEFAULT_MODEL": "b", "MAX_TOKENS_LIMIT": "256",
+           "CORS_ORIGINS": "http://a.test, http://b.test"}
+    config = parse(tree, env)
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 9000)
+    assert (config.limits.timeout, config.limits.max_tokens, config.default_model) == (12.5, 256, "b")
+    assert config.server.cors_origins == ("http://a.test", "http://b.test")
+    assert parse(tree, env, **{"server.port": 9100}).server.port == 9100
+    assert problems(tree, {"PORT": "http"}) == ["gw.yaml: server.port (from $PORT): must be an integer, got 'http'"]
+
+
+def test_a_route_can_only_tighten_the_global_limits() -> None:
+    tree = {"limits": {"max_tokens": 100, "timeout": 10}, "providers": {"d": {"kind": "mock"}},
+            "routes": [{"model": "a", "provider": "d", "max_tokens": 5000, "timeout": 3, "idle_timeout": 2}]}
+    assert parse(tree).routes[0].limits == Limits(max_tokens=100, timeout=3, idle_timeout=2)
+
+
+def gateway_cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    full_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60)
+
+
+def test_check_prints_the_routing_table() -> None:
+    result = gateway_cli("--check", "--config", str(REPO / "gateway.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "fast -> openai, model gpt-4o-mini; max_tokens=512 timeout=20s" in result.stdout
+    assert result.stdout.index("demo -> demo") < result.stdout.index("gpt-* -> openai")
+
+
+def test_check_of_an_invalid_file_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("providers:\n  p: {kind: openai}\nroutes:\n  - {model: a, provider: p}\n  - {model: b, provider: q}\n")
+    result = gateway_cli("--check", "--config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{bad}: providers.p.base_url: is required",
+        f"{bad}: routes[1].provider: unknown provider 'q' (known: p)",
+    ]
+    # the server refuses to start the same way
+    assert gateway_cli("--config", str(bad), "--port", "0").returncode == 2
+
+
+def test_built_in_default_without_a_file(tmp_path: Path) -> None:
+    result = gateway_cli("--check", cwd=tmp_path, env={"GATEWAY_CONFIG": ""})
+    assert result.returncode == 0 and "<built-in default>" in result.stdout
+    assert "demo -> demo" in result.stdout and "gpt-*" not in result.stdout
+    with_key = gateway_cli("--check", cwd=tmp_path, env={"GATEWAY_CONFIG": "", "OPENAI_API_KEY": "sk-x"})
+    assert "gpt-* -> openai" in with_key.stdout and "sk-x" not in with_key.stdout
