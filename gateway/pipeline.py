@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .config import Limits
-from .errors import UpstreamProtocolError, UpstreamTimeout
+from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .limits import StreamLimiter, limit_completion
 from .providers import Provider, UpstreamCall
 from .sse import DONE, SSEDecoder, encode_json
@@ -110,14 +110,19 @@ async def stream_chunks(
     while True:
         data = await timed_read(response, clock)
         out: list[bytes] = []
-        for event in decoder.decode(data) if data else decoder.flush():
-            for chunk in translator.translate(event):
-                clock.last_chunk_at = loop.time()
-                limited = limiter.limit(chunk)
-                if limited is not None:
-                    out.append(encode_json(limited))
-            if translator.finished or (limiter.truncated and limiter.all_finished):
-                break
+        try:
+            for event in decoder.decode(data) if data else decoder.flush():
+                for chunk in translator.translate(event):
+                    clock.last_chunk_at = loop.time()
+                    limited = limiter.limit(chunk)
+                    if limited is not None:
+                        out.append(encode_json(limited))
+                if translator.finished or (limiter.truncated and limiter.all_finished):
+                    break
+        except UpstreamError:
+            if out:  # what was good in this read still goes out, then the error
+                yield b"".join(out)
+            raise
         if translator.finished:
             await drain(response, clock)
         elif limiter.truncated and limiter.all_finished:

@@ -1,0 +1,158 @@
+"""The max_tokens budget as pure code: exact counts, the cut, usage."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import pytest
+
+from fakes import chunk, completion, text_stream, usage_chunk
+from gateway.limits import StreamLimiter, TextCount, limit_completion
+from gateway.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
+
+TEXTS = [
+    "Hello there! How are you doing today? I'm fine, thanks.",
+    "  leading spaces,\n\nnewlines\r\n and\ttabs   trailing   ",
+    "Numbers 1234567 and 3.14159, URLs https://example.com/a?b=c#d, emoji \U0001F600\U0001F389 and accents: déjà vu, naïve.",
+    "日本語のテキストと中文文本，以及한국어 텍스트。",
+    "def f(x):\n    return x ** 2  # squares\n\nprint(f(12))\n",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+]
+
+
+@pytest.fixture(params=["o200k_base", "cl100k_base"])
+def counter(request: pytest.FixtureRequest, tokenizers: Tokenizers) -> TiktokenCounter:
+    model = {"o200k_base": "gpt-4o", "cl100k_base": "gpt-4"}[request.param]
+    found = tokenizers.for_model(model)
+    assert isinstance(found, TiktokenCounter) and found.name == request.param
+    return found
+
+
+def random_deltas(text: str, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    deltas, position = [], 0
+    while position < len(text):
+        step = rng.randint(1, 6)
+        deltas.append(text[position : position + step])
+        position += step
+    return deltas
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_incremental_count_equals_counting_the_whole_text(counter: TiktokenCounter, text: str) -> None:
+    for seed in range(20):
+        count = TextCount()
+        for delta in random_deltas(text, seed):
+            accepted, cut = count.add(delta, 10**9, counter)
+            assert (accepted, cut) == (delta, False)
+        assert count.total == counter.count(text), seed
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_the_cut_delivers_exactly_the_limit_or_one_less(counter: TiktokenCounter, text: str) -> None:
+    full = counter.count(text)
+    for limit in range(1, full):
+        for seed in range(3):
+            count, delivered = TextCount(), ""
+            for delta in random_deltas(text, seed):
+                accepted, cut = count.add(delta, limit, counter)
+                delivered += accepted
+                if cut:
+                    break
+            assert cut and text.startswith(delivered)
+            delivered_tokens = counter.count(delivered)
+            # N, or N-1 where a token spans the cut; less only where one character takes several tokens
+            next_character_fits = counter.count(text[: len(delivered) + 1]) <= limit
+            assert delivered_tokens in (limit, limit - 1) or not next_character_fits, (limit, seed, delivered)
+            assert delivered_tokens <= limit
+            assert count.total == counter.count(delivered)
+
+
+def stream_through(limiter: StreamLimiter, chunks: list[dict]) -> list[dict]:
+    out = []
+    for item in copy.deepcopy(chunks):
+        limited = limiter.limit(item)
+        if limited is not None:
+            out.append(limited)
+    return out
+
+
+def content_of(chunks: list[dict], index: int = 0) -> str:
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"] and c["choices"][0]["index"] == index)
+
+
+def test_stream_cut_per_choice_with_n_2(counter: TiktokenCounter) -> None:
+    pieces = ["The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."]
+    limiter = StreamLimiter(max_tokens=4, counter=counter, choices=2, prompt_tokens=lambda: 11)
+    out = stream_through(limiter, text_stream(pieces, choices=2, usage=(11, 20)))
+    for index in (0, 1):
+        assert content_of(out, index) == "The quick brown fox"
+        finishes = [c["choices"][0]["finish_reason"] for c in out if c["choices"][0]["index"] == index]
+        assert finishes[-1] == "length" and finishes.count("length") == 1
+    assert limiter.truncated and limiter.all_finished
+    assert limiter.usage() == {"prompt_tokens": 11, "completion_tokens": 8, "total_tokens": 19}
+
+
+def test_tool_call_arguments_and_refusals_count(counter: TiktokenCounter) -> None:
+    arguments = '{"city": "Paris", "unit": "celsius", "days": 5}'
+    chunks = [chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "weather", "arguments": ""}}]})]
+    chunks += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}) for a in random_deltas(arguments, 1)]
+    chunks.append(chunk({}, finish_reason="tool_calls"))
+    limiter = StreamLimiter(max_tokens=6, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    out = stream_through(limiter, chunks)
+    sent = "".join(tc["function"].get("arguments", "") for c in out for tc in c["choices"][0]["delta"].get("tool_calls", []))
+    assert arguments.startswith(sent) and counter.count(sent) in (5, 6)
+    assert out[-1]["choices"][0]["finish_reason"] == "length"
+
+    refusal = StreamLimiter(max_tokens=3, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    out = stream_through(refusal, [chunk({"refusal": "I can't help with that request, sorry."}), chunk({}, finish_reason="stop")])
+    assert counter.count(out[0]["choices"][0]["delta"]["refusal"]) == 3 and out[0]["choices"][0]["finish_reason"] == "length"
+
+
+def test_upstream_usage_is_passed_on_when_nothing_was_cut(counter: TiktokenCounter) -> None:
+    limiter = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 999)
+    out = stream_through(limiter, text_stream(["Hi", " there"], usage=(7, 2)))
+    assert all(c["choices"] for c in out), "the upstream's usage chunk is left out of the stream"
+    assert limiter.usage() == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    assert limiter.usage_chunk()["choices"] == [] and limiter.usage_chunk()["id"] == "chatcmpl-fake"
+
+    own = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
+    stream_through(own, text_stream(["Hi", " there"]))
+    assert own.usage() == {"prompt_tokens": 12, "completion_tokens": counter.count("Hi there"), "total_tokens": 12 + counter.count("Hi there")}
+
+
+def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
+    text = TEXTS[0]
+    body = completion(text, usage={"prompt_tokens": 5, "completion_tokens": 50, "total_tokens": 55}, choices=2)
+    assert limit_completion(body, max_tokens=5, counter=counter, prompt_tokens=lambda: 0)
+    for choice in body["choices"]:
+        assert choice["finish_reason"] == "length" and counter.count(choice["message"]["content"]) in (4, 5)
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
+
+    untouched = completion("short", usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6})
+    assert not limit_completion(untouched, max_tokens=5, counter=counter, prompt_tokens=lambda: 0)
+    assert untouched["usage"]["completion_tokens"] == 1 and untouched["choices"][0]["finish_reason"] == "stop"
+
+    missing = completion("short answer")
+    limit_completion(missing, max_tokens=50, counter=counter, prompt_tokens=lambda: 9)
+    assert missing["usage"] == {"prompt_tokens": 9, "completion_tokens": counter.count("short answer"), "total_tokens": 9 + counter.count("short answer")}
+
+
+def test_prompt_tokens_follow_openais_recipe(tokenizers: Tokenizers) -> None:
+    counter = tokenizers.for_model("gpt-4o")
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "name": "bob", "content": "Hi"}]
+    expected = 3 + (3 + counter.count("system") + counter.count("You are terse.")) + (3 + counter.count("user") + 1 + counter.count("bob") + counter.count("Hi"))
+    assert count_prompt_tokens(messages, counter) == expected
+
+
+def test_approximate_counter_still_limits() -> None:
+    counter = ApproximateCounter("missing_base")
+    limiter = StreamLimiter(max_tokens=2, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    out = stream_through(limiter, text_stream(["abcd", "efgh", "ijkl"]))
+    assert content_of(out) == "abcdefgh" and out[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_usage_only_chunk_with_no_choices_is_dropped(counter: TiktokenCounter) -> None:
+    limiter = StreamLimiter(max_tokens=10, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    assert limiter.limit(usage_chunk(1, 2)) is None
