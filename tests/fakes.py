@@ -23,7 +23,7 @@ def completion(content: str | None = "Hello there!", *, finish_reason: str = "st
         "created": 1_700_000_000,
         "model": model,
         "system_fingerprint": "fp_fake",
-        "choices": [{"index": i, "message": message, "logprobs": None, "finish_reason": finish_reason} for i in range(choices)],
+        "choices": [{"index": i, "message": dict(message), "logprobs": None, "finish_reason": finish_reason} for i in range(choices)],
     }
     if usage is not None:
         body["usage"] = usage
