@@ -11,6 +11,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, GatewayConfig, load_config
+from .logs import configure_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -19,16 +20,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on (overrides server.host and $HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides server.port and $PORT)")
     parser.add_argument("--check", action="store_true", help="validate the config, print the routing table, exit")
+    parser.add_argument("--log-format", choices=("json", "text"), default="json",
+                        help="one JSON object a line (default), or readable text for a terminal")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        print(f"$LOG_LEVEL: unknown level {level!r} (use DEBUG, INFO, WARNING, ERROR or CRITICAL)", file=sys.stderr)
+        return 2
+    configure_logging(level, args.log_format)
     try:
         config = load_config(args.config, overrides={"server.host": args.host, "server.port": args.port})
     except ConfigError as exc:
@@ -49,7 +53,12 @@ def run(config: GatewayConfig) -> int:
     except ImportError:
         uvloop = None
     log = logging.getLogger("gateway")
-    log.info("config %s: %d routes", config.source, len(config.routes))
+    log.info("config %s: %d routes", config.source, len(config.routes), extra={"fields": {"config": config.source}})
+    for route in config.routes:
+        log.info(
+            "route %s -> %s", route.model, route.provider,
+            extra={"fields": {"route": route.model, "provider": route.provider, "upstream_model": route.upstream_model}},
+        )
 
     async def main_task() -> None:
         task = asyncio.current_task()

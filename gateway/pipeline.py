@@ -24,13 +24,16 @@ from .upstream import UpstreamResponse
 class Clock:
     """The deadlines of one request, on the event loop's clock."""
 
-    __slots__ = ("limits", "started", "total_deadline", "last_chunk_at", "upstream_sent_at", "upstream_done_at")
+    __slots__ = (
+        "limits", "started", "total_deadline", "last_chunk_at", "first_content_at", "upstream_sent_at", "upstream_done_at"
+    )
 
     def __init__(self, limits: Limits, started: float) -> None:
         self.limits = limits
         self.started = started
         self.total_deadline = started + limits.timeout
         self.last_chunk_at: float | None = None  # None until the first chunk arrived
+        self.first_content_at: float | None = None  # when the first content went to the client
         self.upstream_sent_at: float | None = None
         self.upstream_done_at: float | None = None
 
@@ -132,9 +135,13 @@ async def stream_chunks(
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:
+                if clock.first_content_at is None and limiter.completion_tokens:
+                    clock.first_content_at = loop.time()
                 yield b"".join(out)
             continue
         clock.upstream_done_at = loop.time()
+        if clock.first_content_at is None and limiter.completion_tokens:
+            clock.first_content_at = clock.upstream_done_at
         if include_usage:
             out.append(encode_json(limiter.usage_chunk()))
         out.append(DONE)

@@ -118,3 +118,16 @@ def openai_route_config(upstream_url: str, **route: Any) -> dict[str, Any]:
 async def routed(upstream: Upstream, gateway_factory: GatewayFactory) -> Gateway:
     """The gateway with `test-model` routed to the fake upstream."""
     return await gateway_factory(openai_route_config(upstream.url))
+
+
+def require_tool(name: str, package: str) -> str:
+    """The path of a command a test needs; skip with the reason where it is missing, fail in CI."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} not installed (apt-get install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI must install it (see .ci/run)")
+        pytest.skip(reason)
+    return path

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,9 +24,9 @@ def start_gateway(*args: str, env: dict[str, str] | None = None) -> tuple[subpro
     deadline = time.monotonic() + 30
     assert process.stdout is not None
     for line in process.stdout:
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            return process, match.group(1)
+        entry = json.loads(line)  # every log line is one JSON object
+        if entry["message"].startswith("listening on"):
+            return process, entry["address"]
         if time.monotonic() > deadline:
             break
     process.kill()

@@ -1,0 +1,83 @@
+"""Every metric the gateway exports, by name, in one place.
+
+Labels come only from the routing table (route, provider) and from the gateway's
+own vocabulary (code, stream, type, kind, reason), never from raw client input, so
+no request can create a new series. With several worker processes,
+prometheus-client's multiprocess mode sums them: `PROMETHEUS_MULTIPROC_DIR` must
+then be set before prometheus_client is first imported (see `workers.py`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+from . import __version__
+
+UNKNOWN_ROUTE = "unknown"
+NO_PROVIDER = "none"
+
+# Time to first token: 50 ms to 30 s. Whole requests: up to ten minutes of streaming.
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests_total", "Finished chat completion requests, by HTTP status.",
+            ["route", "provider", "code", "stream"], registry=r,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds", "Request in to last byte out.",
+            ["route", "provider", "stream"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "gateway_time_to_first_token_seconds", "Request in to the first content chunk out (streams).",
+            ["route", "provider"], buckets=TTFT_BUCKETS, registry=r,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time the gateway itself adds: request in to upstream request out, plus upstream end to client end.",
+            ["route", "provider"], buckets=OVERHEAD_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "gateway_tokens_total", "Tokens by type (prompt, completion), as delivered.",
+            ["route", "provider", "type"], registry=r,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_requests", "Chat completion requests being handled.",
+            ["route"], registry=r, multiprocess_mode="livesum",
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total", "Failed upstream attempts, by reason (connect, status, protocol, timeout).",
+            ["provider", "reason"], registry=r,
+        )
+        self.timeouts = Counter(
+            "gateway_timeouts_total", "Limits that fired, by kind (connect, first_token, idle, total).",
+            ["route", "kind"], registry=r,
+        )
+        self.truncations = Counter(
+            "gateway_truncations_total", "Responses cut to max_tokens by the gateway.", ["route"], registry=r,
+        )
+        self.client_disconnects = Counter(
+            "gateway_client_disconnects_total", "Clients that went away before their response ended.", ["route"], registry=r,
+        )
+        self.build_info = Gauge(
+            "gateway_build_info", "The gateway's version; always 1.", ["version"], registry=r, multiprocess_mode="max",
+        )
+        self.build_info.labels(__version__).set(1)
+
+    def render(self) -> tuple[bytes, str]:
+        """The text exposition format; in multiprocess mode, summed over every worker."""
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,103 @@
+"""What one chat completion request did: filled in as it goes, then counted and logged once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import GatewayError, UpstreamError, UpstreamTimeout
+from .metrics import NO_PROVIDER, UNKNOWN_ROUTE, Metrics
+
+access_log = logging.getLogger("gateway.access")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    client: str | None
+    started: float  # event loop clock
+    route: str = UNKNOWN_ROUTE
+    provider: str = NO_PROVIDER
+    upstream_model: str | None = None
+    stream: bool = False
+    status: int = 0
+    first_token_at: float | None = None
+    upstream_sent_at: float | None = None
+    upstream_done_at: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    truncated: bool = False
+    error: str | None = None  # the error kind: an OpenAI error code or type
+    disconnected: bool = False
+    routed: bool = False  # counted in the in-flight gauge
+
+    def timing(self, clock: Any) -> None:
+        self.first_token_at = clock.first_content_at
+        self.upstream_sent_at = clock.upstream_sent_at
+        self.upstream_done_at = clock.upstream_done_at
+
+    def fail(self, exc: GatewayError) -> None:
+        self.error = exc.code or exc.type
+
+    def usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            self.prompt_tokens = prompt if isinstance(prompt, int) else None
+            self.completion_tokens = completion if isinstance(completion, int) else None
+
+
+def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: UpstreamError) -> None:
+    metrics.upstream_errors.labels(record.provider, exc.reason).inc()
+    if isinstance(exc, UpstreamTimeout):
+        metrics.timeouts.labels(record.route, exc.kind).inc()
+
+
+def finish(metrics: Metrics, record: RequestRecord, finished: float) -> None:
+    """Count the request in every metric it belongs to, and write its one log line."""
+    route, provider = record.route, record.provider
+    stream = "true" if record.stream else "false"
+    duration = finished - record.started
+    metrics.requests.labels(route, provider, str(record.status), stream).inc()
+    metrics.duration.labels(route, provider, stream).observe(duration)
+    ttft = None
+    if record.first_token_at is not None:
+        ttft = record.first_token_at - record.started
+        metrics.time_to_first_token.labels(route, provider).observe(ttft)
+    if record.upstream_sent_at is not None and record.upstream_done_at is not None:
+        overhead = (record.upstream_sent_at - record.started) + (finished - record.upstream_done_at)
+        metrics.overhead.labels(route, provider).observe(max(overhead, 0.0))
+    if record.prompt_tokens:
+        metrics.tokens.labels(route, provider, "prompt").inc(record.prompt_tokens)
+    if record.completion_tokens:
+        metrics.tokens.labels(route, provider, "completion").inc(record.completion_tokens)
+    if record.truncated:
+        metrics.truncations.labels(route).inc()
+    if record.disconnected:
+        metrics.client_disconnects.labels(route).inc()
+    if record.routed:
+        metrics.inflight.labels(route).dec()
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info("request", extra={"fields": log_fields(record, duration, ttft)})
+
+
+def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id,
+        "method": record.method,
+        "path": record.path,
+        "route": record.route,
+        "provider": record.provider,
+        "upstream_model": record.upstream_model,
+        "status": record.status,
+        "stream": record.stream,
+        "duration_ms": round(duration * 1000, 2),
+        "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "truncated": record.truncated,
+        "error": record.error,
+        "client": record.client,
+    }
