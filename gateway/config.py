@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
-PROVIDER_KINDS = ("openai", "mock")
+PROVIDER_KINDS = ("openai", "anthropic", "azure", "mock")
+DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
+ANTHROPIC_VERSION = "2023-06-01"
 LIMIT_KEYS = ("max_tokens", "timeout", "first_token_timeout", "idle_timeout", "connect_timeout")
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -50,6 +52,7 @@ class ServerConfig:
     port: int = 8000
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
+    watch_config: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,18 +65,49 @@ class ProviderConfig:
     max_tokens_field: str = "max_tokens"
     stream_usage: bool = True
     tokens_per_second: float = 0.0
+    anthropic_version: str = ANTHROPIC_VERSION
+    api_version: str = ""  # azure
+    deployment: str = ""  # azure
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One upstream a route may send a request to."""
+
+    provider: str
+    model: str | None = None  # the model name sent upstream; None: as the client asked
+    weight: float = 1.0
+    deployment: str | None = None  # azure: overrides the provider's
+    api_version: str | None = None  # azure: overrides the provider's
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    failures: int = 3  # consecutive failures that take a target out of rotation
+    seconds: float = 30.0  # how long it stays out before one probe request may try it
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     model: str
-    provider: str
-    upstream_model: str | None
+    targets: tuple[Target, ...]
     limits: Limits
+    fallbacks: tuple[str, ...] = ()
+    retries: int = 0  # further attempts after the first, across targets
+    cooldown: Cooldown = Cooldown()
 
     @property
     def is_glob(self) -> bool:
         return any(char in self.model for char in "*?[")
+
+    @property
+    def provider(self) -> str:
+        """The provider of the first target (the only one of a simple route)."""
+        return self.targets[0].provider
+
+    @property
+    def upstream_model(self) -> str | None:
+        return self.targets[0].model
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,8 +329,18 @@ class _Checker:
             source=self.source,
         )
 
+    def boolean(self, node: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = node.get(key, default)
+        key_path = _join(path, key)
+        if isinstance(value, str) and key_path in self.origins and value.lower() in ("true", "false", "1", "0"):
+            value = value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            self.problem(key_path, f"must be true or false, got {value!r}")
+            return default
+        return value
+
     def server(self, node: Any) -> ServerConfig:
-        node = self.mapping(node, "server", ("host", "port", "cors_origins", "max_body_bytes"))
+        node = self.mapping(node, "server", ("host", "port", "cors_origins", "max_body_bytes", "watch_config"))
         defaults = ServerConfig()
         origins = node.get("cors_origins", [])
         if isinstance(origins, str):
@@ -312,6 +356,7 @@ class _Checker:
             port=port,
             cors_origins=tuple(origins),
             max_body_bytes=self.integer(node, "max_body_bytes", "server", defaults.max_body_bytes),
+            watch_config=self.boolean(node, "watch_config", "server", defaults.watch_config),
         )
 
     def limits(self, node: dict[str, Any], path: str, base: Limits) -> Limits:
@@ -333,12 +378,17 @@ class _Checker:
 
     def provider(self, name: str, node: Any) -> ProviderConfig:
         path = f"providers.{name}"
-        allowed = ("kind", "base_url", "api_key", "headers", "max_tokens_field", "stream_usage", "tokens_per_second")
+        allowed = (
+            "kind", "base_url", "api_key", "headers", "max_tokens_field", "stream_usage", "tokens_per_second",
+            "anthropic_version", "api_version", "deployment",
+        )
         node = self.mapping(node, path, allowed)
         kind = self.string(node, "kind", path, required=True)
         if kind and kind not in PROVIDER_KINDS:
             self.problem(f"{path}.kind", f"unknown kind {kind!r} (known: {', '.join(PROVIDER_KINDS)})")
-        base_url = self.string(node, "base_url", path, required=kind == "openai").rstrip("/")
+        base_url = self.string(
+            node, "base_url", path, DEFAULT_BASE_URLS.get(kind, ""), required=kind in ("openai", "azure")
+        ).rstrip("/")
         if base_url and not base_url.startswith(("http://", "https://")):
             self.problem(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
         headers = node.get("headers") or {}
@@ -348,10 +398,7 @@ class _Checker:
         max_tokens_field = self.string(node, "max_tokens_field", path, "max_tokens")
         if max_tokens_field not in MAX_TOKENS_FIELDS:
             self.problem(f"{path}.max_tokens_field", f"must be one of {', '.join(MAX_TOKENS_FIELDS)}")
-        stream_usage = node.get("stream_usage", True)
-        if not isinstance(stream_usage, bool):
-            self.problem(f"{path}.stream_usage", f"must be true or false, got {stream_usage!r}")
-            stream_usage = True
+        stream_usage = self.boolean(node, "stream_usage", path, True)
         rate = node.get("tokens_per_second", 0)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
             self.problem(f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}")
@@ -365,6 +412,9 @@ class _Checker:
             max_tokens_field=max_tokens_field,
             stream_usage=stream_usage,
             tokens_per_second=float(rate),
+            anthropic_version=self.string(node, "anthropic_version", path, ANTHROPIC_VERSION),
+            api_version=self.string(node, "api_version", path),
+            deployment=self.string(node, "deployment", path),
         )
 
     def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
@@ -373,32 +423,101 @@ class _Checker:
         if not isinstance(node, list):
             self.problem("routes", f"must be a list of routes, got {_kind(node)}")
             return ()
+        allowed = ("model", "provider", "upstream_model", "targets", "fallbacks", "retries", "cooldown", *LIMIT_KEYS)
         routes: list[Route] = []
         seen: dict[str, int] = {}
         for index, body in enumerate(node):
             path = f"routes[{index}]"
-            body = self.mapping(body, path, ("model", "provider", "upstream_model", *LIMIT_KEYS))
+            body = self.mapping(body, path, allowed)
             if not body:
                 continue
             model = self.string(body, "model", path, required=True)
-            provider = self.string(body, "provider", path, required=True)
-            if provider and provider not in providers:
-                known = ", ".join(providers) or "none defined"
-                self.problem(f"{path}.provider", f"unknown provider {provider!r} (known: {known})")
             if model in seen:
                 self.problem(f"{path}.model", f"{model!r} is already routed by routes[{seen[model]}]")
             seen.setdefault(model, index)
+            targets = self.targets(body, path, providers)
             route_limits = self.limits(body, path, limits)
             given = {key: getattr(route_limits, key) for key in LIMIT_KEYS if key in body}
             routes.append(
                 Route(
                     model=model,
-                    provider=provider,
-                    upstream_model=self.string(body, "upstream_model", path) or None,
+                    targets=targets,
                     limits=limits.tightened(given),
+                    fallbacks=self.fallbacks(body, path),
+                    retries=self.integer(body, "retries", path, max(len(targets) - 1, 0), minimum=0),
+                    cooldown=self.cooldown(body.get("cooldown"), f"{path}.cooldown"),
                 )
             )
+        self.check_fallbacks(routes)
         return tuple(routes)
+
+    def targets(self, body: dict[str, Any], path: str, providers: Mapping[str, ProviderConfig]) -> tuple[Target, ...]:
+        if "targets" in body:
+            for key in ("provider", "upstream_model"):
+                if key in body:
+                    self.problem(f"{path}.{key}", "give either `provider:` or `targets:`, not both")
+            items = body["targets"]
+            if not isinstance(items, list) or not items:
+                self.problem(f"{path}.targets", "must be a non-empty list of {provider, model, weight}")
+                return ()
+            return tuple(self.target(item, f"{path}.targets[{i}]", providers) for i, item in enumerate(items))
+        target = {"provider": body.get("provider"), "model": body.get("upstream_model")}
+        if target["provider"] is None:
+            self.problem(f"{path}.provider", "is required (or give `targets:`)")
+            return ()
+        return (self.target(target, path, providers, model_key="upstream_model"),)
+
+    def target(
+        self, node: Any, path: str, providers: Mapping[str, ProviderConfig], *, model_key: str = "model"
+    ) -> Target:
+        node = self.mapping(node, path, ("provider", "model", "weight", "deployment", "api_version"))
+        provider = self.string(node, "provider", path, required=True)
+        if provider and provider not in providers:
+            known = ", ".join(providers) or "none defined"
+            self.problem(f"{path}.provider", f"unknown provider {provider!r} (known: {known})")
+        weight = node.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            self.problem(f"{path}.weight", f"must be a number above 0, got {weight!r}")
+            weight = 1
+        model = node.get("model")
+        if model is not None and (not isinstance(model, str) or not model):
+            self.problem(f"{path}.{model_key}", f"must be a model name, got {model!r}")
+            model = None
+        target = Target(
+            provider=provider,
+            model=model,
+            weight=float(weight),
+            deployment=self.string(node, "deployment", path) or None,
+            api_version=self.string(node, "api_version", path) or None,
+        )
+        config = providers.get(provider)
+        if config is not None and config.kind == "azure" and not (target.api_version or config.api_version):
+            self.problem(f"{path}.api_version", f"provider {provider!r} is azure: give api_version here or on the provider")
+        return target
+
+    def fallbacks(self, body: dict[str, Any], path: str) -> tuple[str, ...]:
+        value = body.get("fallbacks", [])
+        if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+            self.problem(f"{path}.fallbacks", "must be a list of route names")
+            return ()
+        return tuple(value)
+
+    def check_fallbacks(self, routes: list[Route]) -> None:
+        exact = {route.model for route in routes if not route.is_glob}
+        for index, route in enumerate(routes):
+            for position, name in enumerate(route.fallbacks):
+                if name == route.model:
+                    self.problem(f"routes[{index}].fallbacks[{position}]", "a route cannot fall back to itself")
+                elif name not in exact:
+                    self.problem(f"routes[{index}].fallbacks[{position}]", f"no route named {name!r}")
+
+    def cooldown(self, node: Any, path: str) -> Cooldown:
+        node = self.mapping(node, path, ("failures", "seconds"))
+        defaults = Cooldown()
+        return Cooldown(
+            failures=self.integer(node, "failures", path, defaults.failures),
+            seconds=self.seconds(node, "seconds", path, defaults.seconds),
+        )
 
 
 def _join(path: str, key: str) -> str:

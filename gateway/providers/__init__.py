@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from ..config import ProviderConfig
 from ..tokens import Tokenizers
+from .azure import AzureProvider
 from .base import Provider, StreamTranslator, UpstreamCall
 from .mock import MockProvider
 from .openai import OpenAIProvider
 
 PROVIDERS: dict[str, Callable[[ProviderConfig, Tokenizers], Provider]] = {
     "openai": lambda config, tokenizers: OpenAIProvider(config),
+    "azure": lambda config, tokenizers: AzureProvider(config),
     "mock": MockProvider,
 }
 

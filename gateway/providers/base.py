@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..config import ProviderConfig
+from ..config import ProviderConfig, Target
 from ..errors import UpstreamStatusError
 from ..sse import SSEEvent
 from ..upstream import Transport, UpstreamRequest
@@ -26,6 +26,7 @@ class UpstreamCall:
     max_tokens: int  # the effective limit
     stream: bool
     request_id: str
+    target: Target | None = None  # the route's target being tried (deployment, api_version)
 
 
 class StreamTranslator(Protocol):

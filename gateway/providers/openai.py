@@ -20,9 +20,14 @@ class OpenAIProvider:
         self.config = config
         self.transport = transport or AiohttpTransport()
         self._url = f"{config.base_url}/chat/completions"
-        self._headers = {"Content-Type": "application/json", **config.headers}
-        if config.api_key:
-            self._headers["Authorization"] = f"Bearer {config.api_key}"
+        self._headers = {"Content-Type": "application/json", **self.auth_headers(config), **config.headers}
+
+    @staticmethod
+    def auth_headers(config: ProviderConfig) -> dict[str, str]:
+        return {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+
+    def url_for(self, call: UpstreamCall) -> str:
+        return self._url
 
     def build_request(self, call: UpstreamCall) -> UpstreamRequest:
         body = dict(call.body)
@@ -36,7 +41,7 @@ class OpenAIProvider:
         headers = {**self._headers, "x-request-id": call.request_id}
         if call.stream:
             headers["Accept"] = "text/event-stream"
-        return UpstreamRequest(url=self._url, body=orjson.dumps(body), headers=headers)
+        return UpstreamRequest(url=self.url_for(call), body=orjson.dumps(body), headers=headers)
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
         try:
