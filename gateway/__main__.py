@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from . import __version__
 from .config import ConfigError, GatewayConfig, load_config
@@ -33,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"$LOG_LEVEL: unknown level {level!r} (use DEBUG, INFO, WARNING, ERROR or CRITICAL)", file=sys.stderr)
         return 2
     configure_logging(level, args.log_format)
+    overrides = {"server.host": args.host, "server.port": args.port}
     try:
-        config = load_config(args.config, overrides={"server.host": args.host, "server.port": args.port})
+        config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -42,10 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(describe(config))
         return 0
-    return run(config)
+    return run(config, loader=functools.partial(load_config, args.config, overrides=overrides))
 
 
-def run(config: GatewayConfig) -> int:
+def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig]) -> int:
     from .app import serve
 
     try:
@@ -66,7 +69,7 @@ def run(config: GatewayConfig) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, task.cancel)
-        await serve(config)
+        await serve(config, loader=loader)
 
     try:
         if uvloop is not None:
@@ -95,8 +98,14 @@ def describe(config: GatewayConfig) -> str:
     lines.append("routes (exact names first, then globs in file order):")
     ordered = [r for r in config.routes if not r.is_glob] + [r for r in config.routes if r.is_glob]
     for route in ordered:
-        upstream = route.upstream_model or "(as requested)"
-        lines.append(f"  {route.model} -> {route.provider}, model {upstream}; {format_limits(route.limits)}")
+        targets = ", ".join(
+            f"{t.provider} model {t.model or '(as requested)'}" + (f" weight {t.weight:g}" if len(route.targets) > 1 else "")
+            for t in route.targets
+        )
+        extras = f"; retries {route.retries}" if route.retries else ""
+        if route.fallbacks:
+            extras += f"; fallbacks {', '.join(route.fallbacks)}"
+        lines.append(f"  {route.model} -> {targets}; {format_limits(route.limits)}{extras}")
     return "\n".join(lines)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from . import handlers
-from .config import GatewayConfig
+from .config import ConfigError, GatewayConfig
+from .health import HealthBoard, TargetHealth, TargetKey
 from .keys import GATEWAY
 from .metrics import Metrics
 from .middlewares import cors_middleware, request_and_errors, response_headers
@@ -18,21 +19,64 @@ from .tokens import Tokenizers
 
 log = logging.getLogger("gateway")
 
+ConfigLoader = Callable[[], GatewayConfig]
+
 
 class Gateway:
-    """Holds the current `GatewayState`; a reload swaps it whole."""
+    """Holds the current `GatewayState` (a reload swaps it whole) and what outlives a reload."""
 
-    def __init__(self, config: GatewayConfig, tokenizers: Tokenizers, metrics: Metrics) -> None:
-        self.tokenizers = tokenizers
+    def __init__(self, config: GatewayConfig, tokenizers: Tokenizers, metrics: Metrics, *, loader: ConfigLoader | None) -> None:
         self.metrics = metrics
+        self.board = HealthBoard(on_change=self._cooling_changed)
         self.state = GatewayState.build(config, tokenizers)
+        self.loader = loader
+        self.draining = False
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    def _cooling_changed(self, key: TargetKey, health: TargetHealth) -> None:
+        route, provider, model = key
+        self.metrics.target_cooling.labels(route, provider, model or "*").set(1 if health.cooling_until else 0)
+
+    async def reload(self) -> bool:
+        """Load the config again; an invalid one is refused, logged, and the old table stays."""
+        if self.loader is None:
+            return False
+        try:
+            config = self.loader()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem, extra={"fields": {"problem": problem}})
+            return False
+        old = self.state
+        loop = asyncio.get_running_loop()
+        tokenizers = await loop.run_in_executor(None, old.tokenizers.extended, encodings_needed(config))
+        if config.server != old.config.server:
+            log.warning("server settings changed: they take effect at the next restart")
+        self.state = GatewayState.build(config, tokenizers)
+        self.board.keep_only(config.routes)
+        task = asyncio.create_task(self._retire(old))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        log.info("config reloaded from %s: %d routes", config.source, len(config.routes),
+                 extra={"fields": {"config": config.source}})
+        return True
+
+    async def _retire(self, old: GatewayState) -> None:
+        await old.users.idle()  # requests in flight finish on the old table
+        await old.aclose()
 
     async def aclose(self) -> None:
+        for task in list(self._retiring):
+            task.cancel()
         await self.state.aclose()
 
 
 def create_app(
-    config: GatewayConfig, *, tokenizers: Tokenizers | None = None, metrics: Metrics | None = None
+    config: GatewayConfig,
+    *,
+    tokenizers: Tokenizers | None = None,
+    metrics: Metrics | None = None,
+    loader: ConfigLoader | None = None,
 ) -> web.Application:
     if tokenizers is None:
         tokenizers = Tokenizers.load(encodings_needed(config))
@@ -43,9 +87,12 @@ def create_app(
     app.on_response_prepare.append(response_headers(origins))
 
     async def gateway_resources(app: web.Application) -> AsyncIterator[None]:
-        app[GATEWAY] = Gateway(config, tokenizers, metrics)
+        gateway = app[GATEWAY] = Gateway(config, tokenizers, metrics, loader=loader)
+        watcher = asyncio.create_task(watch_config(gateway)) if loader and config.server.watch_config else None
         yield
-        await app[GATEWAY].aclose()
+        if watcher is not None:
+            watcher.cancel()
+        await gateway.aclose()
 
     app.cleanup_ctx.append(gateway_resources)
     for prefix in ("/v1", "/api/v1"):
@@ -53,26 +100,64 @@ def create_app(
         app.router.add_get(f"{prefix}/models", handlers.list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", handlers.get_model)
     app.router.add_get("/health", handlers.health)
+    app.router.add_get("/health/upstreams", handlers.upstream_health)
+    app.router.add_get("/ready", handlers.ready)
     app.router.add_get("/metrics", handlers.metrics)
     return app
 
 
-async def start(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def watch_config(gateway: Gateway, *, interval: float = 1.0) -> None:
+    """Reload when the config file changes (server.watch_config)."""
+    from pathlib import Path
+
+    path = Path(gateway.state.config.source)
+
+    def stamp() -> tuple[float, int] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    last = stamp()
+    while True:
+        await asyncio.sleep(interval)
+        current = stamp()
+        if current is not None and current != last:
+            last = current
+            await gateway.reload()
+
+
+async def start(app: web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner and the port actually bound (port 0 picks a free one)."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     return runner, runner.addresses[0][1]
 
 
-async def serve(config: GatewayConfig, *, tokenizers: Tokenizers | None = None) -> None:
-    """Run until cancelled (SIGINT/SIGTERM)."""
-    app = create_app(config, tokenizers=tokenizers)
+async def serve(config: GatewayConfig, *, loader: ConfigLoader | None = None, tokenizers: Tokenizers | None = None) -> None:
+    """Run until cancelled (SIGINT/SIGTERM): then /ready says 503 and in-flight requests get to finish."""
+    import signal
+
+    app = create_app(config, tokenizers=tokenizers, loader=loader)
     runner, port = await start(app, config.server.host, config.server.port)
     address = f"http://{config.server.host}:{port}"
     log.info("listening on %s", address, extra={"fields": {"address": address}})
+    gateway = app[GATEWAY]
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await asyncio.Event().wait()
     finally:
+        gateway.draining = True
+        log.info("draining: finishing requests in flight, then stopping")
         await runner.cleanup()

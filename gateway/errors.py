@@ -31,6 +31,7 @@ class GatewayError(Exception):
         self.param = param
         if code is not None:
             self.code = code
+        self.headers: dict[str, str] = {}  # sent with the error response
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -112,3 +113,4 @@ class UpstreamStatusError(UpstreamError):
         super().__init__(message, param=param, code=code)
         self.status = status
         self.type = type or ("invalid_request_error" if 400 <= status < 500 else "upstream_error")
+        self.retry_after: float | None = None  # seconds, from the upstream's retry-after

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -11,6 +13,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from . import __version__
+from .dispatch import Attempt, AttemptsExhausted, dispatch
 from .errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError
 from .keys import GATEWAY, REQUEST_ID
 from .limits import StreamLimiter
@@ -18,7 +21,6 @@ from .middlewares import error_response
 from .observe import RequestRecord, finish, record_upstream_error
 from .pipeline import Clock, complete, open_upstream, stream_chunks
 from .providers import UpstreamCall
-from .routing import upstream_model_for
 from .schema import parse_body, parse_chat_request
 from .sse import encode_json
 from .state import GatewayState
@@ -26,10 +28,25 @@ from .state import GatewayState
 if TYPE_CHECKING:
     from .app import Gateway
 from .tokens import count_prompt_tokens
+from .upstream import UpstreamResponse
 
 JSON = "application/json"
 SSE_PING_SECONDS = 15.0
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
+
+
+@dataclass(slots=True)
+class StreamStart:
+    """A stream whose first chunk has arrived: from here on it belongs to the client."""
+
+    upstream: UpstreamResponse
+    limiter: StreamLimiter
+    chunks: AsyncGenerator[bytes, None]
+    first: bytes
+
+    async def aclose(self) -> None:
+        await self.chunks.aclose()
+        self.upstream.close()
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -39,14 +56,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request_id=request[REQUEST_ID], method=request.method, path=request.path, client=request.remote, started=loop.time()
     )
     try:
-        response = await serve_chat(request, gateway, record)
+        with gateway.state.in_use() as state:  # this request keeps this snapshot to its end
+            response = await serve_chat(request, gateway, state, record)
         record.status = response.status
         return response
+    except AttemptsExhausted as exhausted:
+        exc = exhausted.error
+        exc.headers.update({"x-should-retry": "false", "x-gateway-attempts": str(exhausted.attempts)})
+        record.status = exc.status
+        record.fail(exc)
+        return error_response(exc)
     except GatewayError as exc:
         record.status = exc.status
         record.fail(exc)
-        if isinstance(exc, UpstreamError):
-            record_upstream_error(gateway.metrics, record, exc)
         return error_response(exc)
     except asyncio.CancelledError:
         record.disconnected = True
@@ -56,8 +78,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         finish(gateway.metrics, record, loop.time())
 
 
-async def serve_chat(request: web.Request, gateway: Gateway, record: RequestRecord) -> web.StreamResponse:
-    state = gateway.state  # this request keeps this snapshot to its end
+async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState, record: RequestRecord) -> web.StreamResponse:
     payload = await read_payload(request, state.config.server.max_body_bytes)
     chat = parse_chat_request(parse_body(payload), default_model=state.config.default_model)
     record.stream = chat.stream
@@ -68,44 +89,61 @@ async def serve_chat(request: web.Request, gateway: Gateway, record: RequestReco
     gateway.metrics.inflight.labels(route.model).inc()
     limits = route.limits
     max_tokens = min(chat.requested_max_tokens or limits.max_tokens, limits.max_tokens)
-    call = UpstreamCall(
-        body=chat.body,
-        model=upstream_model_for(route, chat.model),
-        max_tokens=max_tokens,
-        stream=chat.stream,
-        request_id=record.request_id,
-    )
-    record.upstream_model = call.model
-    provider = state.providers[route.provider]
-    counter = state.tokenizers.for_model(call.model)
-    prompt_tokens = functools.partial(count_prompt_tokens, chat.body["messages"], counter)
     clock = Clock(limits, record.started)
-    headers = {"x-gateway-max-tokens": str(max_tokens)}
-    try:
+    loop = asyncio.get_running_loop()
+
+    async def attempt(planned: Attempt) -> StreamStart | tuple[dict[str, Any], bool]:
+        record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        provider = state.providers[planned.target.provider]
+        call = UpstreamCall(
+            body=chat.body, model=planned.upstream_model, max_tokens=max_tokens, stream=chat.stream,
+            request_id=record.request_id, target=planned.target,
+        )
+        counter = state.tokenizers.for_model(call.model)
+        prompt_tokens = functools.partial(count_prompt_tokens, chat.body["messages"], counter)
+        clock.start_attempt(loop.time())
         upstream = await open_upstream(provider, call, clock)
-        try:
-            if not chat.stream:
-                completion, record.truncated = await complete(
-                    provider, call, clock, upstream, counter=counter, prompt_tokens=prompt_tokens
-                )
-                record.usage(completion.get("usage"))
-                return web.Response(body=orjson.dumps(completion), content_type=JSON, headers=headers)
-            limiter = StreamLimiter(max_tokens=max_tokens, counter=counter, choices=chat.choices, prompt_tokens=prompt_tokens)
+        if not chat.stream:
             try:
-                chunks = stream_chunks(upstream, provider, limiter, clock, include_usage=chat.include_usage)
-                try:
-                    first = await anext(chunks)  # before this, errors still get a JSON response
-                    return await relay(request, first, chunks, headers, gateway, record)
-                finally:
-                    await chunks.aclose()
+                return await complete(provider, call, clock, upstream, counter=counter, prompt_tokens=prompt_tokens)
             finally:
-                record.truncated = limiter.truncated
-                if limiter.upstream_usage or limiter.completion_tokens:
-                    record.usage(limiter.usage())
-        finally:
-            upstream.close()
+                upstream.close()
+        limiter = StreamLimiter(max_tokens=max_tokens, counter=counter, choices=chat.choices, prompt_tokens=prompt_tokens)
+        chunks = stream_chunks(upstream, provider, limiter, clock, include_usage=chat.include_usage)
+        started = StreamStart(upstream, limiter, chunks, b"")
+        try:
+            started.first = await anext(chunks)
+        except BaseException:
+            await started.aclose()
+            raise
+        return started
+
+    try:
+        served = await dispatch(
+            route, chat.model, attempt, table=state.table, board=gateway.board, deadline=clock.total_deadline,
+            on_failure=lambda _, exc: record_upstream_error(gateway.metrics, record, exc),
+        )
     finally:
         record.timing(clock)
+    headers = {
+        "x-gateway-max-tokens": str(max_tokens),
+        "x-gateway-provider": served.attempt.target.provider,
+        "x-gateway-upstream-model": served.attempt.upstream_model,
+        "x-gateway-attempts": str(served.attempt.number),
+    }
+    if not isinstance(served.result, StreamStart):
+        completion, record.truncated = served.result
+        record.usage(completion.get("usage"))
+        return web.Response(body=orjson.dumps(completion), content_type=JSON, headers=headers)
+    stream = served.result
+    try:
+        return await relay(request, stream.first, stream.chunks, headers, gateway, record)
+    finally:
+        await stream.aclose()
+        record.timing(clock)
+        record.truncated = stream.limiter.truncated
+        if stream.limiter.upstream_usage or stream.limiter.completion_tokens:
+            record.usage(stream.limiter.usage())
 
 
 async def relay(
@@ -163,6 +201,19 @@ async def get_model(request: web.Request) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__}, dumps=_dumps)
+
+
+async def upstream_health(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    targets = gateway.board.snapshot(gateway.state.table.routes)
+    return web.json_response({"targets": targets}, dumps=_dumps)
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 while taking traffic, 503 while draining; never depends on an upstream's health."""
+    if request.app[GATEWAY].draining:
+        return web.json_response({"status": "draining"}, status=503, dumps=_dumps)
+    return web.json_response({"status": "ready"}, dumps=_dumps)
 
 
 def model_object(state: GatewayState, model: str, provider: str) -> dict[str, Any]:

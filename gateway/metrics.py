@@ -69,6 +69,10 @@ class Metrics:
         self.client_disconnects = Counter(
             "gateway_client_disconnects_total", "Clients that went away before their response ended.", ["route"], registry=r,
         )
+        self.target_cooling = Gauge(
+            "gateway_target_cooling", "1 while a route's target is cooled down (out of rotation), else 0.",
+            ["route", "provider", "model"], registry=r, multiprocess_mode="max",
+        )
         self.build_info = Gauge(
             "gateway_build_info", "The gateway's version; always 1.", ["version"], registry=r, multiprocess_mode="max",
         )

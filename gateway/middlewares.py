@@ -46,7 +46,7 @@ def error_response(exc: GatewayError, *, status: int | None = None, kind: str | 
     body = exc.body()
     if kind:
         body["error"]["type"] = kind
-    return web.json_response(body, status=status or exc.status, dumps=_dumps)
+    return web.json_response(body, status=status or exc.status, headers=exc.headers or None, dumps=_dumps)
 
 
 def _dumps(value: object) -> str:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .config import Limits
+from .dispatch import parse_retry_after
 from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .limits import StreamLimiter, limit_completion
 from .providers import Provider, UpstreamCall
@@ -25,24 +26,30 @@ class Clock:
     """The deadlines of one request, on the event loop's clock."""
 
     __slots__ = (
-        "limits", "started", "total_deadline", "last_chunk_at", "first_content_at", "upstream_sent_at", "upstream_done_at"
+        "limits", "started", "attempt_started", "total_deadline", "last_chunk_at", "first_content_at",
+        "upstream_sent_at", "upstream_done_at",
     )
 
     def __init__(self, limits: Limits, started: float) -> None:
         self.limits = limits
         self.started = started
+        self.attempt_started = started  # the first-chunk wait starts again with each attempt
         self.total_deadline = started + limits.timeout
         self.last_chunk_at: float | None = None  # None until the first chunk arrived
         self.first_content_at: float | None = None  # when the first content went to the client
         self.upstream_sent_at: float | None = None
         self.upstream_done_at: float | None = None
 
+    def start_attempt(self, now: float) -> None:
+        self.attempt_started = now
+        self.last_chunk_at = None
+
     def next_deadline(self, *, streaming: bool) -> tuple[float, str]:
         """When the current wait on the upstream must end, and the name of that limit."""
         if not streaming:
             return self.total_deadline, "total"
         if self.last_chunk_at is None:
-            deadline, kind = self.started + self.limits.first_token_timeout, "first_token"
+            deadline, kind = self.attempt_started + self.limits.first_token_timeout, "first_token"
         else:
             deadline, kind = self.last_chunk_at + self.limits.idle_timeout, "idle"
         if self.total_deadline <= deadline:
@@ -76,7 +83,9 @@ async def open_upstream(provider: Provider, call: UpstreamCall, clock: Clock) ->
                 response.close()
     except TimeoutError:
         raise clock.timeout(kind) from None
-    raise provider.map_error(response.status, payload)
+    error = provider.map_error(response.status, payload)
+    error.retry_after = parse_retry_after(response.headers)
+    raise error
 
 
 async def complete(provider: Provider, call: UpstreamCall, clock: Clock, response: UpstreamResponse, *,

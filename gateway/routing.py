@@ -24,11 +24,10 @@ class RoutingTable:
                 return route
         return None
 
+    def by_name(self, name: str) -> Route | None:
+        """An exact route by its name (fallbacks name routes this way)."""
+        return self._exact.get(name)
+
     @property
     def exact_routes(self) -> list[Route]:
         return [route for route in self.routes if not route.is_glob]
-
-
-def upstream_model_for(route: Route, requested: str) -> str:
-    """The model name sent upstream: the route's `upstream_model`, else what the client asked for."""
-    return route.upstream_model or requested

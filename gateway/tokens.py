@@ -105,6 +105,13 @@ class Tokenizers:
             counters[name] = load_counter(name)
         return cls(counters)
 
+    def extended(self, encoding_names: Iterable[str]) -> Tokenizers:
+        """These counters plus any of `encoding_names` not loaded yet (for a reload)."""
+        counters = dict(self._counters)
+        for name in set(encoding_names) - set(counters):
+            counters[name] = load_counter(name)
+        return Tokenizers(counters)
+
     @property
     def loaded(self) -> list[str]:
         return [name for name, counter in self._counters.items() if isinstance(counter, TiktokenCounter)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 from aiohttp import web
 
 SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
@@ -18,7 +20,7 @@ if SHARED_TIKTOKEN.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
 
 from gateway.app import create_app, start  # noqa: E402
-from gateway.config import parse_config  # noqa: E402
+from gateway.config import load_config, parse_config  # noqa: E402
 from gateway.tokens import Tokenizers  # noqa: E402
 
 
@@ -75,6 +77,13 @@ class Gateway:
     url: str
     app: web.Application
 
+    @property
+    def core(self) -> Any:
+        """The app's `gateway.app.Gateway`: state, health board, reload."""
+        from gateway.keys import GATEWAY
+
+        return self.app[GATEWAY]
+
     def client(self, **options: Any) -> openai.AsyncOpenAI:
         options.setdefault("max_retries", 0)
         options.setdefault("timeout", 10)
@@ -88,9 +97,16 @@ GatewayFactory = Callable[..., Awaitable[Gateway]]
 async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactory]:
     runners: list[web.AppRunner] = []
 
-    async def make(tree: dict[str, Any], env: dict[str, str] | None = None) -> Gateway:
-        config = parse_config(tree, source="test.yaml", env=env or {}, overrides={})
-        app = create_app(config, tokenizers=tokenizers)
+    async def make(tree: dict[str, Any], env: dict[str, str] | None = None, path: Path | None = None) -> Gateway:
+        """The gateway on `tree`; with `path`, the tree is written there and reloads read that file."""
+        loader = None
+        if path is not None:
+            path.write_text(yaml.safe_dump(tree))
+            loader = functools.partial(load_config, str(path), env=env or {})
+            config = loader()
+        else:
+            config = parse_config(tree, source="test.yaml", env=env or {}, overrides={})
+        app = create_app(config, tokenizers=tokenizers, loader=loader)
         runner, port = await start(app, "127.0.0.1", 0)
         runners.append(runner)
         return Gateway(url=f"http://127.0.0.1:{port}", app=app)

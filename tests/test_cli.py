@@ -44,3 +44,22 @@ def test_run_the_repository_config_and_answer_on_the_demo_route_without_a_key() 
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
+
+
+def test_sighup_reloads_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text("providers: {demo: {kind: mock}}\nroutes:\n  - {model: one, provider: demo}\n")
+    process, url = start_gateway("--config", str(config))
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+        assert [model.id for model in client.models.list()] == ["one"]
+        config.write_text("providers: {demo: {kind: mock}}\nroutes:\n  - {model: one, provider: demo}\n  - {model: two, provider: demo}\n")
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while [model.id for model in client.models.list()] != ["one", "two"]:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the config"
+            time.sleep(0.05)
+        assert client.chat.completions.create(model="two", messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0

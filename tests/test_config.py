@@ -93,7 +93,7 @@ def gateway_cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subpro
 def test_check_prints_the_routing_table() -> None:
     result = gateway_cli("--check", "--config", str(REPO / "gateway.yaml"))
     assert result.returncode == 0, result.stderr
-    assert "fast -> openai, model gpt-4o-mini; max_tokens=512 timeout=20s" in result.stdout
+    assert "fast -> openai model gpt-4o-mini; max_tokens=512 timeout=20s" in result.stdout
     assert result.stdout.index("demo -> demo") < result.stdout.index("gpt-* -> openai")
 
 
