@@ -1,0 +1,361 @@
+"""The benchmark: nginx as the upstream, wrk as the load, the gateway and its rivals in between.
+
+Run by `bash bench/run [options]`, which installs what is missing first.
+Prints progress on stderr, then a table and one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from . import checks, fixtures, procs, report, targets
+from .load import Scenario, WrkError, run_wrk
+
+ALL_TARGETS = ("direct", "gateway", "bare", "litellm")
+ORDER = ("direct", "gateway", "gateway-w2", "bare", "litellm")
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bash bench/run", description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; target order alternates round by round")
+    parser.add_argument("--duration", type=int, default=3, help="seconds of each wrk run")
+    parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per target and scenario (0: none)")
+    parser.add_argument("--connections", type=int, default=32, help="connections of the loaded scenarios")
+    parser.add_argument("--streams", type=int, default=1000, help="slow streams held open for the memory figure (0: skip)")
+    parser.add_argument("--stream-kinds", default="mock,slow_nginx",
+                        help="slow upstreams of the streams figure, in order: mock (the gateway's mock provider), "
+                             "slow_nginx (nginx's rate-limited port); later ones reuse memory the earlier freed")
+    parser.add_argument("--stream-open-timeout", type=float, default=90.0)
+    parser.add_argument("--slow-rate", type=int, default=64, help="bytes/s of nginx's slow SSE port")
+    parser.add_argument("--targets", default=",".join(ALL_TARGETS),
+                        help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
+    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out (bench/run then skips its install)")
+    parser.add_argument("--workers-compare", action="store_true",
+                        help="also run the gateway with --workers 2 (skipped if the gateway rejects the flag)")
+    parser.add_argument("--workers-cpus", default="0", help="CPUs of the --workers 2 gateway (default: CPU 0, like the 1-worker one)")
+    parser.add_argument("--proxy-cpus", default="0", help="CPUs of the gateway and the other proxies")
+    parser.add_argument("--load-cpus", default="1", help="CPUs of nginx, wrk and this script")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temporary directory (configs, logs)")
+    parser.add_argument("--strict", action="store_true", help="exit 3 when the gateway misses a target")
+    args = parser.parse_args(argv)
+    chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(chosen) - set(ALL_TARGETS)
+    if unknown:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if args.no_litellm and "litellm" in chosen:
+        chosen.remove("litellm")
+    if "direct" not in chosen:
+        chosen.insert(0, "direct")  # the upstream, and the base of every ratio
+    args.targets = chosen
+    if args.rounds < 1 or args.duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
+    return args
+
+
+def scenarios_for(connections: int) -> list[Scenario]:
+    return [Scenario(f"json_c{connections}", False, connections), Scenario("json_c1", False, 1),
+            Scenario(f"sse_c{connections}", True, connections), Scenario("sse_c1", True, 1)]
+
+
+def tool_versions() -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return "unknown"
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        return lines[0] if lines else "unknown"
+
+    versions = {"python": sys.version.split()[0], "aiohttp": aiohttp.__version__,
+                "nginx": first_line([targets.nginx_binary() or "nginx", "-v"]),
+                "wrk": first_line(["wrk", "-v"])}
+    litellm_python = targets.LITELLM_VENV / "bin/python"
+    if litellm_python.exists():
+        versions["litellm"] = first_line([str(litellm_python), "-c",
+                                          "import importlib.metadata as m; print(m.version('litellm'))"])
+    return versions
+
+
+async def measure_run(target: targets.Target, url: str, scenario: Scenario, *, duration: int, cpus: str) -> dict:
+    pgid = target.proc.pid
+    cpu_before = procs.cpu_seconds(pgid)
+    try:
+        result = await run_wrk(url, scenario, duration=duration, cpus=cpus)
+    except (WrkError, asyncio.TimeoutError) as exc:
+        return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 1, "requests": 0,
+                "cpu_us_per_req": None, "cpu_util": None, "failed": str(exc)[:300]}
+    cpu = procs.cpu_seconds(pgid) - cpu_before
+    return {
+        "rps": result.rps,
+        "p50_ms": result.latency_us["p50"] / 1000,
+        "p99_ms": result.latency_us["p99"] / 1000,
+        "errors": result.error_count,
+        "error_kinds": {k: v for k, v in result.errors.items() if v},
+        "requests": result.requests,
+        "cpu_us_per_req": cpu * 1e6 / result.requests if result.requests else None,
+        "cpu_util": cpu / result.duration_s if result.duration_s else None,
+    }
+
+
+async def bring_up(coro, info: dict) -> targets.Target:
+    target = await coro
+    entry = info.setdefault(target.name, {})
+    entry["status"] = target.status
+    if target.notes and any(target.notes):
+        entry["notes"] = [n[-2000:] for n in target.notes if n]
+    if target.ready:
+        entry["rss_ready_kib"] = procs.rss_kib(target.proc.pid)
+        entry["ready_after_s"] = round(time.monotonic() - target.proc.started, 2)
+        log(f"{target.name}: ready in {entry['ready_after_s']} s, RSS {entry['rss_ready_kib'] / 1024:.1f} MiB")
+    else:
+        log(f"{target.name}: {target.status}")
+        for note in target.notes:
+            if note:
+                print("    " + note.replace("\n", "\n    "), file=sys.stderr)
+    return target
+
+
+async def check_all(session: aiohttp.ClientSession, ready: list[targets.Target], info: dict, key: str) -> None:
+    for target in ready:
+        result = await checks.check_target(session, json_url=target.json_url, sse_url=target.sse_url)
+        info[target.name][key] = result
+        verdict = "ok" if result["ok"] else "FAILED " + "; ".join(
+            p for part in ("json", "stream") for p in result[part]["problems"])
+        schema = {True: "valid", False: "INVALID " + "; ".join(
+            p for part in ("json", "stream") for p in result[part].get("schema_problems", ())),
+            None: "not checked"}[result["schema_ok"]]
+        log(f"{target.name}: correctness {key.removeprefix('check_')} load: {verdict}; OpenAI schema: {schema}")
+
+
+async def slow_streams(target: targets.Target, args: argparse.Namespace) -> dict:
+    out = {}
+    pgid = target.proc.pid
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+        kinds = [k.strip() for k in args.stream_kinds.split(",") if k.strip() in target.slow_urls]
+        for label in kinds:
+            url, model = target.slow_urls[label]
+            await asyncio.sleep(1.0)
+            base = procs.rss_kib(pgid)
+            started = time.monotonic()
+            held = await checks.open_streams(session, url, model=model, count=args.streams,
+                                             max_tokens=1000, open_timeout=args.stream_open_timeout)
+            opened_s = time.monotonic() - started
+            await asyncio.sleep(1.0)
+            rss_open = procs.rss_kib(pgid)
+            still_open = held.still_open()
+            probe = time.perf_counter()
+            try:
+                async with session.get(target.health_url) as resp:
+                    await resp.read()
+                    health = {"status": resp.status, "ms": round((time.perf_counter() - probe) * 1000, 2)}
+            except aiohttp.ClientError as exc:
+                health = {"error": f"{type(exc).__name__}: {exc}"}
+            summary = held.summary()
+            await checks.close_streams(held)
+            await asyncio.sleep(2.0)
+            rss_closed = procs.rss_kib(pgid)
+            fig = {
+                **summary, "open_at_measure": still_open, "open_s": round(opened_s, 2),
+                "rss_before_kib": base, "rss_open_kib": rss_open, "rss_after_close_kib": rss_closed,
+                "kib_per_stream": round((rss_open - base) / still_open, 2) if still_open else None,
+                "health_while_open": health,
+            }
+            out[label] = fig
+            log(f"{target.name}: {still_open}/{args.streams} {label} streams open in {opened_s:.1f} s, "
+                f"RSS {base / 1024:.1f} -> {rss_open / 1024:.1f} MiB "
+                f"({_fmt(fig['kib_per_stream'])} KiB/stream), {rss_closed / 1024:.1f} MiB after close")
+    return out
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value}"
+
+
+async def run(args: argparse.Namespace, work: Path) -> int:
+    scenarios = scenarios_for(args.connections)
+    ports = targets.Ports(json=procs.free_port(), sse=procs.free_port(), slow=procs.free_port())
+    info: dict = {}
+    log(f"work dir {work}; nginx ports json={ports.json} sse={ports.sse} slow={ports.slow}")
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
+        direct = await bring_up(targets.start_nginx(work, ports, cpus=args.load_cpus, slow_rate=args.slow_rate,
+                                                    session=session), info)
+        if not direct.ready:
+            log("nginx did not start; nothing to measure")
+            return 1
+        starts = []
+        if "gateway" in args.targets:
+            starts.append(targets.start_gateway(work, ports, name="gateway", cpus=args.proxy_cpus,
+                                                workers=None, session=session))
+            if args.workers_compare:
+                starts.append(targets.start_gateway(work, ports, name="gateway-w2", cpus=args.workers_cpus,
+                                                    workers=2, session=session))
+        if "bare" in args.targets:
+            starts.append(targets.start_bare(work, ports, cpus=args.proxy_cpus, session=session))
+        if "litellm" in args.targets:
+            starts.append(targets.start_litellm(work, ports, cpus=args.proxy_cpus, session=session))
+        started = await asyncio.gather(*(bring_up(s, info) for s in starts))
+        by_name = {t.name: t for t in [direct, *started]}
+        ready = [by_name[n] for n in ORDER if n in by_name and by_name[n].ready]
+
+        await check_all(session, ready, info, "check_before")
+
+        if args.warmup > 0:
+            log(f"warm-up: {args.warmup} s per target and scenario")
+            for target in ready:
+                for scenario in scenarios:
+                    if scenario.connections > 1:
+                        url = target.sse_url if scenario.stream else target.json_url
+                        try:
+                            await run_wrk(url, scenario, duration=args.warmup, cpus=args.load_cpus)
+                        except (WrkError, asyncio.TimeoutError) as exc:
+                            log(f"  warm-up of {target.name} {scenario.label}: {exc}")
+
+        runs: dict[str, dict[str, list[dict]]] = {t.name: {s.name: [] for s in scenarios} for t in ready}
+        for round_no in range(args.rounds):
+            order = ready if round_no % 2 == 0 else ready[::-1]
+            log(f"round {round_no + 1}/{args.rounds}: {' '.join(t.name for t in order)}")
+            for scenario in scenarios:
+                for target in order:
+                    url = target.sse_url if scenario.stream else target.json_url
+                    rec = await measure_run(target, url, scenario, duration=args.duration, cpus=args.load_cpus)
+                    runs[target.name][scenario.name].append(rec)
+                    log(f"  {scenario.label:<10} {target.name:<10} {rec['rps']:9.0f} req/s  "
+                        f"p50 {_fmt(rec['p50_ms'])} ms  p99 {_fmt(rec['p99_ms'])} ms  errors {rec['errors']}"
+                        + (f"  ({rec['failed']})" if rec.get("failed") else "")
+                        + (f"  {rec['error_kinds']}" if rec.get("error_kinds") else ""))
+
+        for target in ready:
+            info[target.name]["rss_after_load_kib"] = procs.rss_kib(target.proc.pid)
+        await check_all(session, ready, info, "check_after")
+
+    streams: dict = {}
+    if args.streams > 0:
+        for target in ready:
+            if target.slow_urls and target.name != "gateway-w2":
+                streams[target.name] = await slow_streams(target, args)
+                info[target.name]["rss_after_streams_kib"] = procs.rss_kib(target.proc.pid)
+                # Still alive and right after the streams?
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    result = await checks.check_target(session, json_url=target.json_url, sse_url=target.sse_url)
+                info[target.name]["check_after_streams"] = result
+                log(f"{target.name}: correctness after streams: {'ok' if result['ok'] else 'FAILED'}")
+
+    figures = report.summarize(runs, [s.name for s in scenarios])
+    goals = {name: report.goals(name, figures, info[name], streams.get(name, {}), cn=f"c{args.connections}")
+             for name in ("gateway", "gateway-w2") if name in figures}
+    for name, entry in info.items():
+        for key in ("check_before", "check_after", "check_after_streams"):
+            if key in entry:  # keep the JSON line short: verdicts and problems only
+                entry[key] = {"ok": entry[key]["ok"], "schema_ok": entry[key]["schema_ok"], **{
+                    part: entry[key][part] for part in ("json", "stream")
+                    if not entry[key][part]["ok"] or entry[key][part].get("schema_ok") is False}}
+    all_met = [g["met"] for by_goal in goals.values() for g in by_goal.values()]
+    document = {
+        "bench": "llm-gateway",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": tool_versions(),
+        "config": {"rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
+                   "connections": args.connections, "streams": args.streams, "slow_rate_bps": args.slow_rate,
+                   "cpus": {"proxies": args.proxy_cpus, "nginx_wrk": args.load_cpus,
+                            "gateway_w2": args.workers_cpus}, "sse_chunks": fixtures.CHUNKS},
+        "targets": info,
+        "figures": figures,
+        "streams": streams,
+        "goals": goals,
+        "all_goals_met": (all(all_met) if all_met and None not in all_met else None) if goals else None,
+    }
+    labels = {s.name: s.label for s in scenarios}
+    print_report(document, labels)
+    if args.json_out:
+        args.json_out.write_text(report.json_line(document) + "\n")
+    if args.strict and goals and document["all_goals_met"] is not True:
+        return 3
+    return 0
+
+
+def print_report(document: dict, labels: dict[str, str]) -> None:
+    out = [""]
+    out.append(report.table(document["figures"], list(labels), labels))
+    out.append("ratios (x ...) and added latency (+p50/+p99 vs direct) are per round, then medianed; "
+               "cpu us/req is the target's own process group")
+    out.append("")
+    for name, entry in document["targets"].items():
+        rss = "  ".join(f"{k.removeprefix('rss_').removesuffix('_kib')} {entry[k] / 1024:.1f} MiB"
+                        for k in ("rss_ready_kib", "rss_after_load_kib", "rss_after_streams_kib") if k in entry)
+        verdicts = "  ".join(f"{k.removeprefix('check_')}={'ok' if entry[k]['ok'] else 'FAILED'}"
+                             for k in ("check_before", "check_after", "check_after_streams") if k in entry)
+        schema = [entry[k]["schema_ok"] for k in ("check_before", "check_after") if k in entry]
+        if schema:
+            verdicts += "  schema=" + ("valid" if all(schema) else "not checked" if None in schema else "INVALID")
+        out.append(f"{name:<11} {entry['status']:<10.80} {rss}  {verdicts}")
+    for name, by_label in document["streams"].items():
+        for n, (label, s) in enumerate(by_label.items()):
+            after = " (after the first kind: its freed memory is reused)" if n else ""
+            out.append(f"{name:<11} {s['open_at_measure']}/{s['requested']} slow streams ({label}){after}: "
+                       f"RSS {s['rss_before_kib'] / 1024:.1f} -> {s['rss_open_kib'] / 1024:.1f} MiB, "
+                       f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close")
+    for name, by_goal in document["goals"].items():
+        out.append("")
+        out.append(f"goals of {name}:")
+        for goal, g in by_goal.items():
+            mark = {True: "met", False: "MISSED", None: "not measured"}[g["met"]]
+            out.append(f"  {goal:<28} {_fmt(g['value']):>12}  limit {g['limit']}  {mark}")
+    if not document["goals"]:
+        out.append("")
+        out.append("goals: not evaluated (no gateway target ran)")
+    out.append("")
+    print("\n".join(out), flush=True)
+    print(report.json_line(document), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        log("wrk and taskset are needed: run `bash bench/run`, which installs them")
+        return 1
+    if (os.cpu_count() or 1) < 2:
+        log("one CPU only: everything shares CPU 0")
+        args.proxy_cpus = args.load_cpus = args.workers_cpus = "0"
+    procs.pin_self(int(args.load_cpus.split(",")[0].split("-")[0]))
+    procs.raise_nofile()
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    try:
+        return asyncio.run(run(args, work))
+    except (KeyboardInterrupt, SystemExit):
+        log("interrupted: stopping everything")
+        raise
+    finally:
+        procs.stop_all()
+        if args.keep_work:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Figures from the runs: medians over rounds, per-round ratios, goals, table, JSON."""
+
+from __future__ import annotations
+
+import json
+from statistics import median
+
+REFERENCES = ("direct", "bare", "litellm")
+
+# The issue's targets, for the gateway.
+GOALS = {
+    "json_c32_vs_litellm_min": 30.0,
+    "json_c32_vs_bare_min": 0.5,
+    "sse_c32_vs_litellm_min": 40.0,
+    "added_p50_c1_ms_max": 0.5,
+    "added_p99_c1_ms_max": 2.0,
+    "rss_ready_mib_max": 160.0,
+    "kib_per_stream_max": 30.0,
+}
+
+
+def _med(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return median(values) if values else None
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def summarize(runs: dict[str, dict[str, list[dict]]], scenarios: list[str]) -> dict:
+    """runs[target][scenario] is one dict per round: rps, p50_ms, p99_ms, errors, cpu_us_per_req."""
+    out: dict = {}
+    for target, by_scenario in runs.items():
+        out[target] = {}
+        for scenario in scenarios:
+            rounds = by_scenario.get(scenario) or []
+            if not rounds:
+                continue
+            fig = {
+                "rps": _round(_med([r["rps"] for r in rounds]), 1),
+                "p50_ms": _round(_med([r["p50_ms"] for r in rounds]), 3),
+                "p99_ms": _round(_med([r["p99_ms"] for r in rounds]), 3),
+                "errors": sum(r["errors"] for r in rounds),
+                "requests": sum(r["requests"] for r in rounds),
+                "failed_runs": sum(1 for r in rounds if r.get("failed")),
+                "cpu_us_per_req": _round(_med([r["cpu_us_per_req"] for r in rounds]), 1),
+                "cpu_util": _round(_med([r["cpu_util"] for r in rounds]), 2),
+                "rounds": [{k: r[k] for k in ("rps", "p50_ms", "p99_ms", "errors")} for r in rounds],
+            }
+            for ref in REFERENCES:
+                ref_rounds = runs.get(ref, {}).get(scenario) or []
+                pairs = [(a["rps"], b["rps"]) for a, b in zip(rounds, ref_rounds) if b["rps"] > 0]
+                if ref != target and pairs:
+                    fig[f"x_{ref}"] = _round(_med([a / b for a, b in pairs]), 3)
+            direct = runs.get("direct", {}).get(scenario) or []
+            if target != "direct" and direct:
+                for q in ("p50", "p99"):
+                    key = f"{q}_ms"
+                    diffs = [a[key] - b[key] for a, b in zip(rounds, direct)
+                             if a[key] is not None and b[key] is not None]
+                    fig[f"added_{q}_ms"] = _round(_med(diffs), 3)
+            out[target][scenario] = fig
+    return out
+
+
+def goals(name: str, figures: dict, info: dict, streams: dict, *, c1: str = "c1", cn: str = "c32") -> dict:
+    """Each of the issue's targets for one gateway target: value, limit, met (None: not measured)."""
+    fig = figures.get(name, {})
+
+    def at(scenario: str, key: str):
+        return fig.get(scenario, {}).get(key)
+
+    def check(value, limit, *, at_least: bool) -> dict:
+        met = None if value is None else (value >= limit if at_least else value <= limit)
+        return {"value": value, "limit": limit, "met": met}
+
+    result = {
+        f"json_{cn}_x_litellm": check(at(f"json_{cn}", "x_litellm"), GOALS["json_c32_vs_litellm_min"], at_least=True),
+        f"json_{cn}_x_bare": check(at(f"json_{cn}", "x_bare"), GOALS["json_c32_vs_bare_min"], at_least=True),
+        f"sse_{cn}_x_litellm": check(at(f"sse_{cn}", "x_litellm"), GOALS["sse_c32_vs_litellm_min"], at_least=True),
+    }
+    for kind in ("json", "sse"):
+        result[f"{kind}_{c1}_added_p50_ms"] = check(at(f"{kind}_{c1}", "added_p50_ms"), GOALS["added_p50_c1_ms_max"], at_least=False)
+        result[f"{kind}_{c1}_added_p99_ms"] = check(at(f"{kind}_{c1}", "added_p99_ms"), GOALS["added_p99_c1_ms_max"], at_least=False)
+    rss = info.get("rss_ready_kib")
+    result["rss_ready_mib"] = check(None if rss is None else round(rss / 1024, 1), GOALS["rss_ready_mib_max"], at_least=False)
+    # Only the first kind of slow stream counts: later ones reuse memory the first freed.
+    for label, s in list(streams.items())[:1]:
+        result[f"kib_per_stream_{label}"] = check(s.get("kib_per_stream"), GOALS["kib_per_stream_max"], at_least=False)
+    errors = sum(f.get("errors", 0) for f in fig.values())
+    result["zero_errors"] = {"value": errors, "limit": 0, "met": (errors == 0) if fig else None}
+    checks = [info.get("check_before", {}).get("ok"), info.get("check_after", {}).get("ok")]
+    result["correct_before_and_after"] = {"value": checks, "limit": [True, True],
+                                          "met": None if None in checks else all(checks)}
+    return result
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None:
+        width = spec.split(".")[0]
+        return "-".rjust(int(width)) if width.isdigit() else "-"
+    return format(value, spec)
+
+
+def table(figures: dict, scenarios: list[str], labels: dict[str, str]) -> str:
+    head = (f"{'target':<11} {'scenario':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
+            f"{'+p99 ms':>8} {'errors':>6} {'cpu us/req':>10} {'x direct':>8} {'x bare':>7} {'x litellm':>9}")
+    lines = [head, "-" * len(head)]
+    for scenario in scenarios:
+        for target, by_scenario in figures.items():
+            f = by_scenario.get(scenario)
+            if not f:
+                continue
+            lines.append(
+                f"{target:<11} {labels[scenario]:<10} {_fmt(f['rps'], '9.0f')} {_fmt(f['p50_ms'], '8.3f')} "
+                f"{_fmt(f['p99_ms'], '8.3f')} {_fmt(f.get('added_p50_ms'), '8.3f')} {_fmt(f.get('added_p99_ms'), '8.3f')} "
+                f"{f['errors']:>6} {_fmt(f['cpu_us_per_req'], '10.1f')} {_fmt(f.get('x_direct'), '8.3f')} "
+                f"{_fmt(f.get('x_bare'), '7.3f')} {_fmt(f.get('x_litellm'), '9.2f')}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def json_line(document: dict) -> str:
+    return json.dumps(document, separators=(",", ":"), sort_keys=False, default=str)

@@ -1,0 +1,235 @@
+"""What the benchmark measures: nginx itself and the proxies in front of it.
+
+A Target knows its URLs and the process group whose CPU and memory count
+for it; start_* functions start one, pinned, and return it ready or say
+why not (status "skipped: ..." or "failed: ...").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from . import fixtures, procs
+
+REPO = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
+LITELLM_VENV = Path(os.environ.get("BENCH_LITELLM_VENV", "/tmp/bench-litellm-venv"))
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    json: int
+    sse: int
+    slow: int
+
+
+@dataclass
+class Target:
+    name: str
+    json_url: str = ""
+    sse_url: str = ""
+    health_url: str = ""
+    slow_urls: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (url, model)
+    proc: procs.Proc | None = None
+    status: str = "ready"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+
+async def _http_ok(session: aiohttp.ClientSession, url: str) -> bool:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+        await resp.read()
+        return resp.status == 200
+
+
+async def _wait_ready(target: Target, session: aiohttp.ClientSession, timeout: float) -> Target:
+    proc = target.proc
+    ok = await procs.wait_until(lambda: _http_ok(session, target.health_url), timeout=timeout, proc=proc)
+    if not ok:
+        if proc is not None and not proc.alive():
+            target.status = f"failed: exited with {proc.popen.returncode}"
+        else:
+            target.status = f"failed: not ready after {timeout:.0f} s"
+        if proc is not None:
+            target.notes.append(proc.log_tail())
+    return target
+
+
+# nginx, the upstream and the "direct" target ---------------------------------
+
+def nginx_binary() -> str | None:
+    for path in ("/usr/sbin/nginx", "/usr/bin/nginx"):
+        if os.access(path, os.X_OK):
+            return path
+    from shutil import which
+    return which("nginx")
+
+
+def write_nginx_conf(prefix: Path, ports: Ports, *, slow_rate: int) -> Path:
+    fields = {
+        "PREFIX": str(prefix),
+        "JSON_PORT": str(ports.json),
+        "SSE_PORT": str(ports.sse),
+        "SLOW_PORT": str(ports.slow),
+        "SLOW_RATE": str(slow_rate),
+        "JSON_BODY": fixtures.nginx_quote(fixtures.completion_body()),
+        "SSE_BODY": fixtures.nginx_quote(fixtures.sse_body()),
+    }
+    text = NGINX_TEMPLATE.read_text()
+    for key, value in fields.items():
+        text = text.replace(f"@@{key}@@", value)
+    left = re.findall(r"@@[A-Z_]+@@", text)
+    if left:
+        raise ValueError(f"nginx.conf.template: bench/targets.py does not fill {', '.join(left)}")
+    path = prefix / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+async def start_nginx(work: Path, ports: Ports, *, cpus: str, slow_rate: int,
+                      session: aiohttp.ClientSession) -> Target:
+    binary = nginx_binary()
+    target = Target(name="direct", json_url=f"http://127.0.0.1:{ports.json}/v1/chat/completions",
+                    sse_url=f"http://127.0.0.1:{ports.sse}/v1/chat/completions",
+                    health_url=f"http://127.0.0.1:{ports.json}/health")
+    if binary is None:
+        target.status = "failed: nginx not installed (bash bench/run installs it)"
+        return target
+    prefix = work / "nginx"
+    prefix.mkdir()
+    conf = write_nginx_conf(prefix, ports, slow_rate=slow_rate)
+    target.proc = procs.start("nginx", [binary, "-p", str(prefix), "-c", str(conf)], cpus=cpus, log_dir=work)
+    return await _wait_ready(target, session, timeout=10)
+
+
+# the bare aiohttp proxy -------------------------------------------------------
+
+async def start_bare(work: Path, ports: Ports, *, cpus: str, session: aiohttp.ClientSession) -> Target:
+    port = procs.free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "bench.bare_proxy", "--port", str(port),
+            "--upstream", f"json=http://127.0.0.1:{ports.json}/v1",
+            "--upstream", f"sse=http://127.0.0.1:{ports.sse}/v1",
+            "--upstream", f"slow=http://127.0.0.1:{ports.slow}/v1"]
+    target = Target(name="bare", json_url=f"{base}/json/v1/chat/completions",
+                    sse_url=f"{base}/sse/v1/chat/completions", health_url=f"{base}/health",
+                    slow_urls={"slow_nginx": (f"{base}/slow/v1/chat/completions", fixtures.MODEL_SLOW_NGINX)})
+    target.proc = procs.start("bare", argv, cpus=cpus, log_dir=work, cwd=str(REPO))
+    return await _wait_ready(target, session, timeout=30)
+
+
+# the gateway --------------------------------------------------------------------
+
+def gateway_importable() -> bool:
+    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('gateway.__main__') is None)"
+    try:
+        return subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60,
+                              capture_output=True).returncode == 0
+    except (subprocess.TimeoutExpired, ModuleNotFoundError):
+        return False
+
+
+def gateway_config(port: int, ports: Ports) -> str:
+    return f"""\
+# Written by bench/targets.py for one benchmark run.
+server: {{host: 127.0.0.1, port: {port}}}
+limits: {{max_tokens: 4096, timeout: 60, first_token_timeout: 30, idle_timeout: 30}}
+default_model: bench
+providers:
+  nginx_json: {{kind: openai, base_url: "http://127.0.0.1:{ports.json}/v1", api_key: "{fixtures.API_KEY}"}}
+  nginx_sse:  {{kind: openai, base_url: "http://127.0.0.1:{ports.sse}/v1", api_key: "{fixtures.API_KEY}"}}
+  nginx_slow: {{kind: openai, base_url: "http://127.0.0.1:{ports.slow}/v1", api_key: "{fixtures.API_KEY}"}}
+  slow:       {{kind: mock, tokens_per_second: 2}}
+routes:
+  - {{model: {fixtures.MODEL_JSON}, provider: nginx_json}}
+  - {{model: {fixtures.MODEL_SSE}, provider: nginx_sse}}
+  - {{model: {fixtures.MODEL_SLOW}, provider: slow}}
+  - {{model: {fixtures.MODEL_SLOW_NGINX}, provider: nginx_slow}}
+"""
+
+
+def gateway_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if "TIKTOKEN_CACHE_DIR" not in env:
+        for path in (REPO.parent / "shared/tiktoken", Path("/work/shared/tiktoken")):
+            if path.is_dir():
+                env["TIKTOKEN_CACHE_DIR"] = str(path)
+                break
+    return env
+
+
+async def start_gateway(work: Path, ports: Ports, *, name: str, cpus: str, workers: int | None,
+                        session: aiohttp.ClientSession, timeout: float = 60) -> Target:
+    target = Target(name=name)
+    if not gateway_importable():
+        target.status = "skipped: `python -m gateway` is not importable from the repo yet"
+        return target
+    port = procs.free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = work / f"{name}.yaml"
+    config.write_text(gateway_config(port, ports))
+    argv = [sys.executable, "-m", "gateway", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    target.json_url = target.sse_url = f"{base}/v1/chat/completions"
+    target.health_url = f"{base}/health"
+    target.slow_urls = {"mock": (target.json_url, fixtures.MODEL_SLOW),
+                        "slow_nginx": (target.json_url, fixtures.MODEL_SLOW_NGINX)}
+    target.proc = procs.start(name, argv, cpus=cpus, log_dir=work, env=gateway_env(), cwd=str(REPO))
+    await _wait_ready(target, session, timeout=timeout)
+    if workers is not None and not target.ready and not target.proc.alive():
+        log = target.proc.log_tail(40)
+        if "--workers" in log or "unrecognized arguments" in log:
+            target.status = "skipped: the gateway does not accept --workers yet"
+            target.notes = [log.splitlines()[-1] if log else ""]
+    return target
+
+
+# LiteLLM's proxy ------------------------------------------------------------------
+
+def litellm_config(ports: Ports) -> str:
+    return f"""\
+# Written by bench/targets.py for one benchmark run.
+model_list:
+  - model_name: {fixtures.MODEL_JSON}
+    litellm_params: {{model: "openai/{fixtures.MODEL_JSON}", api_base: "http://127.0.0.1:{ports.json}/v1", api_key: "{fixtures.API_KEY}"}}
+  - model_name: {fixtures.MODEL_SSE}
+    litellm_params: {{model: "openai/{fixtures.MODEL_SSE}", api_base: "http://127.0.0.1:{ports.sse}/v1", api_key: "{fixtures.API_KEY}"}}
+litellm_settings:
+  telemetry: false
+general_settings:
+  master_key: "{fixtures.API_KEY}"
+"""
+
+
+async def start_litellm(work: Path, ports: Ports, *, cpus: str, session: aiohttp.ClientSession,
+                        timeout: float = 180) -> Target:
+    target = Target(name="litellm")
+    binary = LITELLM_VENV / "bin/litellm"
+    if not os.access(binary, os.X_OK):
+        target.status = f"skipped: not installed ({LITELLM_VENV}; bash bench/litellm_setup.sh installs it)"
+        return target
+    port = procs.free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = work / "litellm.yaml"
+    config.write_text(litellm_config(ports))
+    env = dict(os.environ, LITELLM_MASTER_KEY=fixtures.API_KEY, LITELLM_LOG="ERROR",
+               LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False",
+               NO_DOCS="True", DISABLE_ADMIN_UI="True")
+    env.pop("VIRTUAL_ENV", None)
+    target.json_url = target.sse_url = f"{base}/v1/chat/completions"
+    target.health_url = f"{base}/health/liveliness"
+    target.proc = procs.start("litellm", [str(binary), "--config", str(config), "--host", "127.0.0.1",
+                                          "--port", str(port), "--num_workers", "1"],
+                              cpus=cpus, log_dir=work, env=env, cwd=str(work))
+    return await _wait_ready(target, session, timeout=timeout)
