@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..config import ProviderConfig
 from ..tokens import Tokenizers
+from .anthropic import AnthropicProvider
 from .azure import AzureProvider
 from .base import Provider, StreamTranslator, UpstreamCall
 from .mock import MockProvider
@@ -14,6 +15,7 @@ from .openai import OpenAIProvider
 PROVIDERS: dict[str, Callable[[ProviderConfig, Tokenizers], Provider]] = {
     "openai": lambda config, tokenizers: OpenAIProvider(config),
     "azure": lambda config, tokenizers: AzureProvider(config),
+    "anthropic": lambda config, tokenizers: AnthropicProvider(config),
     "mock": MockProvider,
 }
 
