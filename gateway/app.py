@@ -82,7 +82,7 @@ def create_app(
         tokenizers = Tokenizers.load(encodings_needed(config))
     metrics = metrics or Metrics()
     origins = config.server.cors_origins
-    middlewares = [request_and_errors] + ([cors_middleware(origins)] if origins else [])
+    middlewares = [request_and_errors()] + ([cors_middleware(origins)] if origins else [])
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
     app.on_response_prepare.append(response_headers(origins))
 

@@ -76,7 +76,7 @@ async def dispatch(
 
     Raises AttemptsExhausted with the last error, or at once for an error not worth retrying.
     """
-    rng = rng or random.Random()
+    rng = rng or board.rng
     chain = [route, *(found for name in route.fallbacks if (found := table.by_name(name)) is not None)]
     number, last_error, last_target = 0, None, None
     for position, current in enumerate(chain):

@@ -19,7 +19,7 @@ from .keys import GATEWAY, REQUEST_ID
 from .limits import StreamLimiter
 from .middlewares import error_response
 from .observe import RequestRecord, finish, record_upstream_error
-from .pipeline import Clock, complete, open_upstream, stream_chunks
+from .pipeline import Clock, Completed, complete, open_stream, stream_chunks
 from .providers import UpstreamCall
 from .schema import parse_body, parse_chat_request
 from .sse import encode_json
@@ -56,7 +56,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request_id=request[REQUEST_ID], method=request.method, path=request.path, client=request.remote, started=loop.time()
     )
     try:
-        with gateway.state.in_use() as state:  # this request keeps this snapshot to its end
+        state = gateway.state  # this request keeps this snapshot to its end
+        with state.users:
             response = await serve_chat(request, gateway, state, record)
         record.status = response.status
         return response
@@ -86,13 +87,13 @@ async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState
     if route is None:
         raise ModelNotFound(chat.model)
     record.route, record.provider, record.routed = route.model, route.provider, True
-    gateway.metrics.inflight.labels(route.model).inc()
+    gateway.metrics.inflight_of(route.model).inc()
     limits = route.limits
     max_tokens = min(chat.requested_max_tokens or limits.max_tokens, limits.max_tokens)
     clock = Clock(limits, record.started)
     loop = asyncio.get_running_loop()
 
-    async def attempt(planned: Attempt) -> StreamStart | tuple[dict[str, Any], bool]:
+    async def attempt(planned: Attempt) -> StreamStart | Completed:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
         provider = state.providers[planned.target.provider]
         call = UpstreamCall(
@@ -102,12 +103,9 @@ async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState
         counter = state.tokenizers.for_model(call.model)
         prompt_tokens = functools.partial(count_prompt_tokens, chat.body["messages"], counter)
         clock.start_attempt(loop.time())
-        upstream = await open_upstream(provider, call, clock)
         if not chat.stream:
-            try:
-                return await complete(provider, call, clock, upstream, counter=counter, prompt_tokens=prompt_tokens)
-            finally:
-                upstream.close()
+            return await complete(provider, call, clock, counter=counter, prompt_tokens=prompt_tokens)
+        upstream = await open_stream(provider, call, clock)
         limiter = StreamLimiter(max_tokens=max_tokens, counter=counter, choices=chat.choices, prompt_tokens=prompt_tokens)
         chunks = stream_chunks(upstream, provider, limiter, clock, include_usage=chat.include_usage)
         started = StreamStart(upstream, limiter, chunks, b"")
@@ -131,10 +129,10 @@ async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState
         "x-gateway-upstream-model": served.attempt.upstream_model,
         "x-gateway-attempts": str(served.attempt.number),
     }
-    if not isinstance(served.result, StreamStart):
-        completion, record.truncated = served.result
-        record.usage(completion.get("usage"))
-        return web.Response(body=orjson.dumps(completion), content_type=JSON, headers=headers)
+    if isinstance(served.result, Completed):
+        record.truncated = served.result.truncated
+        record.usage(served.result.usage)
+        return web.Response(body=served.result.body, content_type=JSON, headers=headers)
     stream = served.result
     try:
         return await relay(request, stream.first, stream.chunks, headers, gateway, record)
@@ -142,7 +140,7 @@ async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState
         await stream.aclose()
         record.timing(clock)
         record.truncated = stream.limiter.truncated
-        if stream.limiter.upstream_usage or stream.limiter.completion_tokens:
+        if stream.limiter.upstream_usage or stream.limiter.delivered:
             record.usage(stream.limiter.usage())
 
 

@@ -42,7 +42,7 @@ class HealthBoard:
         on_change: Callable[[TargetKey, TargetHealth], None] | None = None,
     ) -> None:
         self._clock = clock
-        self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
         self._health: dict[TargetKey, TargetHealth] = {}
         self._on_change = on_change
 
@@ -60,13 +60,17 @@ class HealthBoard:
         passed may take one probe. With `last_resort` (nowhere else to go), cooling
         targets are used rather than none.
         """
+        if len(route.targets) == 1:
+            health = self._health.get(target_key(route, route.targets[0]))
+            if health is None or health.cooling_until is None:
+                return 0  # the common case: one target, in rotation
         tried = set(tried)
         candidates = [i for i in range(len(route.targets)) if i not in tried] or list(range(len(route.targets)))
         now = self._clock()
         ready = [i for i in candidates if self._ready(self.health(route, route.targets[i]), route, now)]
         if not ready and not last_resort:
             return None
-        chosen = weighted_choice(ready or candidates, [route.targets[i].weight for i in ready or candidates], self._rng)
+        chosen = weighted_choice(ready or candidates, [route.targets[i].weight for i in ready or candidates], self.rng)
         health = self.health(route, route.targets[chosen])
         if health.cooling_until is not None and now >= health.cooling_until:
             health.probe_started = now

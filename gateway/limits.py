@@ -19,6 +19,7 @@ from .tokens import TokenCounter
 
 TEXT_FIELDS = ("content", "refusal")
 OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still change
+UNLIMITED = 1 << 62
 
 
 class TextCount:
@@ -56,17 +57,31 @@ class TextCount:
 
 
 class ChoiceBudget:
-    """Tokens delivered so far in one choice, across all its texts."""
+    """Tokens delivered so far in one choice, across all its texts.
 
-    __slots__ = ("texts", "used", "cut", "finished")
+    A token is never shorter than one byte, so while the tokens counted plus the
+    bytes not yet counted stay within the limit, no delta can need a cut: those
+    deltas wait in `pending`, and tiktoken runs only when the limit comes near or
+    when a count is asked for.
+    """
+
+    __slots__ = ("texts", "used", "cut", "finished", "pending", "pending_bytes")
 
     def __init__(self) -> None:
         self.texts: dict[Any, TextCount] = {}
-        self.used = 0
+        self.used = 0  # tokens counted
         self.cut = False
         self.finished = False
+        self.pending: dict[Any, list[str]] = {}  # deltas not counted yet, by text
+        self.pending_bytes = 0
 
     def take(self, key: Any, delta: str, limit: int, counter: TokenCounter) -> str:
+        size = len(delta) if delta.isascii() else len(delta.encode())
+        if self.used + self.pending_bytes + size <= limit:
+            self.pending.setdefault(key, []).append(delta)
+            self.pending_bytes += size
+            return delta
+        self.settle(counter)
         text = self.texts.get(key)
         if text is None:
             text = self.texts[key] = TextCount()
@@ -75,6 +90,23 @@ class ChoiceBudget:
         self.used += text.total - before
         self.cut = self.cut or cut
         return accepted
+
+    def settle(self, counter: TokenCounter) -> int:
+        """Count what is pending; returns the exact tokens delivered."""
+        for key, parts in self.pending.items():
+            text = self.texts.get(key)
+            if text is None:
+                text = self.texts[key] = TextCount()
+            before = text.total
+            text.add("".join(parts), UNLIMITED, counter)
+            self.used += text.total - before
+        self.pending.clear()
+        self.pending_bytes = 0
+        return self.used
+
+    @property
+    def delivered(self) -> bool:
+        return bool(self.used or self.pending_bytes)
 
 
 def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, limit: int, counter: TokenCounter) -> None:
@@ -178,7 +210,12 @@ class StreamLimiter:
 
     @property
     def completion_tokens(self) -> int:
-        return sum(budget.used for budget in self.choices.values())
+        return sum(budget.settle(self.counter) for budget in self.choices.values())
+
+    @property
+    def delivered(self) -> bool:
+        """Whether any content has gone out (cheap: counts nothing)."""
+        return any(budget.delivered for budget in self.choices.values())
 
     def usage_chunk(self) -> dict[str, Any]:
         last = self.last_chunk or {}
@@ -195,13 +232,13 @@ def limit_completion(
     max_tokens: int,
     counter: TokenCounter,
     prompt_tokens: Callable[[], int],
-) -> bool:
+) -> tuple[bool, bool]:
     """Cut a `chat.completion` in place to max_tokens per choice and make its usage true.
 
-    Returns whether anything was cut.
+    Returns whether anything was cut, and whether anything changed at all.
     """
     truncated = False
-    completion_tokens = 0
+    budgets = []
     for choice in completion.get("choices") or ():
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
@@ -211,11 +248,13 @@ def limit_completion(
         if budget.cut:
             choice["finish_reason"] = "length"
             truncated = True
-        completion_tokens += budget.used
+        budgets.append(budget)
     usage = completion.get("usage")
-    if not isinstance(usage, dict) or truncated:
-        completion["usage"] = own_usage(usage if isinstance(usage, dict) else None, prompt_tokens, completion_tokens)
-    return truncated
+    if isinstance(usage, dict) and not truncated:
+        return False, False
+    completion_tokens = sum(budget.settle(counter) for budget in budgets)
+    completion["usage"] = own_usage(usage if isinstance(usage, dict) else None, prompt_tokens, completion_tokens)
+    return truncated, True
 
 
 def own_usage(upstream: dict[str, Any] | None, prompt_tokens: Callable[[], int], completion_tokens: int) -> dict[str, Any]:

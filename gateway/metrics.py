@@ -9,7 +9,9 @@ then be set before prometheus_client is first imported (see `workers.py`).
 
 from __future__ import annotations
 
+import functools
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -78,6 +80,26 @@ class Metrics:
         )
         self.build_info.labels(__version__).set(1)
 
+        self._series: dict[tuple[str, str, str], RequestSeries] = {}
+        self._inflight: dict[str, Any] = {}
+
+    def inflight_of(self, route: str) -> Any:
+        child = self._inflight.get(route)
+        if child is None:
+            child = self._inflight[route] = self.inflight.labels(route)
+        return child
+
+    def series(self, route: str, provider: str, stream: str) -> RequestSeries:
+        """The children a finished request updates, bound once per (route, provider, stream).
+
+        Routes and providers come from the config, so this stays as small as the routing table.
+        """
+        key = (route, provider, stream)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = RequestSeries(self, route, provider, stream)
+        return found
+
     def render(self) -> tuple[bytes, str]:
         """The text exposition format; in multiprocess mode, summed over every worker."""
         if self.multiprocess_dir:
@@ -85,3 +107,26 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class RequestSeries:
+    __slots__ = ("_requests", "_codes", "duration", "ttft", "overhead", "prompt_tokens", "completion_tokens",
+                 "truncations", "disconnects", "_stream")
+
+    def __init__(self, metrics: Metrics, route: str, provider: str, stream: str) -> None:
+        self._requests = functools.partial(metrics.requests.labels, route, provider)
+        self._codes: dict[int, Any] = {}
+        self.duration = metrics.duration.labels(route, provider, stream)
+        self.ttft = metrics.time_to_first_token.labels(route, provider)
+        self.overhead = metrics.overhead.labels(route, provider)
+        self.prompt_tokens = metrics.tokens.labels(route, provider, "prompt")
+        self.completion_tokens = metrics.tokens.labels(route, provider, "completion")
+        self.truncations = metrics.truncations.labels(route)
+        self.disconnects = metrics.client_disconnects.labels(route)
+        self._stream = stream
+
+    def requests(self, code: int) -> Any:
+        child = self._codes.get(code)
+        if child is None:
+            child = self._codes[code] = self._requests(str(code), self._stream)
+        return child

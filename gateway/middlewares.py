@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -21,11 +22,24 @@ EXPOSED_HEADERS = "x-request-id, x-gateway-max-tokens"
 STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
-@web.middleware
-async def request_and_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request its id, and turn every error into OpenAI's error shape."""
-    client_id = request.headers.get("x-request-id")
-    request[REQUEST_ID] = client_id if client_id and CLIENT_REQUEST_ID.fullmatch(client_id) else uuid.uuid4().hex
+def request_and_errors() -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Give each request its id, and turn every error into OpenAI's error shape."""
+    prefix = os.urandom(6).hex()  # differs between processes; a counter within one
+    numbers = itertools.count(1)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        client_id = request.headers.get("x-request-id")
+        if client_id and CLIENT_REQUEST_ID.fullmatch(client_id):
+            request[REQUEST_ID] = client_id
+        else:
+            request[REQUEST_ID] = f"{prefix}{next(numbers):010x}"
+        return await respond(request, handler)
+
+    return middleware
+
+
+async def respond(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:

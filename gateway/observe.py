@@ -57,28 +57,27 @@ def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: Upstream
 
 def finish(metrics: Metrics, record: RequestRecord, finished: float) -> None:
     """Count the request in every metric it belongs to, and write its one log line."""
-    route, provider = record.route, record.provider
-    stream = "true" if record.stream else "false"
+    series = metrics.series(record.route, record.provider, "true" if record.stream else "false")
     duration = finished - record.started
-    metrics.requests.labels(route, provider, str(record.status), stream).inc()
-    metrics.duration.labels(route, provider, stream).observe(duration)
+    series.requests(record.status).inc()
+    series.duration.observe(duration)
     ttft = None
     if record.first_token_at is not None:
         ttft = record.first_token_at - record.started
-        metrics.time_to_first_token.labels(route, provider).observe(ttft)
+        series.ttft.observe(ttft)
     if record.upstream_sent_at is not None and record.upstream_done_at is not None:
         overhead = (record.upstream_sent_at - record.started) + (finished - record.upstream_done_at)
-        metrics.overhead.labels(route, provider).observe(max(overhead, 0.0))
+        series.overhead.observe(max(overhead, 0.0))
     if record.prompt_tokens:
-        metrics.tokens.labels(route, provider, "prompt").inc(record.prompt_tokens)
+        series.prompt_tokens.inc(record.prompt_tokens)
     if record.completion_tokens:
-        metrics.tokens.labels(route, provider, "completion").inc(record.completion_tokens)
+        series.completion_tokens.inc(record.completion_tokens)
     if record.truncated:
-        metrics.truncations.labels(route).inc()
+        series.truncations.inc()
     if record.disconnected:
-        metrics.client_disconnects.labels(route).inc()
+        series.disconnects.inc()
     if record.routed:
-        metrics.inflight.labels(route).dec()
+        metrics.inflight_of(record.route).dec()
     if access_log.isEnabledFor(logging.INFO):
         access_log.info("request", extra={"fields": log_fields(record, duration, ttft)})
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from .config import Limits
 from .dispatch import parse_retry_after
@@ -19,6 +22,7 @@ from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .limits import StreamLimiter, limit_completion
 from .providers import Provider, UpstreamCall
 from .sse import DONE, SSEDecoder, encode_json
+from .tokens import TokenCounter
 from .upstream import UpstreamResponse
 
 
@@ -66,42 +70,56 @@ class Clock:
         return UpstreamTimeout(kind, seconds)
 
 
-async def open_upstream(provider: Provider, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
-    """Send the request; an error status becomes the provider's mapped error."""
+async def send(provider: Provider, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
+    """Send the request; an error status becomes the provider's mapped error. The caller bounds the wait."""
     request = provider.build_request(call)
-    loop = asyncio.get_running_loop()
-    deadline, kind = clock.next_deadline(streaming=call.stream)
-    clock.upstream_sent_at = loop.time()
+    clock.upstream_sent_at = asyncio.get_running_loop().time()
+    response = await provider.transport.send(request, connect_timeout=clock.limits.connect_timeout)
+    if response.status < 400:
+        return response
     try:
-        async with asyncio.timeout_at(deadline):
-            response = await provider.transport.send(request, connect_timeout=clock.limits.connect_timeout)
-            if response.status < 400:
-                return response
-            try:
-                payload = await response.read()
-            finally:
-                response.close()
-    except TimeoutError:
-        raise clock.timeout(kind) from None
+        payload = await response.read()
+    finally:
+        response.close()
     error = provider.map_error(response.status, payload)
     error.retry_after = parse_retry_after(response.headers)
     raise error
 
 
-async def complete(provider: Provider, call: UpstreamCall, clock: Clock, response: UpstreamResponse, *,
-                   counter: Any, prompt_tokens: Callable[[], int]) -> tuple[dict[str, Any], bool]:
-    """A whole chat.completion, cut to the budget; returns it and whether it was cut."""
+async def open_stream(provider: Provider, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
+    """Send a streaming request, bounded by the first-chunk and total deadlines."""
+    deadline, kind = clock.next_deadline(streaming=True)
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await send(provider, call, clock)
+    except TimeoutError:
+        raise clock.timeout(kind) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    body: bytes  # the chat.completion to send, encoded
+    usage: Any
+    truncated: bool
+
+
+async def complete(provider: Provider, call: UpstreamCall, clock: Clock, *,
+                   counter: TokenCounter, prompt_tokens: Callable[[], int]) -> Completed:
+    """A whole chat.completion, cut to the budget, bounded by the total deadline."""
     try:
         async with asyncio.timeout_at(clock.total_deadline):
-            payload = await response.read()
+            response = await send(provider, call, clock)
+            try:
+                payload = await response.read()
+            finally:
+                response.release()
     except TimeoutError:
         raise clock.timeout("total") from None
-    finally:
-        response.close()
     clock.upstream_done_at = asyncio.get_running_loop().time()
     completion = provider.translate_response(payload)
-    truncated = limit_completion(completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens)
-    return completion, truncated
+    truncated, changed = limit_completion(completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens)
+    body = payload if provider.native_responses and not changed else orjson.dumps(completion)
+    return Completed(body=body, usage=completion.get("usage"), truncated=truncated)
 
 
 async def stream_chunks(
@@ -144,12 +162,12 @@ async def stream_chunks(
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:
-                if clock.first_content_at is None and limiter.completion_tokens:
+                if clock.first_content_at is None and limiter.delivered:
                     clock.first_content_at = loop.time()
                 yield b"".join(out)
             continue
         clock.upstream_done_at = loop.time()
-        if clock.first_content_at is None and limiter.completion_tokens:
+        if clock.first_content_at is None and limiter.delivered:
             clock.first_content_at = clock.upstream_done_at
         if include_usage:
             out.append(encode_json(limiter.usage_chunk()))

@@ -1,6 +1,6 @@
 """What a request works with: one immutable snapshot of config, routes and providers.
 
-A request takes the current snapshot once and keeps it to its end (`in_use()`),
+A request takes the current snapshot once and keeps it to its end (`with state.users:`),
 so a reload, which swaps in a new snapshot, never changes a request in flight;
 the old snapshot's connections are closed once its last request is done.
 """
@@ -8,9 +8,8 @@ the old snapshot's connections are closed once its last request is done.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .config import GatewayConfig
@@ -26,10 +25,10 @@ class Users:
         self.count = 0
         self._idle: asyncio.Event | None = None
 
-    def enter(self) -> None:
+    def __enter__(self) -> None:
         self.count += 1
 
-    def leave(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.count -= 1
         if self.count == 0 and self._idle is not None:
             self._idle.set()
@@ -53,14 +52,6 @@ class GatewayState:
     def build(cls, config: GatewayConfig, tokenizers: Tokenizers) -> GatewayState:
         providers = {name: create_provider(provider, tokenizers) for name, provider in config.providers.items()}
         return cls(config=config, table=RoutingTable(config.routes), providers=providers, tokenizers=tokenizers)
-
-    @contextlib.contextmanager
-    def in_use(self) -> Iterator[GatewayState]:
-        self.users.enter()
-        try:
-            yield self
-        finally:
-            self.users.leave()
 
     async def aclose(self) -> None:
         for provider in self.providers.values():

@@ -3,19 +3,18 @@
 A `Transport` sends one `UpstreamRequest` and returns an `UpstreamResponse` whose
 body is read with `read()` or chunk by chunk with `read_chunk()`; `close()` drops
 the connection (the upstream stops generating). Every aiohttp exception is turned
-into the gateway's own in `mapped_client_errors()`.
+into the gateway's own by `map_client_error()`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 
-from .errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +49,20 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-@contextlib.contextmanager
-def mapped_client_errors(connect_timeout: float) -> Iterator[None]:
-    """aiohttp's exceptions, as the gateway's: the one place they are translated."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError:
-        raise UpstreamTimeout("connect", connect_timeout) from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnreachable(f"Could not connect to the upstream ({exc.os_error.strerror or exc.os_error}).") from None
-    except aiohttp.ClientPayloadError:
-        raise UpstreamProtocolError("The upstream's response body was cut off or malformed.") from None
-    except aiohttp.ServerDisconnectedError:
-        raise UpstreamProtocolError("The upstream closed the connection before answering.") from None
-    except (aiohttp.ClientError, ConnectionError) as exc:
-        raise UpstreamProtocolError(f"Upstream connection failed ({type(exc).__name__}).") from None
+def map_client_error(exc: BaseException, connect_timeout: float) -> UpstreamError:
+    """An aiohttp exception, as the gateway's: the one place they are translated."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return UpstreamTimeout("connect", connect_timeout)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(f"Could not connect to the upstream ({exc.os_error.strerror or exc.os_error}).")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamProtocolError("The upstream's response body was cut off or malformed.")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamProtocolError("The upstream closed the connection before answering.")
+    return UpstreamProtocolError(f"Upstream connection failed ({type(exc).__name__}).")
+
+
+CLIENT_ERRORS = (aiohttp.ClientError, ConnectionError)
 
 
 class AiohttpResponse:
@@ -77,12 +75,16 @@ class AiohttpResponse:
         self._connect_timeout = connect_timeout
 
     async def read(self) -> bytes:
-        with mapped_client_errors(self._connect_timeout):
+        try:
             return await self._response.read()
+        except CLIENT_ERRORS as exc:
+            raise map_client_error(exc, self._connect_timeout) from None
 
     async def read_chunk(self) -> bytes:
-        with mapped_client_errors(self._connect_timeout):
+        try:
             return await self._response.content.readany()
+        except CLIENT_ERRORS as exc:
+            raise map_client_error(exc, self._connect_timeout) from None
 
     def release(self) -> None:
         self._response.release()
@@ -96,11 +98,17 @@ class AiohttpTransport:
 
     def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
         self._session = session or new_client_session()
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> AiohttpResponse:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, connect=connect_timeout)
-        with mapped_client_errors(connect_timeout):
+        timeout = self._timeouts.get(connect_timeout)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, connect=connect_timeout)
+            self._timeouts[connect_timeout] = timeout
+        try:
             response = await self._session.post(request.url, data=request.body, headers=request.headers, timeout=timeout)
+        except CLIENT_ERRORS as exc:
+            raise map_client_error(exc, connect_timeout) from None
         return AiohttpResponse(response, connect_timeout)
 
     async def aclose(self) -> None:

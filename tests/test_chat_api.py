@@ -293,3 +293,12 @@ async def test_unknown_path_is_an_openai_shaped_404(routed: Gateway) -> None:
         async with http.get(f"{routed.url}/v1/chat/completions") as response:
             assert response.status == 405 and "error" in await response.json()
 
+
+
+async def test_an_unchanged_completion_is_passed_on_byte_for_byte(upstream: Upstream, routed: Gateway) -> None:
+    original = orjson.dumps({**completion("Hi!", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
+                             "service_tier": "default", "x_vendor": {"kept": [1, 2]}})
+    upstream.handler = json_handler(original)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES}) as response:
+            assert await response.read() == original

@@ -125,17 +125,17 @@ def test_upstream_usage_is_passed_on_when_nothing_was_cut(counter: TiktokenCount
 def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
     text = TEXTS[0]
     body = completion(text, usage={"prompt_tokens": 5, "completion_tokens": 50, "total_tokens": 55}, choices=2)
-    assert limit_completion(body, max_tokens=5, counter=counter, prompt_tokens=lambda: 0)
+    assert limit_completion(body, max_tokens=5, counter=counter, prompt_tokens=lambda: 0) == (True, True)
     for choice in body["choices"]:
         assert choice["finish_reason"] == "length" and counter.count(choice["message"]["content"]) in (4, 5)
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
 
     untouched = completion("short", usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6})
-    assert not limit_completion(untouched, max_tokens=5, counter=counter, prompt_tokens=lambda: 0)
+    assert limit_completion(untouched, max_tokens=5, counter=counter, prompt_tokens=lambda: 0) == (False, False)
     assert untouched["usage"]["completion_tokens"] == 1 and untouched["choices"][0]["finish_reason"] == "stop"
 
     missing = completion("short answer")
-    limit_completion(missing, max_tokens=50, counter=counter, prompt_tokens=lambda: 9)
+    assert limit_completion(missing, max_tokens=50, counter=counter, prompt_tokens=lambda: 9) == (False, True)
     assert missing["usage"] == {"prompt_tokens": 9, "completion_tokens": counter.count("short answer"), "total_tokens": 9 + counter.count("short answer")}
 
 
@@ -156,3 +156,15 @@ def test_approximate_counter_still_limits() -> None:
 def test_usage_only_chunk_with_no_choices_is_dropped(counter: TiktokenCounter) -> None:
     limiter = StreamLimiter(max_tokens=10, counter=counter, choices=1, prompt_tokens=lambda: 1)
     assert limiter.limit(usage_chunk(1, 2)) is None
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_counting_late_or_early_gives_the_same_count(counter: TiktokenCounter, text: str) -> None:
+    """Deltas wait uncounted while their bytes cannot reach the limit; the count comes out the same."""
+    full = counter.count(text)
+    for limit in (full, full + 1, full + 5, 10 * len(text.encode()) + 10):
+        for seed in range(5):
+            limiter = StreamLimiter(max_tokens=limit, counter=counter, choices=1, prompt_tokens=lambda: 0)
+            out = stream_through(limiter, text_stream(random_deltas(text, seed)))
+            assert content_of(out) == text and not limiter.truncated
+            assert limiter.completion_tokens == full, (limit, seed)

@@ -40,6 +40,7 @@ class StreamTranslator(Protocol):
 class Provider(Protocol):
     config: ProviderConfig
     transport: Transport
+    native_responses: bool  # its non-streaming responses are OpenAI chat completions as they are
 
     def build_request(self, call: UpstreamCall) -> UpstreamRequest: ...
 

@@ -16,6 +16,8 @@ TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 class OpenAIProvider:
+    native_responses = True  # its completions are already OpenAI's: sent on unchanged when nothing was cut
+
     def __init__(self, config: ProviderConfig, transport: Transport | None = None) -> None:
         self.config = config
         self.transport = transport or AiohttpTransport()
