@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import functools
 import logging
@@ -14,6 +15,9 @@ from collections.abc import Callable
 from . import __version__
 from .config import ConfigError, GatewayConfig, load_config
 from .logs import configure_logging
+from .state import encodings_needed
+from .tokens import Tokenizers
+from .workers import prepare_multiprocess_metrics, reserve_port, supervise
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -21,11 +25,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="gateway.yaml to use (default: $GATEWAY_CONFIG, else ./gateway.yaml, else built in)")
     parser.add_argument("--host", help="address to listen on (overrides server.host and $HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides server.port and $PORT)")
+    parser.add_argument("--workers", help="worker processes sharing the port: a number or auto (overrides server.workers)")
     parser.add_argument("--check", action="store_true", help="validate the config, print the routing table, exit")
     parser.add_argument("--log-format", choices=("json", "text"), default="json",
                         help="one JSON object a line (default), or readable text for a terminal")
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     return parser.parse_args(argv)
+
+
+def parse_workers(value: str | None) -> int | str | None:
+    if value is None or value == "auto":
+        return value
+    return int(value) if value.isdigit() else value  # anything else is reported by the config check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"$LOG_LEVEL: unknown level {level!r} (use DEBUG, INFO, WARNING, ERROR or CRITICAL)", file=sys.stderr)
         return 2
     configure_logging(level, args.log_format)
-    overrides = {"server.host": args.host, "server.port": args.port}
+    overrides = {"server.host": args.host, "server.port": args.port, "server.workers": parse_workers(args.workers)}
     try:
         config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
@@ -49,12 +60,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig]) -> int:
-    from .app import serve
-
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None
     log = logging.getLogger("gateway")
     log.info("config %s: %d routes", config.source, len(config.routes), extra={"fields": {"config": config.source}})
     for route in config.routes:
@@ -62,6 +67,32 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig]) -> int:
             "route %s -> %s", route.model, route.provider,
             extra={"fields": {"route": route.model, "provider": route.provider, "upstream_model": route.upstream_model}},
         )
+    workers = config.server.workers
+    metrics_dir = prepare_multiprocess_metrics() if workers > 1 else None  # before prometheus_client is imported
+    tokenizers = Tokenizers.load(encodings_needed(config))  # before forking, so that workers share these pages
+    log.info("tiktoken encodings loaded: %s", ", ".join(tokenizers.loaded) or "none")
+    if workers == 1:
+        return serve_until_stopped(config, loader, tokenizers, reuse_port=False)
+    holder, port = reserve_port(config.server.host, config.server.port)
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
+    try:
+        return supervise(
+            workers, lambda: serve_until_stopped(config, loader, tokenizers, reuse_port=True), metrics_dir=metrics_dir
+        )
+    finally:
+        holder.close()
+
+
+def serve_until_stopped(
+    config: GatewayConfig, loader: Callable[[], GatewayConfig], tokenizers: Tokenizers, *, reuse_port: bool
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain; uvloop when it is installed."""
+    from .app import serve
+
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
 
     async def main_task() -> None:
         task = asyncio.current_task()
@@ -69,7 +100,7 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig]) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, task.cancel)
-        await serve(config, loader=loader)
+        await serve(config, loader=loader, tokenizers=tokenizers, reuse_port=reuse_port)
 
     try:
         if uvloop is not None:

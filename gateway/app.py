@@ -128,21 +128,33 @@ async def watch_config(gateway: Gateway, *, interval: float = 1.0) -> None:
             await gateway.reload()
 
 
-async def start(app: web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0) -> tuple[web.AppRunner, int]:
+async def start(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner and the port actually bound (port 0 picks a free one)."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()
     return runner, runner.addresses[0][1]
 
 
-async def serve(config: GatewayConfig, *, loader: ConfigLoader | None = None, tokenizers: Tokenizers | None = None) -> None:
-    """Run until cancelled (SIGINT/SIGTERM): then /ready says 503 and in-flight requests get to finish."""
+async def serve(
+    config: GatewayConfig,
+    *,
+    loader: ConfigLoader | None = None,
+    tokenizers: Tokenizers | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Run until cancelled (SIGINT/SIGTERM): then /ready says 503, the listener closes,
+    and requests in flight get `server.shutdown_timeout` seconds to finish."""
     import signal
 
     app = create_app(config, tokenizers=tokenizers, loader=loader)
-    runner, port = await start(app, config.server.host, config.server.port)
+    runner, port = await start(
+        app, config.server.host, config.server.port,
+        shutdown_timeout=config.server.shutdown_timeout, reuse_port=reuse_port,
+    )
     address = f"http://{config.server.host}:{port}"
     log.info("listening on %s", address, extra={"fields": {"address": address}})
     gateway = app[GATEWAY]

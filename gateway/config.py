@@ -53,6 +53,8 @@ class ServerConfig:
     cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 4 * 1024 * 1024
     watch_config: bool = False
+    workers: int = 1  # worker processes sharing the port; "auto" in the file: one per core
+    shutdown_timeout: float = 30.0  # grace for requests in flight after SIGTERM
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +342,10 @@ class _Checker:
         return value
 
     def server(self, node: Any) -> ServerConfig:
-        node = self.mapping(node, "server", ("host", "port", "cors_origins", "max_body_bytes", "watch_config"))
+        node = self.mapping(
+            node, "server",
+            ("host", "port", "cors_origins", "max_body_bytes", "watch_config", "workers", "shutdown_timeout"),
+        )
         defaults = ServerConfig()
         origins = node.get("cors_origins", [])
         if isinstance(origins, str):
@@ -357,7 +362,14 @@ class _Checker:
             cors_origins=tuple(origins),
             max_body_bytes=self.integer(node, "max_body_bytes", "server", defaults.max_body_bytes),
             watch_config=self.boolean(node, "watch_config", "server", defaults.watch_config),
+            workers=self.workers(node),
+            shutdown_timeout=self.seconds(node, "shutdown_timeout", "server", defaults.shutdown_timeout),
         )
+
+    def workers(self, node: dict[str, Any]) -> int:
+        if node.get("workers") == "auto":
+            return os.cpu_count() or 1
+        return self.integer(node, "workers", "server", 1)
 
     def limits(self, node: dict[str, Any], path: str, base: Limits) -> Limits:
         return Limits(

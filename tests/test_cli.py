@@ -15,8 +15,11 @@ import openai
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start_gateway(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    """Start `python -m gateway --port 0 ...`; returns the process and its base URL, read from its log."""
+def start_gateway(*args: str, env: dict[str, str] | None = None, seen: list[dict] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `python -m gateway --port 0 ...`; returns the process and its base URL, read from its log.
+
+    The log lines read on the way are added to `seen`.
+    """
     full_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
     full_env.update(env or {})
     process = subprocess.Popen([sys.executable, "-m", "gateway", "--port", "0", *args], cwd=REPO, env=full_env,
@@ -25,6 +28,8 @@ def start_gateway(*args: str, env: dict[str, str] | None = None) -> tuple[subpro
     assert process.stdout is not None
     for line in process.stdout:
         entry = json.loads(line)  # every log line is one JSON object
+        if seen is not None:
+            seen.append(entry)
         if entry["message"].startswith("listening on"):
             return process, entry["address"]
         if time.monotonic() > deadline:
