@@ -154,7 +154,7 @@ async def stream_chunks(
                 yield b"".join(out)
             raise
         if translator.finished:
-            await drain(response, clock)
+            response.release()  # never waits: [DONE] goes out at once
         elif limiter.truncated and limiter.all_finished:
             response.close()  # the upstream ignored max_tokens: stop it generating
         elif not data:
@@ -183,12 +183,3 @@ async def timed_read(response: UpstreamResponse, clock: Clock) -> bytes:
             return await response.read_chunk()
     except TimeoutError:
         raise clock.timeout(kind) from None
-
-
-async def drain(response: UpstreamResponse, clock: Clock, *, reads: int = 4) -> None:
-    """Read what follows [DONE] (the end of the HTTP body) so the connection can be reused."""
-    for _ in range(reads):
-        if not await timed_read(response, clock):
-            response.release()
-            return
-    response.close()

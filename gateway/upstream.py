@@ -35,7 +35,8 @@ class UpstreamResponse(Protocol):
         ...
 
     def release(self) -> None:
-        """Done with the body: the connection goes back to the pool if the body was read."""
+        """Done with the body: the connection goes back to the pool if the body has ended
+        (what is left of it already arrived), else it is dropped; never waits."""
         ...
 
     def close(self) -> None:
@@ -87,7 +88,16 @@ class AiohttpResponse:
             raise map_client_error(exc, self._connect_timeout) from None
 
     def release(self) -> None:
-        self._response.release()
+        content = self._response.content
+        try:
+            content.read_nowait()  # the end of the body that came with the last event, if it did
+        except Exception:  # noqa: BLE001 - a broken body: the connection is not worth keeping
+            self._response.close()
+            return
+        if content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
     def close(self) -> None:
         self._response.close()

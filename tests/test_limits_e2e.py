@@ -313,3 +313,22 @@ async def test_a_missing_encoding_means_an_approximate_count_and_one_warning(
     finally:
         await runner.cleanup()
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
+
+
+async def test_done_goes_out_at_once_and_finished_streams_keep_their_connection(upstream: Upstream, routed: Gateway) -> None:
+    peers = []
+
+    async def remember_peer(request: web.Request) -> web.StreamResponse:
+        peers.append(request.transport.get_extra_info("peername"))
+        return await sse_handler(text_stream(["Hi"]))(request)
+
+    upstream.handler = remember_peer
+    for _ in range(5):
+        status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
+        assert events[-1] == b"data: [DONE]"
+    assert len(set(peers)) == 1, "the upstream connection was reused"
+
+    upstream.handler = sse_handler(text_stream(["Hi"]), hang_after=True)  # [DONE], then the body never ends
+    started = now()
+    status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
+    assert events[-1] == b"data: [DONE]" and now() - started < 1
