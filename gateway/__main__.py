@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from . import __version__
 from .config import ConfigError, GatewayConfig, load_config
-from .logs import configure_logging
+from .logs import AccessLog, configure_logging
 from .state import encodings_needed
 from .tokens import Tokenizers
 from .workers import prepare_multiprocess_metrics, reserve_port, supervise
@@ -56,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(describe(config))
         return 0
-    return run(config, loader=functools.partial(load_config, args.config, overrides=overrides))
+    access_log = AccessLog(sys.stderr, args.log_format)
+    return run(config, loader=functools.partial(load_config, args.config, overrides=overrides), access_log=access_log)
 
 
-def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig]) -> int:
+def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_log: AccessLog) -> int:
     log = logging.getLogger("gateway")
     log.info("config %s: %d routes", config.source, len(config.routes), extra={"fields": {"config": config.source}})
     for route in config.routes:
@@ -72,19 +73,25 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig]) -> int:
     tokenizers = Tokenizers.load(encodings_needed(config))  # before forking, so that workers share these pages
     log.info("tiktoken encodings loaded: %s", ", ".join(tokenizers.loaded) or "none")
     if workers == 1:
-        return serve_until_stopped(config, loader, tokenizers, reuse_port=False)
+        return serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=False)
     holder, port = reserve_port(config.server.host, config.server.port)
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
     try:
         return supervise(
-            workers, lambda: serve_until_stopped(config, loader, tokenizers, reuse_port=True), metrics_dir=metrics_dir
+            workers, lambda: serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=True),
+            metrics_dir=metrics_dir,
         )
     finally:
         holder.close()
 
 
 def serve_until_stopped(
-    config: GatewayConfig, loader: Callable[[], GatewayConfig], tokenizers: Tokenizers, *, reuse_port: bool
+    config: GatewayConfig,
+    loader: Callable[[], GatewayConfig],
+    tokenizers: Tokenizers,
+    access_log: AccessLog,
+    *,
+    reuse_port: bool,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; uvloop when it is installed."""
     from .app import serve
@@ -100,7 +107,7 @@ def serve_until_stopped(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, task.cancel)
-        await serve(config, loader=loader, tokenizers=tokenizers, reuse_port=reuse_port)
+        await serve(config, loader=loader, tokenizers=tokenizers, reuse_port=reuse_port, access_log=access_log)
 
     try:
         if uvloop is not None:

@@ -12,6 +12,7 @@ from . import handlers
 from .config import ConfigError, GatewayConfig
 from .health import HealthBoard, TargetHealth, TargetKey
 from .keys import GATEWAY
+from .logs import AccessLog
 from .metrics import Metrics
 from .middlewares import cors_middleware, request_and_errors, response_headers
 from .state import GatewayState, encodings_needed
@@ -25,8 +26,17 @@ ConfigLoader = Callable[[], GatewayConfig]
 class Gateway:
     """Holds the current `GatewayState` (a reload swaps it whole) and what outlives a reload."""
 
-    def __init__(self, config: GatewayConfig, tokenizers: Tokenizers, metrics: Metrics, *, loader: ConfigLoader | None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        tokenizers: Tokenizers,
+        metrics: Metrics,
+        *,
+        loader: ConfigLoader | None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.metrics = metrics
+        self.access_log = access_log or AccessLog()
         self.board = HealthBoard(on_change=self._cooling_changed)
         self.state = GatewayState.build(config, tokenizers)
         self.loader = loader
@@ -77,6 +87,7 @@ def create_app(
     tokenizers: Tokenizers | None = None,
     metrics: Metrics | None = None,
     loader: ConfigLoader | None = None,
+    access_log: AccessLog | None = None,
 ) -> web.Application:
     if tokenizers is None:
         tokenizers = Tokenizers.load(encodings_needed(config))
@@ -87,7 +98,7 @@ def create_app(
     app.on_response_prepare.append(response_headers(origins))
 
     async def gateway_resources(app: web.Application) -> AsyncIterator[None]:
-        gateway = app[GATEWAY] = Gateway(config, tokenizers, metrics, loader=loader)
+        gateway = app[GATEWAY] = Gateway(config, tokenizers, metrics, loader=loader, access_log=access_log)
         watcher = asyncio.create_task(watch_config(gateway)) if loader and config.server.watch_config else None
         yield
         if watcher is not None:
@@ -145,12 +156,13 @@ async def serve(
     loader: ConfigLoader | None = None,
     tokenizers: Tokenizers | None = None,
     reuse_port: bool = False,
+    access_log: AccessLog | None = None,
 ) -> None:
     """Run until cancelled (SIGINT/SIGTERM): then /ready says 503, the listener closes,
     and requests in flight get `server.shutdown_timeout` seconds to finish."""
     import signal
 
-    app = create_app(config, tokenizers=tokenizers, loader=loader)
+    app = create_app(config, tokenizers=tokenizers, loader=loader, access_log=access_log)
     runner, port = await start(
         app, config.server.host, config.server.port,
         shutdown_timeout=config.server.shutdown_timeout, reuse_port=reuse_port,

@@ -76,7 +76,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         record.status = record.status or CLIENT_CLOSED_REQUEST
         raise
     finally:
-        finish(gateway.metrics, record, loop.time())
+        finish(gateway.metrics, gateway.access_log, record, loop.time())
 
 
 async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState, record: RequestRecord) -> web.StreamResponse:

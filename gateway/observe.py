@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import GatewayError, UpstreamError, UpstreamTimeout
+from .logs import AccessLog
 from .metrics import NO_PROVIDER, UNKNOWN_ROUTE, Metrics
-
-access_log = logging.getLogger("gateway.access")
 
 
 @dataclass(slots=True)
@@ -55,7 +53,7 @@ def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: Upstream
         metrics.timeouts.labels(record.route, exc.kind).inc()
 
 
-def finish(metrics: Metrics, record: RequestRecord, finished: float) -> None:
+def finish(metrics: Metrics, access_log: AccessLog, record: RequestRecord, finished: float) -> None:
     """Count the request in every metric it belongs to, and write its one log line."""
     series = metrics.series(record.route, record.provider, "true" if record.stream else "false")
     duration = finished - record.started
@@ -78,8 +76,8 @@ def finish(metrics: Metrics, record: RequestRecord, finished: float) -> None:
         series.disconnects.inc()
     if record.routed:
         metrics.inflight_of(record.route).dec()
-    if access_log.isEnabledFor(logging.INFO):
-        access_log.info("request", extra={"fields": log_fields(record, duration, ttft)})
+    if access_log.enabled:
+        access_log.write(log_fields(record, duration, ttft))
 
 
 def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> dict[str, Any]:

@@ -66,3 +66,5 @@ def test_two_workers_share_the_port_and_sum_their_metrics(tmp_path: Path) -> Non
     started = next(line for line in lines if line["message"].startswith("started 2 workers"))
     assert not os.path.exists(started["metrics_dir"]), "the multiprocess metrics directory was removed"
     assert sum(line["message"].startswith("draining") for line in lines) == 2
+    access = [line for line in lines if line["logger"] == "gateway.access"]
+    assert len(access) >= 40 and access[0]["route"] == "demo" and access[0]["status"] == 200 and access[0]["time"].endswith("Z")
