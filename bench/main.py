@@ -122,6 +122,7 @@ async def bring_up(coro, info: dict) -> targets.Target:
         entry["notes"] = [n[-2000:] for n in target.notes if n]
     if target.ready:
         entry["rss_ready_kib"] = procs.rss_kib(target.proc.pid)
+        entry["pss_ready_kib"] = procs.pss_kib(target.proc.pid)
         entry["ready_after_s"] = round(time.monotonic() - target.proc.started, 2)
         log(f"{target.name}: ready in {entry['ready_after_s']} s, RSS {entry['rss_ready_kib'] / 1024:.1f} MiB")
     else:
@@ -245,6 +246,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 
         for target in ready:
             info[target.name]["rss_after_load_kib"] = procs.rss_kib(target.proc.pid)
+            info[target.name]["pss_after_load_kib"] = procs.pss_kib(target.proc.pid)
         await check_all(session, ready, info, "check_after")
 
     streams: dict = {}
@@ -299,8 +301,9 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
                "cpu us/req is the target's own process group")
     out.append("")
     for name, entry in document["targets"].items():
-        rss = "  ".join(f"{k.removeprefix('rss_').removesuffix('_kib')} {entry[k] / 1024:.1f} MiB"
-                        for k in ("rss_ready_kib", "rss_after_load_kib", "rss_after_streams_kib") if k in entry)
+        rss = "  ".join(f"{k.removesuffix('_kib')} {entry[k] / 1024:.1f} MiB"
+                        for k in ("rss_ready_kib", "rss_after_load_kib", "rss_after_streams_kib",
+                                  "pss_ready_kib", "pss_after_load_kib") if k in entry)
         verdicts = "  ".join(f"{k.removeprefix('check_')}={'ok' if entry[k]['ok'] else 'FAILED'}"
                              for k in ("check_before", "check_after", "check_after_streams") if k in entry)
         schema = [entry[k]["schema_ok"] for k in ("check_before", "check_after") if k in entry]

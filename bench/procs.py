@@ -132,6 +132,21 @@ def rss_kib(pgid: int) -> int:
     return total
 
 
+def pss_kib(pgid: int) -> int:
+    """Pss summed over the group, in KiB: pages shared between processes (the workers' tiktoken
+    encodings, loaded before the fork) count once in all, where VmRSS counts them in each."""
+    total = 0
+    for pid in group_pids(pgid):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
+
+
 def pin_self(cpu: int) -> bool:
     try:
         os.sched_setaffinity(0, {cpu})

@@ -9,6 +9,7 @@ and removes it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -72,6 +73,7 @@ def supervise(count: int, work: Callable[[], int], *, metrics_dir: str | None) -
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    gc.freeze()  # the cyclic GC leaves what exists now alone, so forked workers keep sharing its pages
     for slot in range(count):
         spawn(slot)
     log.info("started %d workers", count,
