@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from . import handlers
 from .config import ConfigError, GatewayConfig
-from .health import HealthBoard, TargetHealth, TargetKey
+from .health import HealthBoard, TargetHealth, TargetKey, target_key
 from .keys import GATEWAY
 from .logs import AccessLog
 from .metrics import Metrics
@@ -39,9 +40,16 @@ class Gateway:
         self.access_log = access_log or AccessLog()
         self.board = HealthBoard(on_change=self._cooling_changed)
         self.state = GatewayState.build(config, tokenizers)
+        self._publish_targets()
         self.loader = loader
         self.draining = False
         self._retiring: set[asyncio.Task[None]] = set()
+
+    def _publish_targets(self) -> None:
+        """A cooling gauge for every target of the table, 0 while in rotation."""
+        for route in self.state.table.routes:
+            for target in route.targets:
+                self._cooling_changed(target_key(route, target), self.board.health(route, target))
 
     def _cooling_changed(self, key: TargetKey, health: TargetHealth) -> None:
         route, provider, model = key
@@ -63,7 +71,10 @@ class Gateway:
         if config.server != old.config.server:
             log.warning("server settings changed: they take effect at the next restart")
         self.state = GatewayState.build(config, tokenizers)
-        self.board.keep_only(config.routes)
+        for route, provider, model in self.board.keep_only(config.routes):
+            with contextlib.suppress(KeyError):  # a target whose series was never written
+                self.metrics.target_cooling.remove(route, provider, model or "*")
+        self._publish_targets()
         task = asyncio.create_task(self._retire(old))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)

@@ -125,12 +125,13 @@ class HealthBoard:
                 })
         return rows
 
-    def keep_only(self, routes: Sequence[Route]) -> None:
-        """After a reload: forget targets that are gone, keep the state of those still there."""
+    def keep_only(self, routes: Sequence[Route]) -> list[TargetKey]:
+        """After a reload: forget targets that are gone (returned), keep the state of those still there."""
         keys = {target_key(route, target) for route in routes for target in route.targets}
-        for key in list(self._health):
-            if key not in keys:
-                del self._health[key]
+        gone = [key for key in self._health if key not in keys]
+        for key in gone:
+            del self._health[key]
+        return gone
 
 
 def weighted_choice(items: Sequence[int], weights: Sequence[float], rng: random.Random) -> int:

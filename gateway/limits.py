@@ -159,6 +159,8 @@ class StreamLimiter:
         self.choices: dict[Any, ChoiceBudget] = {}
         self.upstream_usage: dict[str, Any] | None = None
         self.truncated = False
+        self.changed = False  # whether the last chunk passed on differs from the upstream's
+        self._cuts = 0
         self.last_chunk: dict[str, Any] | None = None
         self._prompt_tokens = prompt_tokens
 
@@ -168,15 +170,23 @@ class StreamLimiter:
         return finished >= self.expected_choices
 
     def limit(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
-        """The chunk to send on (changed in place where cut), or None to drop it."""
-        usage = chunk.pop("usage", None)
-        if isinstance(usage, dict):
-            self.upstream_usage = usage
+        """The chunk to send on (changed in place where cut), or None to drop it.
+
+        `changed` tells whether the chunk sent on differs from the upstream's.
+        """
+        usage = chunk.get("usage")
+        if usage is not None:  # the upstream's figures, for the gateway; a null stays as OpenAI sends it
+            del chunk["usage"]
+            if isinstance(usage, dict):
+                self.upstream_usage = usage
         choices = chunk.get("choices")
         self.last_chunk = chunk
         if not choices:
+            self.changed = usage is not None
             return None if usage else chunk
+        cuts = self._cuts
         kept = [choice for choice in choices if self._limit_choice(choice)]
+        self.changed = usage is not None or len(kept) != len(choices) or self._cuts != cuts
         if not kept:
             return None
         if len(kept) != len(choices):
@@ -198,6 +208,7 @@ class StreamLimiter:
         if budget.cut:
             choice["finish_reason"] = "length"
             self.truncated = True
+            self._cuts += 1
         if choice.get("finish_reason"):
             budget.finished = True
         return True

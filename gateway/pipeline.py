@@ -21,7 +21,7 @@ from .dispatch import parse_retry_after
 from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .limits import StreamLimiter, limit_completion
 from .providers import Provider, UpstreamCall
-from .sse import DONE, SSEDecoder, encode_json
+from .sse import DONE, SSEDecoder, encode_data, encode_json
 from .tokens import TokenCounter
 from .upstream import UpstreamResponse
 
@@ -145,7 +145,11 @@ async def stream_chunks(
                 for chunk in translator.translate(event):
                     clock.last_chunk_at = loop.time()
                     limited = limiter.limit(chunk)
-                    if limited is not None:
+                    if limited is None:
+                        continue
+                    if translator.passthrough and not limiter.changed and b"\n" not in event.data:
+                        out.append(encode_data(event.data))  # nothing changed: the upstream's own bytes
+                    else:
                         out.append(encode_json(limited))
                 if translator.finished or (limiter.truncated and limiter.all_finished):
                     break

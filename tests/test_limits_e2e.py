@@ -332,3 +332,14 @@ async def test_done_goes_out_at_once_and_finished_streams_keep_their_connection(
     started = now()
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     assert events[-1] == b"data: [DONE]" and now() - started < 1
+
+
+async def test_unchanged_chunks_keep_the_upstreams_bytes_and_cut_ones_are_re_encoded(upstream: Upstream, routed: Gateway) -> None:
+    spaced = b'data: {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "usage": null, ' \
+             b'"choices": [{"index": 0, "delta": {"content": "one two three four five six"}, "finish_reason": null}]}\n\n'
+    upstream.handler = sse_handler([spaced, chunk({}, finish_reason="stop")])
+    status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
+    assert events[0] + b"\n\n" == spaced  # passed on as the upstream wrote it
+    status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES, "max_tokens": 2})
+    cut = orjson.loads(events[0][6:])
+    assert cut["choices"][0]["delta"]["content"] == "one two" and cut["choices"][0]["finish_reason"] == "length"

@@ -157,6 +157,11 @@ async def test_a_failing_target_is_cooled_down_then_probed_back(upstream: Upstre
     upstream.handler = failing(503, 2, json_handler(completion("a is back")))
     second.handler = json_handler(completion("from b"))
     gateway = await gateway_factory(two_targets(upstream.url, second.url, cooldown={"failures": 2, "seconds": 0.5}))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{gateway.url}/metrics") as response:
+            text = await response.text()
+            for model, provider in (("model-a", "a"), ("model-b", "b")):  # every target has its gauge from the start
+                assert f'gateway_target_cooling{{model="{model}",provider="{provider}",route="smart"}} 0.0' in text
     for _ in range(2):
         assert (await post(gateway, {"model": "smart"}))[2]["choices"][0]["message"]["content"] == "from b"
     states = await upstream_states(gateway)

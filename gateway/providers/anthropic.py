@@ -343,6 +343,8 @@ class AnthropicStreamTranslator:
     before they go out), so the prompt's true size is known even if the stream is cut.
     """
 
+    passthrough = False  # chunks are built here, not the upstream's bytes
+
     __slots__ = ("finished", "_id", "_model", "_created", "_usage", "_tool_calls", "_secrets")
 
     def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:

@@ -65,6 +65,7 @@ class OpenAIStreamTranslator:
     """OpenAI's chunks are already what the client wants: check their shape, pass them on."""
 
     __slots__ = ("finished", "_secrets")
+    passthrough = True  # one event, one chunk, whose JSON is the event's data
 
     def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
         self.finished = False
