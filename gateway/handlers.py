@@ -56,21 +56,26 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         request_id=request[REQUEST_ID], method=request.method, path=request.path, client=request.remote, started=loop.time()
     )
     try:
-        state = gateway.state  # this request keeps this snapshot to its end
-        with state.users:
-            response = await serve_chat(request, gateway, state, record)
+        try:
+            state = gateway.state  # this request keeps this snapshot to its end
+            with state.users:
+                response = await serve_chat(request, gateway, state, record)
+        except AttemptsExhausted as exhausted:
+            exc = exhausted.error
+            exc.headers.update({"x-should-retry": "false", "x-gateway-attempts": str(exhausted.attempts)})
+            record.fail(exc)
+            response = error_response(exc)
+        except GatewayError as exc:
+            record.fail(exc)
+            response = error_response(exc)
         record.status = response.status
+        if not response.prepared:  # send it now: counting and logging come after the last byte
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionResetError:  # the client is gone; nothing left to tell it
+                record.disconnected = True
         return response
-    except AttemptsExhausted as exhausted:
-        exc = exhausted.error
-        exc.headers.update({"x-should-retry": "false", "x-gateway-attempts": str(exhausted.attempts)})
-        record.status = exc.status
-        record.fail(exc)
-        return error_response(exc)
-    except GatewayError as exc:
-        record.status = exc.status
-        record.fail(exc)
-        return error_response(exc)
     except asyncio.CancelledError:
         record.disconnected = True
         record.status = record.status or CLIENT_CLOSED_REQUEST
