@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from . import __version__
-from .config import ConfigError, GatewayConfig, load_config
+from .config import ConfigError, GatewayConfig, Limits, load_config
 from .logs import AccessLog, configure_logging
 from .state import encodings_needed
 from .tokens import Tokenizers
@@ -147,11 +147,11 @@ def describe(config: GatewayConfig) -> str:
     return "\n".join(lines)
 
 
-def format_limits(limits: object) -> str:
+def format_limits(limits: Limits) -> str:
     return (
-        f"max_tokens={limits.max_tokens} timeout={limits.timeout:g}s "  # type: ignore[attr-defined]
-        f"first_token_timeout={limits.first_token_timeout:g}s idle_timeout={limits.idle_timeout:g}s "  # type: ignore[attr-defined]
-        f"connect_timeout={limits.connect_timeout:g}s"  # type: ignore[attr-defined]
+        f"max_tokens={limits.max_tokens} timeout={limits.timeout:g}s "
+        f"first_token_timeout={limits.first_token_timeout:g}s idle_timeout={limits.idle_timeout:g}s "
+        f"connect_timeout={limits.connect_timeout:g}s"
     )
 
 
