@@ -163,6 +163,8 @@ async def stream_chunks(
             response.close()  # the upstream ignored max_tokens: stop it generating
         elif not data:
             if not limiter.all_finished:
+                if out:  # whole events that came before the end still go out, then the error
+                    yield b"".join(out)
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:

@@ -343,3 +343,12 @@ async def test_unchanged_chunks_keep_the_upstreams_bytes_and_cut_ones_are_re_enc
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES, "max_tokens": 2})
     cut = orjson.loads(events[0][6:])
     assert cut["choices"][0]["delta"]["content"] == "one two" and cut["choices"][0]["finish_reason"] == "length"
+
+
+async def test_whole_events_before_an_unfinished_end_still_go_out(upstream: Upstream, routed: Gateway) -> None:
+    # the last event's line is complete but its blank line never comes, and no choice finished
+    upstream.handler = sse_handler([*GOOD, b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": " world"}}]}\n'],
+                                   done=False, delay=0.02)
+    status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
+    contents = [orjson.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[:3]]
+    assert contents == ["", "Hello", " world"] and "error" in orjson.loads(events[3][6:])
