@@ -1,0 +1,346 @@
+"""Checks a raw YAML tree key by key and builds the typed config, one problem per bad key."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .config_model import (
+    ANTHROPIC_VERSION,
+    DEFAULT_BASE_URLS,
+    LIMIT_KEYS,
+    MAX_TOKENS_FIELDS,
+    PROVIDER_KINDS,
+    Cooldown,
+    GatewayConfig,
+    Limits,
+    ProviderConfig,
+    Route,
+    ServerConfig,
+    Target,
+)
+
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigChecker:
+    """Validates a raw YAML tree, collecting one problem per bad key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+        self.origins: dict[str, str] = {}
+
+    def problem(self, path: str, message: str) -> None:
+        where = f"{path} (from {self.origins[path]})" if path in self.origins else path
+        self.problems.append(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
+
+    # -- preparing the tree
+
+    def interpolate(self, node: Any, env: Mapping[str, str], path: str) -> Any:
+        if isinstance(node, dict):
+            return {key: self.interpolate(value, env, _join(path, key)) for key, value in node.items()}
+        if isinstance(node, list):
+            return [self.interpolate(value, env, f"{path}[{i}]") for i, value in enumerate(node)]
+        if isinstance(node, str) and "${" in node:
+            def substitute(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in env:
+                    return env[name]
+                if default is not None:
+                    return default
+                self.problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+                return ""
+            return ENV_REFERENCE.sub(substitute, node)
+        return node
+
+    def override(self, tree: dict[str, Any], key_path: tuple[str, ...], value: Any, *, origin: str) -> None:
+        node = tree
+        for key in key_path[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        node[key_path[-1]] = value
+        self.origins[".".join(key_path)] = origin
+
+    # -- typed values
+
+    def mapping(self, node: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.problem(path, f"must be a mapping, got {_kind(node)}")
+            return {}
+        for key in node:
+            if key not in allowed:
+                self.problem(_join(path, str(key)), f"unknown key (expected one of: {', '.join(allowed)})")
+        return node
+
+    def integer(self, node: dict[str, Any], key: str, path: str, default: int, *, minimum: int = 1) -> int:
+        value = node.get(key, default)
+        key_path = _join(path, key)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit() and key_path in self.origins:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(key_path, f"must be an integer, got {value!r}")
+            return default
+        if value < minimum:
+            self.problem(key_path, f"must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def seconds(self, node: dict[str, Any], key: str, path: str, default: float) -> float:
+        value = node.get(key, default)
+        key_path = _join(path, key)
+        if isinstance(value, str) and key_path in self.origins:
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(key_path, f"must be a number of seconds, got {value!r}")
+            return default
+        if value <= 0:
+            self.problem(key_path, f"must be more than 0 seconds, got {value}")
+            return default
+        return float(value)
+
+    def string(self, node: dict[str, Any], key: str, path: str, default: str = "", *, required: bool = False) -> str:
+        value = node.get(key)
+        if value is None:
+            if required:
+                self.problem(_join(path, key), "is required")
+            return default
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            self.problem(_join(path, key), f"must be a string, got {_kind(value)}")
+            return default
+        return str(value)
+
+    # -- sections
+
+    def gateway(self, tree: dict[str, Any]) -> GatewayConfig | None:
+        top = self.mapping(tree, "", ("server", "limits", "default_model", "providers", "routes"))
+        server = self.server(top.get("server"))
+        limits = self.limits(self.mapping(top.get("limits"), "limits", LIMIT_KEYS), "limits", Limits())
+        providers = self.providers(top.get("providers"))
+        routes = self.routes(top.get("routes"), providers, limits)
+        default_model = self.string(top, "default_model", "") or None
+        return GatewayConfig(
+            server=server,
+            limits=limits,
+            default_model=default_model,
+            providers=providers,
+            routes=routes,
+            source=self.source,
+        )
+
+    def boolean(self, node: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        value = node.get(key, default)
+        key_path = _join(path, key)
+        if isinstance(value, str) and key_path in self.origins and value.lower() in ("true", "false", "1", "0"):
+            value = value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            self.problem(key_path, f"must be true or false, got {value!r}")
+            return default
+        return value
+
+    def server(self, node: Any) -> ServerConfig:
+        node = self.mapping(
+            node, "server",
+            ("host", "port", "cors_origins", "max_body_bytes", "watch_config", "workers", "shutdown_timeout"),
+        )
+        defaults = ServerConfig()
+        origins = node.get("cors_origins", [])
+        if isinstance(origins, str):
+            origins = [origins]
+        if not isinstance(origins, list) or not all(isinstance(origin, str) for origin in origins):
+            self.problem("server.cors_origins", "must be a list of origins like http://localhost:3000")
+            origins = []
+        port = self.integer(node, "port", "server", defaults.port, minimum=0)
+        if port > 65535:
+            self.problem("server.port", f"must be at most 65535, got {port}")
+        return ServerConfig(
+            host=self.string(node, "host", "server", defaults.host),
+            port=port,
+            cors_origins=tuple(origins),
+            max_body_bytes=self.integer(node, "max_body_bytes", "server", defaults.max_body_bytes),
+            watch_config=self.boolean(node, "watch_config", "server", defaults.watch_config),
+            workers=self.workers(node),
+            shutdown_timeout=self.seconds(node, "shutdown_timeout", "server", defaults.shutdown_timeout),
+        )
+
+    def workers(self, node: dict[str, Any]) -> int:
+        if node.get("workers") == "auto":
+            return os.cpu_count() or 1
+        return self.integer(node, "workers", "server", 1)
+
+    def limits(self, node: dict[str, Any], path: str, base: Limits) -> Limits:
+        return Limits(
+            max_tokens=self.integer(node, "max_tokens", path, base.max_tokens),
+            timeout=self.seconds(node, "timeout", path, base.timeout),
+            first_token_timeout=self.seconds(node, "first_token_timeout", path, base.first_token_timeout),
+            idle_timeout=self.seconds(node, "idle_timeout", path, base.idle_timeout),
+            connect_timeout=self.seconds(node, "connect_timeout", path, base.connect_timeout),
+        )
+
+    def providers(self, node: Any) -> dict[str, ProviderConfig]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.problem("providers", f"must be a mapping of provider names, got {_kind(node)}")
+            return {}
+        return {str(name): self.provider(str(name), body) for name, body in node.items()}
+
+    def provider(self, name: str, node: Any) -> ProviderConfig:
+        path = f"providers.{name}"
+        allowed = (
+            "kind", "base_url", "api_key", "headers", "max_tokens_field", "stream_usage", "tokens_per_second",
+            "anthropic_version", "api_version", "deployment",
+        )
+        node = self.mapping(node, path, allowed)
+        kind = self.string(node, "kind", path, required=True)
+        if kind and kind not in PROVIDER_KINDS:
+            self.problem(f"{path}.kind", f"unknown kind {kind!r} (known: {', '.join(PROVIDER_KINDS)})")
+        base_url = self.string(
+            node, "base_url", path, DEFAULT_BASE_URLS.get(kind, ""), required=kind in ("openai", "azure")
+        ).rstrip("/")
+        if base_url and not base_url.startswith(("http://", "https://")):
+            self.problem(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+        headers = node.get("headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            self.problem(f"{path}.headers", "must be a mapping of header names to strings")
+            headers = {}
+        max_tokens_field = self.string(node, "max_tokens_field", path, "max_tokens")
+        if max_tokens_field not in MAX_TOKENS_FIELDS:
+            self.problem(f"{path}.max_tokens_field", f"must be one of {', '.join(MAX_TOKENS_FIELDS)}")
+        stream_usage = self.boolean(node, "stream_usage", path, True)
+        rate = node.get("tokens_per_second", 0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
+            self.problem(f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}")
+            rate = 0
+        return ProviderConfig(
+            name=name,
+            kind=kind,
+            base_url=base_url,
+            api_key=self.string(node, "api_key", path),
+            headers={str(k): v for k, v in headers.items()},
+            max_tokens_field=max_tokens_field,
+            stream_usage=stream_usage,
+            tokens_per_second=float(rate),
+            anthropic_version=self.string(node, "anthropic_version", path, ANTHROPIC_VERSION),
+            api_version=self.string(node, "api_version", path),
+            deployment=self.string(node, "deployment", path),
+        )
+
+    def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, list):
+            self.problem("routes", f"must be a list of routes, got {_kind(node)}")
+            return ()
+        allowed = ("model", "provider", "upstream_model", "targets", "fallbacks", "retries", "cooldown", *LIMIT_KEYS)
+        routes: list[Route] = []
+        seen: dict[str, int] = {}
+        for index, body in enumerate(node):
+            path = f"routes[{index}]"
+            body = self.mapping(body, path, allowed)
+            if not body:
+                continue
+            model = self.string(body, "model", path, required=True)
+            if model in seen:
+                self.problem(f"{path}.model", f"{model!r} is already routed by routes[{seen[model]}]")
+            seen.setdefault(model, index)
+            targets = self.targets(body, path, providers)
+            route_limits = self.limits(body, path, limits)
+            given = {key: getattr(route_limits, key) for key in LIMIT_KEYS if key in body}
+            routes.append(
+                Route(
+                    model=model,
+                    targets=targets,
+                    limits=limits.tightened(given),
+                    fallbacks=self.fallbacks(body, path),
+                    retries=self.integer(body, "retries", path, max(len(targets) - 1, 0), minimum=0),
+                    cooldown=self.cooldown(body.get("cooldown"), f"{path}.cooldown"),
+                )
+            )
+        self.check_fallbacks(routes)
+        return tuple(routes)
+
+    def targets(self, body: dict[str, Any], path: str, providers: Mapping[str, ProviderConfig]) -> tuple[Target, ...]:
+        if "targets" in body:
+            for key in ("provider", "upstream_model"):
+                if key in body:
+                    self.problem(f"{path}.{key}", "give either `provider:` or `targets:`, not both")
+            items = body["targets"]
+            if not isinstance(items, list) or not items:
+                self.problem(f"{path}.targets", "must be a non-empty list of {provider, model, weight}")
+                return ()
+            return tuple(self.target(item, f"{path}.targets[{i}]", providers) for i, item in enumerate(items))
+        target = {"provider": body.get("provider"), "model": body.get("upstream_model")}
+        if target["provider"] is None:
+            self.problem(f"{path}.provider", "is required (or give `targets:`)")
+            return ()
+        return (self.target(target, path, providers, model_key="upstream_model"),)
+
+    def target(
+        self, node: Any, path: str, providers: Mapping[str, ProviderConfig], *, model_key: str = "model"
+    ) -> Target:
+        node = self.mapping(node, path, ("provider", "model", "weight", "deployment", "api_version"))
+        provider = self.string(node, "provider", path, required=True)
+        if provider and provider not in providers:
+            known = ", ".join(providers) or "none defined"
+            self.problem(f"{path}.provider", f"unknown provider {provider!r} (known: {known})")
+        weight = node.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            self.problem(f"{path}.weight", f"must be a number above 0, got {weight!r}")
+            weight = 1
+        model = node.get("model")
+        if model is not None and (not isinstance(model, str) or not model):
+            self.problem(f"{path}.{model_key}", f"must be a model name, got {model!r}")
+            model = None
+        target = Target(
+            provider=provider,
+            model=model,
+            weight=float(weight),
+            deployment=self.string(node, "deployment", path) or None,
+            api_version=self.string(node, "api_version", path) or None,
+        )
+        config = providers.get(provider)
+        if config is not None and config.kind == "azure" and not (target.api_version or config.api_version):
+            self.problem(f"{path}.api_version", f"provider {provider!r} is azure: give api_version here or on the provider")
+        return target
+
+    def fallbacks(self, body: dict[str, Any], path: str) -> tuple[str, ...]:
+        value = body.get("fallbacks", [])
+        if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+            self.problem(f"{path}.fallbacks", "must be a list of route names")
+            return ()
+        return tuple(value)
+
+    def check_fallbacks(self, routes: list[Route]) -> None:
+        exact = {route.model for route in routes if not route.is_glob}
+        for index, route in enumerate(routes):
+            for position, name in enumerate(route.fallbacks):
+                if name == route.model:
+                    self.problem(f"routes[{index}].fallbacks[{position}]", "a route cannot fall back to itself")
+                elif name not in exact:
+                    self.problem(f"routes[{index}].fallbacks[{position}]", f"no route named {name!r}")
+
+    def cooldown(self, node: Any, path: str) -> Cooldown:
+        node = self.mapping(node, path, ("failures", "seconds"))
+        defaults = Cooldown()
+        return Cooldown(
+            failures=self.integer(node, "failures", path, defaults.failures),
+            seconds=self.seconds(node, "seconds", path, defaults.seconds),
+        )
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)

@@ -1,0 +1,110 @@
+"""The gateway's configuration as typed, frozen values; `config.load_config()` builds them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+PROVIDER_KINDS = ("openai", "anthropic", "azure", "mock")
+DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
+ANTHROPIC_VERSION = "2023-06-01"
+LIMIT_KEYS = ("max_tokens", "timeout", "first_token_timeout", "idle_timeout", "connect_timeout")
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_tokens: int = 4096
+    timeout: float = 60.0
+    first_token_timeout: float = 30.0
+    idle_timeout: float = 30.0
+    connect_timeout: float = 10.0
+
+    def tightened(self, overrides: Mapping[str, float]) -> Limits:
+        """These limits with each override applied only where it is stricter."""
+        changes = {key: min(getattr(self, key), value) for key, value in overrides.items()}
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 4 * 1024 * 1024
+    watch_config: bool = False
+    workers: int = 1  # worker processes sharing the port; "auto" in the file: one per core
+    shutdown_timeout: float = 30.0  # grace for requests in flight after SIGTERM
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    max_tokens_field: str = "max_tokens"
+    stream_usage: bool = True
+    tokens_per_second: float = 0.0
+    anthropic_version: str = ANTHROPIC_VERSION
+    api_version: str = ""  # azure
+    deployment: str = ""  # azure
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One upstream a route may send a request to."""
+
+    provider: str
+    model: str | None = None  # the model name sent upstream; None: as the client asked
+    weight: float = 1.0
+    deployment: str | None = None  # azure: overrides the provider's
+    api_version: str | None = None  # azure: overrides the provider's
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    failures: int = 3  # consecutive failures that take a target out of rotation
+    seconds: float = 30.0  # how long it stays out before one probe request may try it
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    model: str
+    targets: tuple[Target, ...]
+    limits: Limits
+    fallbacks: tuple[str, ...] = ()
+    retries: int = 0  # further attempts after the first, across targets
+    cooldown: Cooldown = Cooldown()
+
+    @property
+    def is_glob(self) -> bool:
+        return any(char in self.model for char in "*?[")
+
+    @property
+    def provider(self) -> str:
+        """The provider of the first target (the only one of a simple route)."""
+        return self.targets[0].provider
+
+    @property
+    def upstream_model(self) -> str | None:
+        return self.targets[0].model
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    server: ServerConfig
+    limits: Limits
+    default_model: str | None
+    providers: Mapping[str, ProviderConfig]
+    routes: tuple[Route, ...]
+    source: str
