@@ -118,33 +118,29 @@ def cpu_seconds(pgid: int) -> float:
     return ticks / CLOCK_TICKS
 
 
-def rss_kib(pgid: int) -> int:
-    """VmRSS summed over the group, in KiB."""
+def _summed_kib(pgid: int, path: str, field: str) -> int:
+    """A `Field:  N kB` line of /proc/PID/<path>, summed over the group."""
     total = 0
     for pid in group_pids(pgid):
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
                     break
         except OSError:
             pass
     return total
+
+
+def rss_kib(pgid: int) -> int:
+    """VmRSS summed over the group, in KiB."""
+    return _summed_kib(pgid, "status", "VmRSS:")
 
 
 def pss_kib(pgid: int) -> int:
     """Pss summed over the group, in KiB: pages shared between processes (the workers' tiktoken
     encodings, loaded before the fork) count once in all, where VmRSS counts them in each."""
-    total = 0
-    for pid in group_pids(pgid):
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-                    break
-        except OSError:
-            pass
-    return total
+    return _summed_kib(pgid, "smaps_rollup", "Pss:")
 
 
 def pin_self(cpu: int) -> bool:
