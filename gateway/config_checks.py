@@ -150,7 +150,10 @@ class ConfigChecker:
     def server(self, node: Any) -> ServerConfig:
         node = self.mapping(
             node, "server",
-            ("host", "port", "cors_origins", "max_body_bytes", "watch_config", "workers", "shutdown_timeout"),
+            (
+                "host", "port", "cors_origins", "max_body_bytes", "watch_config", "workers", "shutdown_timeout",
+                "sse_keepalive",
+            ),
         )
         defaults = ServerConfig()
         origins = node.get("cors_origins", [])
@@ -170,6 +173,7 @@ class ConfigChecker:
             watch_config=self.boolean(node, "watch_config", "server", defaults.watch_config),
             workers=self.workers(node),
             shutdown_timeout=self.seconds(node, "shutdown_timeout", "server", defaults.shutdown_timeout),
+            sse_keepalive=self.seconds(node, "sse_keepalive", "server", defaults.sse_keepalive),
         )
 
     def workers(self, node: dict[str, Any]) -> int:

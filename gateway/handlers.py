@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse
 
 from . import __version__
 from .dispatch import Attempt, AttemptsExhausted, dispatch
@@ -22,6 +21,7 @@ from .observe import RequestRecord, finish, record_upstream_error
 from .pipeline import Clock, Completed, complete, open_stream, stream_chunks
 from .providers import UpstreamCall
 from .schema import parse_body, parse_chat_request
+from .sse import HEADERS as SSE_HEADERS
 from .sse import encode_json
 from .state import GatewayState
 
@@ -31,7 +31,8 @@ from .tokens import count_prompt_tokens
 from .upstream import UpstreamResponse
 
 JSON = "application/json"
-SSE_PING_SECONDS = 15.0
+STALLED_CLIENT_BYTES = 64 * 1024  # aiohttp waits for the transport to drain above this
+STALLED_CLIENT_SECONDS = 120.0
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
 
 
@@ -112,7 +113,10 @@ async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState
             return await complete(provider, call, clock, counter=counter, prompt_tokens=prompt_tokens)
         upstream = await open_stream(provider, call, clock)
         limiter = StreamLimiter(max_tokens=max_tokens, counter=counter, choices=chat.choices, prompt_tokens=prompt_tokens)
-        chunks = stream_chunks(upstream, provider, limiter, clock, include_usage=chat.include_usage)
+        chunks = stream_chunks(
+            upstream, provider, limiter, clock,
+            include_usage=chat.include_usage, keepalive=state.config.server.sse_keepalive,
+        )
         started = StreamStart(upstream, limiter, chunks, b"")
         try:
             started.first = await anext(chunks)
@@ -153,24 +157,42 @@ async def relay(
     request: web.Request, first: bytes, chunks: Any, headers: dict[str, str], gateway: Gateway, record: RequestRecord
 ) -> web.StreamResponse:
     """Write the stream to the client; an error after the start becomes a last error event."""
-    response = EventSourceResponse(headers=headers, allow_all_methods=True, ping_interval=SSE_PING_SECONDS)
+    response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
     record.status = response.status
     try:
-        async with response:  # stops the keep-alive pings on the way out
-            await response.write(first)
-            try:
-                async for data in chunks:
-                    await response.write(data)
-            except GatewayError as exc:
-                record.fail(exc)
-                if isinstance(exc, UpstreamError):
-                    record_upstream_error(gateway.metrics, record, exc)
-                await response.write(encode_json(exc.body()))
-            await response.write_eof()
-    except ConnectionResetError:  # the client went away between two writes
+        await write_bounded(request, response, first)
+        try:
+            async for data in chunks:
+                await write_bounded(request, response, data)
+        except GatewayError as exc:
+            record.fail(exc)
+            if isinstance(exc, UpstreamError):
+                record_upstream_error(gateway.metrics, record, exc)
+            await write_bounded(request, response, encode_json(exc.body()))
+        await response.write_eof()
+    except (ConnectionResetError, TimeoutError):  # the client went away, or stopped reading
         record.disconnected = True
     return response
+
+
+async def write_bounded(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    """Write; a client that has left this much unread for this long is cut off.
+
+    Only a write that can block (the transport's buffer already full) pays for a timer.
+    """
+    transport = request.transport
+    if transport is None or transport.get_write_buffer_size() < STALLED_CLIENT_BYTES:
+        await response.write(data)
+        return
+    try:
+        async with asyncio.timeout(STALLED_CLIENT_SECONDS):
+            await response.write(data)
+    except TimeoutError:
+        transport.abort()
+        raise
+
+
 
 
 async def metrics(request: web.Request) -> web.Response:

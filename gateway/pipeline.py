@@ -21,7 +21,7 @@ from .dispatch import parse_retry_after
 from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .limits import StreamLimiter, limit_completion
 from .providers import Provider, UpstreamCall
-from .sse import DONE, SSEDecoder, encode_data, encode_json
+from .sse import DONE, PING, SSEDecoder, encode_data, encode_json
 from .tokens import TokenCounter
 from .upstream import UpstreamResponse
 
@@ -129,16 +129,23 @@ async def stream_chunks(
     clock: Clock,
     *,
     include_usage: bool,
+    keepalive: float,
 ) -> AsyncIterator[bytes]:
     """The client's SSE bytes, one write per upstream read; ends with [DONE] or raises UpstreamError.
 
-    The caller closes `response` when this ends early (an error, the client gone).
+    Once the stream has started, a comment goes out whenever `keepalive` seconds pass
+    without a write. The caller closes `response` when this ends early (an error, the client gone).
     """
     decoder = SSEDecoder()
     translator = provider.stream_translator()
     loop = asyncio.get_running_loop()
+    last_write: float | None = None  # None until the first bytes went out
     while True:
-        data = await timed_read(response, clock)
+        data = await timed_read(response, clock, ping_at=None if last_write is None else last_write + keepalive)
+        if data is None:
+            last_write = loop.time()
+            yield PING
+            continue
         out: list[bytes] = []
         try:
             for event in decoder.decode(data) if data else decoder.flush():
@@ -168,8 +175,9 @@ async def stream_chunks(
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:
+                last_write = loop.time()
                 if clock.first_content_at is None and limiter.delivered:
-                    clock.first_content_at = loop.time()
+                    clock.first_content_at = last_write
                 yield b"".join(out)
             continue
         clock.upstream_done_at = loop.time()
@@ -182,8 +190,15 @@ async def stream_chunks(
         return
 
 
-async def timed_read(response: UpstreamResponse, clock: Clock) -> bytes:
+async def timed_read(response: UpstreamResponse, clock: Clock, *, ping_at: float | None = None) -> bytes | None:
+    """The next bytes from the upstream; None when `ping_at` comes first (the read can be tried again)."""
     deadline, kind = clock.next_deadline(streaming=True)
+    if ping_at is not None and ping_at < deadline:
+        try:
+            async with asyncio.timeout_at(ping_at):
+                return await response.read_chunk()
+        except TimeoutError:
+            return None
     try:
         async with asyncio.timeout_at(deadline):
             return await response.read_chunk()

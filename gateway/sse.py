@@ -13,6 +13,8 @@ from typing import Any, NamedTuple
 import orjson
 
 DONE = b"data: [DONE]\n\n"
+PING = b": ping\n\n"  # a comment: clients skip it, proxies see the stream is alive
+HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class SSEEvent(NamedTuple):

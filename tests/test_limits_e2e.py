@@ -352,3 +352,22 @@ async def test_whole_events_before_an_unfinished_end_still_go_out(upstream: Upst
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     contents = [orjson.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[:3]]
     assert contents == ["", "Hello", " world"] and "error" in orjson.loads(events[3][6:])
+
+
+async def test_a_quiet_stream_gets_keepalive_comments_and_loses_nothing(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+    tree = openai_route_config(upstream.url)
+    tree["server"] = {"sse_keepalive": 0.1}
+    tree["providers"]["slow"] = {"kind": "mock", "tokens_per_second": 4}
+    tree["routes"].append({"model": "slow", "provider": "slow"})
+    gateway = await gateway_factory(tree)
+    upstream.handler = sse_handler(text_stream(["Hel", "lo"]), first_delay=0, delay=0.35)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gateway.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES, "stream": True}) as response:
+            assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+            raw = await response.read()
+    assert raw.count(b": ping\n\n") >= 3 and raw.endswith(b"data: [DONE]\n\n")
+    texts, finishes, _ = await collect(await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True))
+    assert texts[0] == "Hello" and finishes[0] == "stop"
+    # the mock's token waits are cut short by the pings, and no token is lost
+    texts, finishes, _ = await collect(await gateway.client().chat.completions.create(model="slow", messages=MESSAGES, stream=True, max_tokens=3))
+    assert texts[0] == "Hello! I" and finishes[0] == "length"

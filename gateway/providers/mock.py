@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -66,8 +65,16 @@ class MockResponse:
         self._tokens = pieces[:limit]
         self._prompt_tokens = count_prompt_tokens(body.get("messages") or [], counter)
         self._choices = int(body.get("n") or 1)
-        self._stream = self._chunks() if body.get("stream") else None
-        self.headers = {"Content-Type": "text/event-stream" if self._stream else "application/json"}
+        self._streaming = bool(body.get("stream"))
+        self._position = 0  # the next event of the stream
+        self._due = 0.0  # when the next token is due
+        self._base = {
+            "id": f"chatcmpl-mock-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self._model,
+        }
+        self.headers = {"Content-Type": "text/event-stream" if self._streaming else "application/json"}
         self._closed = False
 
     def _usage(self) -> dict[str, int]:
@@ -102,37 +109,47 @@ class MockResponse:
         )
 
     async def read_chunk(self) -> bytes:
-        if self._stream is None or self._closed:
+        """The next event; a wait that is cancelled (a keep-alive ping, a timeout) loses nothing."""
+        if not self._streaming or self._closed:
             return b""
-        return await anext(self._stream, b"")
+        part = self._part(self._position)
+        if part and self._interval and 1 <= self._position <= len(self._tokens):
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(max(self._due - loop.time(), 0.0))
+            self._due = loop.time() + self._interval
+        self._position += 1
+        return part
 
     def close(self) -> None:
         self._closed = True
 
     release = close
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        base = {
-            "id": f"chatcmpl-mock-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": self._model,
-        }
-
-        def chunk(index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            return encode_json({**base, "choices": [choice]})
-
-        yield b"".join(chunk(i, {"role": "assistant", "content": ""}) for i in range(self._choices))
-        for token in self._tokens:
-            if self._interval:
-                await asyncio.sleep(self._interval)
-            yield b"".join(chunk(i, {"content": token}) for i in range(self._choices))
-        yield b"".join(chunk(i, {}, self._finish_reason) for i in range(self._choices))
+    def _part(self, position: int) -> bytes:
+        """Event `position` of the stream: the role chunk, one per token, the finish, usage, [DONE]."""
+        tokens = len(self._tokens)
+        if position == 0:
+            self._due = asyncio.get_running_loop().time() + self._interval
+            return self._chunk({"role": "assistant", "content": ""})
+        if position <= tokens:
+            return self._chunk({"content": self._tokens[position - 1]})
+        if position == tokens + 1:
+            return self._chunk({}, self._finish_reason)
         options = self._body.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
-            yield encode_json({**base, "choices": [], "usage": self._usage()})
-        yield DONE
+        wants_usage = isinstance(options, dict) and options.get("include_usage")
+        if position == tokens + 2 and wants_usage:
+            return encode_json({**self._base, "choices": [], "usage": self._usage()})
+        if position == tokens + 2 + (1 if wants_usage else 0):
+            return DONE
+        return b""
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        return b"".join(
+            encode_json({**self._base, "choices": [
+                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ]})
+            for index in range(self._choices)
+        )
 
 
 def reply_tokens(counter: TokenCounter, text: str) -> list[str]:
