@@ -22,7 +22,7 @@ from .pipeline import Clock, Completed, complete, open_stream, stream_chunks
 from .providers import UpstreamCall
 from .schema import parse_body, parse_chat_request
 from .sse import HEADERS as SSE_HEADERS
-from .sse import encode_json
+from .sse import DONE, encode_json
 from .state import GatewayState
 
 if TYPE_CHECKING:
@@ -153,41 +153,53 @@ async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState
             record.usage(stream.limiter.usage())
 
 
+class EventStreamResponse(web.StreamResponse):
+    """A streamed response whose headers go out with its first bytes, in one write
+    (as aiohttp's own web.Response does): the first chunk is written right after prepare()."""
+
+    _send_headers_immediately = False
+
+
 async def relay(
     request: web.Request, first: bytes, chunks: Any, headers: dict[str, str], gateway: Gateway, record: RequestRecord
 ) -> web.StreamResponse:
-    """Write the stream to the client; an error after the start becomes a last error event."""
-    response = web.StreamResponse(headers={**SSE_HEADERS, **headers})
+    """Write the stream to the client; an error after the start becomes a last error event.
+
+    The bytes that end with [DONE] (often the whole stream, when it came in one read) go
+    out with the end of the response in one write.
+    """
+    response = EventStreamResponse(headers={**SSE_HEADERS, **headers})
     await response.prepare(request)
     record.status = response.status
     try:
-        await write_bounded(request, response, first)
+        data: bytes | None = first
         try:
-            async for data in chunks:
+            while data is not None and not data.endswith(DONE):
                 await write_bounded(request, response, data)
+                data = await anext(chunks, None)
         except GatewayError as exc:
             record.fail(exc)
             if isinstance(exc, UpstreamError):
                 record_upstream_error(gateway.metrics, record, exc)
-            await write_bounded(request, response, encode_json(exc.body()))
-        await response.write_eof()
+            data = encode_json(exc.body())
+        await write_bounded(request, response, data or b"", last=True)
     except (ConnectionResetError, TimeoutError):  # the client went away, or stopped reading
         record.disconnected = True
     return response
 
 
-async def write_bounded(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-    """Write; a client that has left this much unread for this long is cut off.
-
-    Only a write that can block (the transport's buffer already full) pays for a timer.
+async def write_bounded(request: web.Request, response: web.StreamResponse, data: bytes, *, last: bool = False) -> None:
+    """Write (`last`: and end the response); a client that has left this much unread
+    for this long is cut off. Only a write that can block pays for a timer.
     """
+    write = response.write_eof if last else response.write
     transport = request.transport
-    if transport is None or transport.get_write_buffer_size() < STALLED_CLIENT_BYTES:
-        await response.write(data)
+    if transport is None or transport.get_write_buffer_size() + len(data) < STALLED_CLIENT_BYTES:
+        await write(data)
         return
     try:
         async with asyncio.timeout(STALLED_CLIENT_SECONDS):
-            await response.write(data)
+            await write(data)
     except TimeoutError:
         transport.abort()
         raise

@@ -55,6 +55,12 @@ class TextCount:
             self.open = text
         return delta, False
 
+    def extend(self, delta: str, counter: TokenCounter) -> None:
+        """Append `delta` with no allowance and no split: one count, for a text whose
+        end is near (the next `add()` splits it again, so counting stays correct)."""
+        self.open += delta
+        self.total = self.committed + counter.count(self.open)
+
 
 class ChoiceBudget:
     """Tokens delivered so far in one choice, across all its texts.
@@ -91,14 +97,21 @@ class ChoiceBudget:
         self.cut = self.cut or cut
         return accepted
 
-    def settle(self, counter: TokenCounter) -> int:
-        """Count what is pending; returns the exact tokens delivered."""
+    def settle(self, counter: TokenCounter, *, final: bool = False) -> int:
+        """Count what is pending; returns the exact tokens delivered.
+
+        `final`: no more deltas are expected (the stream or completion has ended), so
+        the texts are only counted, not split for the deltas to come.
+        """
         for key, parts in self.pending.items():
             text = self.texts.get(key)
             if text is None:
                 text = self.texts[key] = TextCount()
             before = text.total
-            text.add("".join(parts), UNLIMITED, counter)
+            if final:
+                text.extend("".join(parts), counter)
+            else:
+                text.add("".join(parts), UNLIMITED, counter)
             self.used += text.total - before
         self.pending.clear()
         self.pending_bytes = 0
@@ -221,7 +234,7 @@ class StreamLimiter:
 
     @property
     def completion_tokens(self) -> int:
-        return sum(budget.settle(self.counter) for budget in self.choices.values())
+        return sum(budget.settle(self.counter, final=True) for budget in self.choices.values())
 
     @property
     def delivered(self) -> bool:
@@ -263,7 +276,7 @@ def limit_completion(
     usage = completion.get("usage")
     if isinstance(usage, dict) and not truncated:
         return False, False
-    completion_tokens = sum(budget.settle(counter) for budget in budgets)
+    completion_tokens = sum(budget.settle(counter, final=True) for budget in budgets)
     completion["usage"] = own_usage(usage if isinstance(usage, dict) else None, prompt_tokens, completion_tokens)
     return truncated, True
 

@@ -23,13 +23,14 @@ class SSEEvent(NamedTuple):
 
 
 class SSEDecoder:
-    __slots__ = ("_partial", "_data", "_event", "incomplete")
+    """Events are split on blank lines first; an event of one `data: ` line (nearly all
+    of them) is taken whole, any other is read line by line."""
+
+    __slots__ = ("_partial", "incomplete")
 
     def __init__(self) -> None:
-        self._partial = b""  # an unterminated line
-        self._data: list[bytes] = []  # data lines of the event being read
-        self._event: str | None = None
-        self.incomplete = False  # set by flush() when the stream stopped inside an event
+        self._partial = b""  # the unterminated event: its complete lines and maybe half a line
+        self.incomplete = False  # set by flush() when the stream stopped inside a line
 
     def decode(self, chunk: bytes) -> list[SSEEvent]:
         text = self._partial + chunk if self._partial else chunk
@@ -38,43 +39,51 @@ class SSEDecoder:
             if text.endswith(b"\r"):  # may be half of a \r\n split across reads
                 text, held = text[:-1], b"\r"
             text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = text.split(b"\n")
-        self._partial = lines.pop() + held
+        blocks = text.split(b"\n\n")
+        self._partial = blocks.pop() + held
         events: list[SSEEvent] = []
-        for line in lines:
-            if line:
-                self._read_line(line)
-            elif self._data:
-                events.append(SSEEvent(b"\n".join(self._data), self._event))
-                self._data = []
-                self._event = None
-            else:
-                self._event = None
+        for block in blocks:
+            if block.startswith(b"data: ") and b"\n" not in block:
+                events.append(SSEEvent(block[6:]))
+            elif block:
+                read_block(block.split(b"\n"), events)
         return events
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: a complete but unterminated event is kept; half a line is not."""
-        events = self.decode(b"\n") if self._partial.endswith(b"\r") else []
-        if self._partial:
+        text = self._partial.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        self._partial = b""
+        lines = text.split(b"\n")
+        if lines.pop():
             self.incomplete = True
-            self._partial = b""
-        if self._data:
-            events.append(SSEEvent(b"\n".join(self._data), self._event))
-            self._data = []
-        self._event = None
+        events: list[SSEEvent] = []
+        read_block(lines, events)
         return events
 
-    def _read_line(self, line: bytes) -> None:
+
+def read_block(lines: list[bytes], events: list[SSEEvent]) -> None:
+    """The lines of one event (an empty line, where one came first, ends an event with no lines)."""
+    data: list[bytes] = []
+    event: str | None = None
+    for line in lines:
+        if not line:
+            if data:
+                events.append(SSEEvent(b"\n".join(data), event))
+                data = []
+            event = None
+            continue
         if line[0] == 0x3A:  # ":" starts a comment
-            return
+            continue
         name, colon, value = line.partition(b":")
         if colon and value[:1] == b" ":
             value = value[1:]
         if name == b"data":
-            self._data.append(value)
+            data.append(value)
         elif name == b"event":
-            self._event = value.decode("utf-8", errors="replace")
+            event = value.decode("utf-8", errors="replace")
         # id and retry mean nothing to a relay of chat chunks
+    if data:
+        events.append(SSEEvent(b"\n".join(data), event))
 
 
 def encode_data(payload: bytes) -> bytes:

@@ -70,6 +70,8 @@ def test_several_events_in_one_read_come_out_in_order() -> None:
         (b"event: ping\n\n", [], False),  # an event with no data is not dispatched
         (b"data\n\n", [SSEEvent(b"")], False),  # a field with no colon has an empty value
         (b"data:  two spaces\n\n", [SSEEvent(b" two spaces")], False),  # only one space is stripped
+        (b"data: a\n\n\ndata: b\n\n\n\n: c\n\n", [SSEEvent(b"a"), SSEEvent(b"b")], False),  # extra blank lines
+        (b"event: x\n\ndata: a\n\n", [SSEEvent(b"a")], False),  # a blank line resets the event type
     ],
 )
 def test_edges(stream: bytes, events: list[SSEEvent], incomplete: bool) -> None:
