@@ -25,12 +25,22 @@ UNLIMITED = 1 << 62
 class TextCount:
     """The token count of one growing text (a choice's content, one tool call's arguments)."""
 
-    __slots__ = ("committed", "open", "total")
+    __slots__ = ("committed", "open", "open_bytes", "total")
 
     def __init__(self) -> None:
         self.committed = 0  # tokens of the text before `open`, final
         self.open = ""  # the last pieces, whose tokens may still change
+        self.open_bytes = 0
         self.total = 0
+
+    @property
+    def slack(self) -> int:
+        """How many more tokens `open` may turn into when text is appended: at most one a byte."""
+        return self.open_bytes - (self.total - self.committed)
+
+    def _set_open(self, text: str) -> None:
+        self.open = text
+        self.open_bytes = len(text) if text.isascii() else len(text.encode())
 
     def add(self, delta: str, allowance: int, counter: TokenCounter) -> tuple[str, bool]:
         """Append `delta` while the text stays within `allowance` tokens.
@@ -42,40 +52,42 @@ class TextCount:
         if self.committed + open_tokens > allowance:
             kept = counter.prefix(text, allowance - self.committed)
             accepted = kept[len(self.open) :] if kept.startswith(self.open) else ""
-            self.open += accepted
+            self._set_open(self.open + accepted)
             self.total = self.committed + counter.count(self.open)
             return accepted, True
         self.total = self.committed + open_tokens
         pieces = counter.pieces(text)
         if len(pieces) > OPEN_PIECES:
             tail = "".join(pieces[-OPEN_PIECES:])
-            self.open = tail
+            self._set_open(tail)
             self.committed = self.total - counter.count(tail)
         else:
-            self.open = text
+            self._set_open(text)
         return delta, False
 
     def extend(self, delta: str, counter: TokenCounter) -> None:
         """Append `delta` with no allowance and no split: one count, for a text whose
         end is near (the next `add()` splits it again, so counting stays correct)."""
-        self.open += delta
+        self._set_open(self.open + delta)
         self.total = self.committed + counter.count(self.open)
 
 
 class ChoiceBudget:
     """Tokens delivered so far in one choice, across all its texts.
 
-    A token is never shorter than one byte, so while the tokens counted plus the
-    bytes not yet counted stay within the limit, no delta can need a cut: those
-    deltas wait in `pending`, and tiktoken runs only when the limit comes near or
-    when a count is asked for.
+    A token is never shorter than one byte. Appending to a text can re-tokenize only
+    its open tail, which then holds at most one token a byte: so while the tokens
+    counted, plus that slack, plus the bytes not yet counted stay within the limit, no
+    delta can need a cut. Those deltas wait in `pending`, and tiktoken runs only when
+    the limit comes near or when a count is asked for.
     """
 
-    __slots__ = ("texts", "used", "cut", "finished", "pending", "pending_bytes")
+    __slots__ = ("texts", "used", "slack", "cut", "finished", "pending", "pending_bytes")
 
     def __init__(self) -> None:
         self.texts: dict[Any, TextCount] = {}
         self.used = 0  # tokens counted
+        self.slack = 0  # how many more tokens the counted texts' open tails may become
         self.cut = False
         self.finished = False
         self.pending: dict[Any, list[str]] = {}  # deltas not counted yet, by text
@@ -83,7 +95,7 @@ class ChoiceBudget:
 
     def take(self, key: Any, delta: str, limit: int, counter: TokenCounter) -> str:
         size = len(delta) if delta.isascii() else len(delta.encode())
-        if self.used + self.pending_bytes + size <= limit:
+        if self.used + self.slack + self.pending_bytes + size <= limit:
             self.pending.setdefault(key, []).append(delta)
             self.pending_bytes += size
             return delta
@@ -94,6 +106,7 @@ class ChoiceBudget:
         before = text.total
         accepted, cut = text.add(delta, limit - (self.used - before), counter)
         self.used += text.total - before
+        self.slack = sum(text.slack for text in self.texts.values())
         self.cut = self.cut or cut
         return accepted
 
@@ -115,6 +128,7 @@ class ChoiceBudget:
             self.used += text.total - before
         self.pending.clear()
         self.pending_bytes = 0
+        self.slack = sum(text.slack for text in self.texts.values())
         return self.used
 
     @property

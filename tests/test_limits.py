@@ -18,6 +18,7 @@ TEXTS = [
     "日本語のテキストと中文文本，以及한국어 텍스트。",
     "def f(x):\n    return x ** 2  # squares\n\nprint(f(12))\n",
     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    "Hello    12 more    words\t\t\t7   \U0001F44D\U0001F3FD    1",  # whitespace runs a digit splits
 ]
 
 
@@ -156,6 +157,29 @@ def test_approximate_counter_still_limits() -> None:
 def test_usage_only_chunk_with_no_choices_is_dropped(counter: TiktokenCounter) -> None:
     limiter = StreamLimiter(max_tokens=10, counter=counter, choices=1, prompt_tokens=lambda: 1)
     assert limiter.limit(usage_chunk(1, 2)) is None
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_a_stream_never_delivers_more_than_the_limit(counter: TiktokenCounter, text: str) -> None:
+    full = counter.count(text)
+    for limit in range(1, full + 2):
+        for seed in range(3):
+            limiter = StreamLimiter(max_tokens=limit, counter=counter, choices=1, prompt_tokens=lambda: 0)
+            delivered = content_of(stream_through(limiter, text_stream(random_deltas(text, seed))))
+            assert counter.count(delivered) <= limit, (limit, seed, delivered)
+            assert limiter.truncated == (full > limit) and text.startswith(delivered)
+            assert limiter.completion_tokens == counter.count(delivered)
+
+
+def test_one_more_byte_can_be_two_more_tokens(counter: TiktokenCounter) -> None:
+    """"Hello    " is 2 tokens and "Hello    1" is 4: the uncounted deltas may not rely on bytes alone."""
+    assert (counter.count("Hello    "), counter.count("Hello    1")) == (2, 4)
+    limiter = StreamLimiter(max_tokens=3, counter=counter, choices=1, prompt_tokens=lambda: 0)
+    out = stream_through(limiter, text_stream(["Hello", "    ", "1", "2", " more", " words"]))
+    delivered = content_of(out)
+    assert counter.count(delivered) <= 3 and limiter.truncated
+    assert out[-1]["choices"][0]["finish_reason"] == "length"
+    assert limiter.usage()["completion_tokens"] == counter.count(delivered)
 
 
 @pytest.mark.parametrize("text", TEXTS)

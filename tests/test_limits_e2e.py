@@ -60,6 +60,16 @@ async def test_an_upstream_that_ignores_max_tokens_is_cut_exactly(upstream: Upst
     assert upstream.disconnects[0] - started < 60 * 0.01
 
 
+async def test_a_cut_holds_where_one_more_byte_is_two_more_tokens(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
+    upstream.handler = sse_handler(text_stream(["Hello", "    ", "1", "2", " more", " words"]))
+    stream = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, stream=True, max_tokens=3, stream_options={"include_usage": True})
+    texts, finishes, usages = await collect(stream)
+    delivered = tokenizers.for_model("test-model").count(texts[0])
+    assert delivered <= 3 and finishes[0] == "length"
+    assert usages[0][0].completion_tokens == delivered
+
+
 async def test_non_streaming_cut_with_usage_corrected(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
     upstream.handler = json_handler(completion("".join(WORDS), usage={"prompt_tokens": 12, "completion_tokens": 120, "total_tokens": 132}))
     result = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES, max_completion_tokens=9)
