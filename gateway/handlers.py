@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -52,15 +53,16 @@ class StreamStart:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
-    loop = asyncio.get_running_loop()
+    arrived = asyncio.get_running_loop().time()  # the deadlines run on the loop's clock
     record = RequestRecord(
-        request_id=request[REQUEST_ID], method=request.method, path=request.path, client=request.remote, started=loop.time()
+        request_id=request[REQUEST_ID], method=request.method, path=request.path, client=request.remote,
+        started=time.perf_counter(),
     )
     try:
         try:
             state = gateway.state  # this request keeps this snapshot to its end
             with state.users:
-                response = await serve_chat(request, gateway, state, record)
+                response = await serve_chat(request, gateway, state, record, arrived)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
             exc.headers.update({"x-should-retry": "false", "x-gateway-attempts": str(exhausted.attempts)})
@@ -82,10 +84,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         record.status = record.status or CLIENT_CLOSED_REQUEST
         raise
     finally:
-        finish(gateway.metrics, gateway.access_log, record, loop.time())
+        finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
 
 
-async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState, record: RequestRecord) -> web.StreamResponse:
+async def serve_chat(
+    request: web.Request, gateway: Gateway, state: GatewayState, record: RequestRecord, arrived: float
+) -> web.StreamResponse:
     payload = await read_payload(request, state.config.server.max_body_bytes)
     chat = parse_chat_request(parse_body(payload), default_model=state.config.default_model)
     record.stream = chat.stream
@@ -96,7 +100,7 @@ async def serve_chat(request: web.Request, gateway: Gateway, state: GatewayState
     gateway.metrics.inflight_of(route.model).inc()
     limits = route.limits
     max_tokens = min(chat.requested_max_tokens or limits.max_tokens, limits.max_tokens)
-    clock = Clock(limits, record.started)
+    clock = Clock(limits, arrived)
     loop = asyncio.get_running_loop()
 
     async def attempt(planned: Attempt) -> StreamStart | Completed:

@@ -16,7 +16,7 @@ class RequestRecord:
     method: str
     path: str
     client: str | None
-    started: float  # event loop clock
+    started: float  # time.perf_counter(), like every moment below
     route: str = UNKNOWN_ROUTE
     provider: str = NO_PROVIDER
     upstream_model: str | None = None

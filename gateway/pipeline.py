@@ -5,11 +5,14 @@
 
 Timeouts: `Clock` knows the request's deadlines; each read from the upstream waits
 at most until the nearest one, and the limit that fires is named in the error.
+Deadlines run on the event loop's clock; the moments the metrics observe are taken
+with time.perf_counter(), since uvloop's loop.time() moves in whole milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +43,7 @@ class Clock:
         self.attempt_started = started  # the first-chunk wait starts again with each attempt
         self.total_deadline = started + limits.timeout
         self.last_chunk_at: float | None = None  # None until the first chunk arrived
+        # observed moments, on time.perf_counter()
         self.first_content_at: float | None = None  # when the first content went to the client
         self.upstream_sent_at: float | None = None
         self.upstream_done_at: float | None = None
@@ -73,7 +77,7 @@ class Clock:
 async def send(provider: Provider, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
     """Send the request; an error status becomes the provider's mapped error. The caller bounds the wait."""
     request = provider.build_request(call)
-    clock.upstream_sent_at = asyncio.get_running_loop().time()
+    clock.upstream_sent_at = time.perf_counter()
     response = await provider.transport.send(request, connect_timeout=clock.limits.connect_timeout)
     if response.status < 400:
         return response
@@ -115,7 +119,7 @@ async def complete(provider: Provider, call: UpstreamCall, clock: Clock, *,
                 response.release()
     except TimeoutError:
         raise clock.timeout("total") from None
-    clock.upstream_done_at = asyncio.get_running_loop().time()
+    clock.upstream_done_at = time.perf_counter()
     completion = provider.translate_response(payload)
     truncated, changed = limit_completion(completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens)
     body = payload if provider.native_responses and not changed else orjson.dumps(completion)
@@ -177,10 +181,10 @@ async def stream_chunks(
             if out:
                 last_write = loop.time()
                 if clock.first_content_at is None and limiter.delivered:
-                    clock.first_content_at = last_write
+                    clock.first_content_at = time.perf_counter()
                 yield b"".join(out)
             continue
-        clock.upstream_done_at = loop.time()
+        clock.upstream_done_at = time.perf_counter()
         if clock.first_content_at is None and limiter.delivered:
             clock.first_content_at = clock.upstream_done_at
         if include_usage:

@@ -68,3 +68,21 @@ def test_sighup_reloads_the_config_file(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
+
+
+def test_logged_durations_are_finer_than_a_millisecond(tmp_path: Path) -> None:
+    """uvloop's loop.time() moves in whole milliseconds; the figures must not."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("providers: {demo: {kind: mock, tokens_per_second: 100000}}\nroutes:\n  - {model: one, provider: demo}\n")
+    process, url = start_gateway("--config", str(config))
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+        for _ in range(5):
+            client.chat.completions.create(model="one", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    durations = [entry["duration_ms"] for entry in map(json.loads, rest.splitlines()) if entry["message"] == "request"]
+    assert len(durations) == 5
+    assert any(duration != int(duration) for duration in durations), durations
