@@ -89,10 +89,20 @@ def load_config(
         except OSError as exc:
             raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{source}: not valid YAML: {exc}"]) from None
+            raise ConfigError([yaml_problem(source, exc)]) from None
         if tree is None:
             tree = {}
     return parse_config(tree, source=source, env=env, overrides=overrides or {})
+
+
+def yaml_problem(source: str, exc: yaml.YAMLError) -> str:
+    """PyYAML's error as one line: `file:line:column: not valid YAML: what`."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    what = f"{problem} ({context})" if context else problem
+    return f"{where}: not valid YAML: {' '.join(what.split())}"
 
 
 def parse_config(

@@ -53,7 +53,9 @@ class ConfigChecker:
                     return default
                 self.problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
                 return ""
-            return ENV_REFERENCE.sub(substitute, node)
+            value = ENV_REFERENCE.sub(substitute, node)
+            self.origins[path] = node  # numbers and booleans may then come as text, like env overrides
+            return value
         return node
 
     def override(self, tree: dict[str, Any], key_path: tuple[str, ...], value: Any, *, origin: str) -> None:

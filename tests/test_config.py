@@ -42,6 +42,16 @@ def test_env_references_and_defaults() -> None:
     assert problems(tree) == ["gw.yaml: providers.p.api_key: environment variable KEY is not set (write ${KEY:-default} for a default)"]
 
 
+def test_env_references_fill_numbers_and_booleans() -> None:
+    tree = {"server": {"port": "${GW_PORT:-18080}", "watch_config": "${GW_WATCH:-true}"},
+            "limits": {"timeout": "${GW_TIMEOUT:-2.5}", "max_tokens": "${GW_MAX}"},
+            "providers": {"p": {"kind": "mock"}}, "routes": [{"model": "m", "provider": "p", "max_tokens": "${ROUTE_MAX:-100}"}]}
+    config = parse(tree, {"GW_MAX": "300"})
+    assert (config.server.port, config.server.watch_config, config.limits.timeout) == (18080, True, 2.5)
+    assert (config.limits.max_tokens, config.routes[0].limits.max_tokens) == (300, 100)
+    assert problems(tree, {"GW_MAX": "lots"}) == ["gw.yaml: limits.max_tokens (from ${GW_MAX}): must be an integer, got 'lots'"]
+
+
 def test_every_problem_is_reported_with_its_key_path() -> None:
     tree = {
         "server": {"port": "eighty", "colour": "blue"},
@@ -108,6 +118,15 @@ def test_check_of_an_invalid_file_exits_2_with_one_line_per_problem(tmp_path: Pa
     ]
     # the server refuses to start the same way
     assert gateway_cli("--config", str(bad), "--port", "0").returncode == 2
+
+
+def test_a_yaml_syntax_error_is_one_line_with_its_position(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: 8000\n routes: [\n")
+    result = gateway_cli("--check", "--config", str(bad))
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"{bad}:3:2: not valid YAML: ")
 
 
 def test_built_in_default_without_a_file(tmp_path: Path) -> None:
