@@ -15,7 +15,7 @@ from aiohttp import web
 from . import __version__
 from .dispatch import Attempt, AttemptsExhausted, dispatch
 from .errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError
-from .keys import GATEWAY, REQUEST_ID
+from .keys import GATEWAY, LOGGED, REQUEST_ID
 from .limits import StreamLimiter
 from .middlewares import error_response
 from .observe import RequestRecord, finish, record_upstream_error
@@ -54,6 +54,7 @@ class StreamStart:
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     arrived = asyncio.get_running_loop().time()  # the deadlines run on the loop's clock
+    request[LOGGED] = True
     record = RequestRecord(
         request_id=request[REQUEST_ID], method=request.method, path=request.path, client=request.remote,
         started=time.perf_counter(),

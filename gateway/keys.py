@@ -11,3 +11,4 @@ if TYPE_CHECKING:
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway")
 REQUEST_ID = web.RequestKey("request_id", str)
+LOGGED = web.RequestKey("logged", bool)  # set by a handler that writes its own access line

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import itertools
+import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
 from .errors import GatewayError
-from .keys import REQUEST_ID
+from .keys import GATEWAY, LOGGED, REQUEST_ID
+from .observe import RequestRecord, log_other
 
 log = logging.getLogger("gateway")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-EXPOSED_HEADERS = "x-request-id, x-gateway-max-tokens"
+CLIENT_REQUEST_ID = re.compile(r"[\x20-\x7e]{1,256}")  # printable ASCII: safe in headers and logs
+EXPOSED_HEADERS = "x-request-id, x-gateway-max-tokens, x-gateway-provider, x-gateway-upstream-model, x-gateway-attempts"
 STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 
@@ -29,12 +31,19 @@ def request_and_errors() -> Callable[..., Awaitable[web.StreamResponse]]:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         client_id = request.headers.get("x-request-id")
         if client_id and CLIENT_REQUEST_ID.fullmatch(client_id):
             request[REQUEST_ID] = client_id
         else:
             request[REQUEST_ID] = f"{prefix}{next(numbers):010x}"
-        return await respond(request, handler)
+        response = await respond(request, handler)
+        gateway = request.app.get(GATEWAY)
+        if gateway is not None and not request.get(LOGGED):  # chat completions log their own line
+            record = RequestRecord(request_id=request[REQUEST_ID], method=request.method, path=request.path,
+                                   client=request.remote, started=started, status=response.status)
+            log_other(gateway.access_log, record, time.perf_counter())
+        return response
 
     return middleware
 

@@ -80,6 +80,14 @@ def finish(metrics: Metrics, access_log: AccessLog, record: RequestRecord, finis
         access_log.write(log_fields(record, duration, ttft))
 
 
+def log_other(access_log: AccessLog, record: RequestRecord, finished: float) -> None:
+    """The line of a request that is not a chat completion: no route, provider or tokens."""
+    if access_log.enabled:
+        fields = log_fields(record, finished - record.started, None)
+        fields["route"] = fields["provider"] = None
+        access_log.write(fields)
+
+
 def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> dict[str, Any]:
     return {
         "request_id": record.request_id,

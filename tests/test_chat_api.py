@@ -166,6 +166,10 @@ async def test_quick_start_paths_models_health_and_request_ids(upstream: Upstrea
             assert response.status == 404 and (await response.json())["error"]["code"] == "model_not_found"
         async with http.get(f"{routed.url}/health") as response:
             assert (await response.json())["status"] == "ok"
+        # any printable client id is kept (traces use '/', '=' and ' '); others get a new one
+        for sent, kept in (("abc/def== 1", True), ("x" * 257, False), ("caf\u00e9", False)):
+            async with http.get(f"{routed.url}/health", headers={"x-request-id": sent}) as response:
+                assert (response.headers["x-request-id"] == sent) == kept, sent
 
 
 async def test_demo_route_is_valid_openai_json_and_sse(routed: Gateway) -> None:

@@ -187,6 +187,22 @@ async def test_one_json_log_line_per_request_without_secrets(upstream: Upstream,
         assert secret not in line
 
 
+async def test_every_request_gets_a_log_line(upstream: Upstream, gateway_factory: GatewayFactory,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    gateway = await gateway_factory(openai_route_config(upstream.url))
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    async with aiohttp.ClientSession() as http:
+        for method, path in (("GET", "/health"), ("GET", "/v1/models"), ("GET", "/nope"), ("GET", "/v1/chat/completions")):
+            async with http.request(method, f"{gateway.url}{path}", headers={"x-request-id": f"id {path}"}) as response:
+                await response.read()
+    entries = [r.fields for r in caplog.records if r.name == "gateway.access"]
+    assert [(e["method"], e["path"], e["status"], e["request_id"], e["route"]) for e in entries] == [
+        ("GET", "/health", 200, "id /health", None), ("GET", "/v1/models", 200, "id /v1/models", None),
+        ("GET", "/nope", 404, "id /nope", None), ("GET", "/v1/chat/completions", 405, "id /v1/chat/completions", None),
+    ]
+    assert all(entry["duration_ms"] >= 0 and entry["client"] == "127.0.0.1" for entry in entries)
+
+
 def test_text_log_format_is_readable() -> None:
     from gateway.logs import TextFormatter
 
