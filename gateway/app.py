@@ -169,8 +169,9 @@ async def serve(
     reuse_port: bool = False,
     access_log: AccessLog | None = None,
 ) -> None:
-    """Run until cancelled (SIGINT/SIGTERM): then /ready says 503, the listener closes,
-    and requests in flight get `server.shutdown_timeout` seconds to finish."""
+    """Run until cancelled (SIGINT/SIGTERM): then /ready says 503 (for `server.drain_delay`
+    seconds the gateway still accepts and serves, so load balancers see it), the listener
+    closes, and requests in flight get `server.shutdown_timeout` seconds to finish."""
     import signal
 
     app = create_app(config, tokenizers=tokenizers, loader=loader, access_log=access_log)
@@ -194,5 +195,12 @@ async def serve(
         await asyncio.Event().wait()
     finally:
         gateway.draining = True
+        delay = gateway.state.config.server.drain_delay
+        if delay:
+            log.info("draining: /ready answers 503; still accepting for %g s", delay)
+            try:
+                await asyncio.sleep(delay)
+            except asyncio.CancelledError:  # a second signal: stop accepting now
+                pass
         log.info("draining: finishing requests in flight, then stopping")
         await runner.cleanup()

@@ -94,7 +94,7 @@ class ConfigChecker:
             return default
         return value
 
-    def seconds(self, node: dict[str, Any], key: str, path: str, default: float) -> float:
+    def seconds(self, node: dict[str, Any], key: str, path: str, default: float, *, zero: bool = False) -> float:
         value = node.get(key, default)
         key_path = _join(path, key)
         if isinstance(value, str) and key_path in self.origins:
@@ -105,8 +105,8 @@ class ConfigChecker:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.problem(key_path, f"must be a number of seconds, got {value!r}")
             return default
-        if value <= 0:
-            self.problem(key_path, f"must be more than 0 seconds, got {value}")
+        if value < 0 or (value == 0 and not zero):
+            self.problem(key_path, f"must be {'at least' if zero else 'more than'} 0 seconds, got {value}")
             return default
         return float(value)
 
@@ -154,7 +154,7 @@ class ConfigChecker:
             node, "server",
             (
                 "host", "port", "cors_origins", "max_body_bytes", "watch_config", "workers", "shutdown_timeout",
-                "sse_keepalive",
+                "drain_delay", "sse_keepalive",
             ),
         )
         defaults = ServerConfig()
@@ -175,6 +175,7 @@ class ConfigChecker:
             watch_config=self.boolean(node, "watch_config", "server", defaults.watch_config),
             workers=self.workers(node),
             shutdown_timeout=self.seconds(node, "shutdown_timeout", "server", defaults.shutdown_timeout),
+            drain_delay=self.seconds(node, "drain_delay", "server", defaults.drain_delay, zero=True),
             sse_keepalive=self.seconds(node, "sse_keepalive", "server", defaults.sse_keepalive),
         )
 

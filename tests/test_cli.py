@@ -86,3 +86,37 @@ def test_logged_durations_are_finer_than_a_millisecond(tmp_path: Path) -> None:
     durations = [entry["duration_ms"] for entry in map(json.loads, rest.splitlines()) if entry["message"] == "request"]
     assert len(durations) == 5
     assert any(duration != int(duration) for duration in durations), durations
+
+
+def test_drain_delay_keeps_serving_while_ready_says_503(tmp_path: Path) -> None:
+    """With server.drain_delay, a SIGTERM'd gateway still accepts new connections for that long:
+    load balancers probing /ready see 503 (not a refused connection) while requests are still served."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text("server: {drain_delay: 2}\nproviders: {demo: {kind: mock, tokens_per_second: 100000}}\n"
+                      "routes:\n  - {model: one, provider: demo}\n")
+    process, url = start_gateway("--config", str(config))
+    try:
+        assert urlopen_status(f"{url}/ready") == 200
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        while urlopen_status(f"{url}/ready") != 503:  # each probe is a new connection
+            assert time.monotonic() - signalled < 1.5, "/ready did not turn 503 after SIGTERM"
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+        assert client.chat.completions.create(model="one", messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - signalled >= 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def urlopen_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
