@@ -116,6 +116,8 @@ def serve_until_stopped(
             asyncio.run(main_task())
     except asyncio.CancelledError:
         pass
+    finally:
+        access_log.flush()
     return 0
 
 

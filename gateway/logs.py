@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import time
 from typing import Any, TextIO
@@ -47,14 +49,26 @@ class TextFormatter(LineFormatter):
 
 class AccessLog:
     """The one line per request. Through `logging` by default; written straight to a stream
-    by the command line, where `logging`'s machinery cost about a tenth of a request's CPU."""
+    by the command line, where `logging`'s machinery cost about a tenth of a request's CPU.
+
+    Lines written to a stream are buffered: they go out together every FLUSH_SECONDS, or
+    at FLUSH_BYTES, and at exit (a write to a log file took 7-14 us, now and then 0.3 ms,
+    on every request). A process killed outright loses at most FLUSH_SECONDS of lines.
+    """
 
     NAME = "gateway.access"
+    FLUSH_SECONDS = 0.25
+    FLUSH_BYTES = 64 * 1024
 
     def __init__(self, stream: TextIO | None = None, log_format: str = "json") -> None:
         self._logger = logging.getLogger(self.NAME)
         self._stream = stream
         self._format = log_format
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
+        if stream is not None:
+            atexit.register(self.flush)
 
     @property
     def enabled(self) -> bool:
@@ -63,8 +77,26 @@ class AccessLog:
     def write(self, fields: dict[str, Any]) -> None:
         if self._stream is None:
             self._logger.info("request", extra={"fields": fields})
-        else:
-            self._stream.write(format_line(time.time(), "INFO", self.NAME, "request", fields, self._format) + "\n")
+            return
+        line = format_line(time.time(), "INFO", self.NAME, "request", fields, self._format) + "\n"
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if self._pending_bytes >= self.FLUSH_BYTES:
+            self.flush()
+        elif self._flush_timer is None:
+            try:
+                self._flush_timer = asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no event loop: nothing would flush later
+                self.flush()
+
+    def flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._pending and self._stream is not None:
+            lines, self._pending, self._pending_bytes = self._pending, [], 0
+            self._stream.write("".join(lines))
+            self._stream.flush()
 
 
 def configure_logging(level: str = "INFO", log_format: str = "json") -> None:

@@ -120,3 +120,26 @@ def urlopen_status(url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+
+
+def test_access_lines_are_written_while_running_not_only_at_exit(tmp_path: Path) -> None:
+    """The access log is buffered for a fraction of a second, never held until exit."""
+    import selectors
+
+    config = tmp_path / "gateway.yaml"
+    config.write_text("providers: {demo: {kind: mock, tokens_per_second: 100000}}\nroutes:\n  - {model: one, provider: demo}\n")
+    process, url = start_gateway("--config", str(config))
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+        client.chat.completions.create(model="one", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        sent = time.monotonic()
+        assert process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stdout, selectors.EVENT_READ)
+            assert selector.select(timeout=5), "no access line within 5 s of the request"
+        entry = json.loads(process.stdout.readline())
+        assert entry["message"] == "request" and entry["path"] == "/v1/chat/completions"
+        assert time.monotonic() - sent < 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
