@@ -254,3 +254,17 @@ async def test_watch_config_reloads_a_changed_file(gateway_factory: GatewayFacto
     while (await post(gateway, {"model": "two", "max_tokens": 1}))[0] != 200:
         assert now() < deadline, "the changed file was not picked up"
         await asyncio.sleep(0.1)
+
+
+async def test_a_target_answering_429_with_retry_after_is_passed_over_for_the_other(upstream: Upstream, second: Upstream,
+                                                                                    gateway_factory: GatewayFactory) -> None:
+    upstream.handler = failing(429, 1_000_000, json_handler(completion("never served")), headers={"retry-after": "0.2"})
+    second.handler = sse_handler(text_stream(["from", " b"]))
+    gateway = await gateway_factory(two_targets(upstream.url, second.url))  # the weights put the 429 target first
+    raw = await gateway.client().chat.completions.with_raw_response.create(model="smart", messages=MESSAGES, stream=True)
+    assert raw.headers["x-gateway-provider"] == "b" and raw.headers["x-gateway-upstream-model"] == "model-b"
+    assert int(raw.headers["x-gateway-attempts"]) >= 2
+    texts, finishes, _ = await collect(raw.parse())
+    assert texts[0] == "from b" and finishes[0] == "stop"
+    assert len(upstream.requests) == 1 and len(second.requests) == 1
+    assert orjson.loads(upstream.requests[0]["body"])["model"] == "model-a"
