@@ -38,10 +38,29 @@ def start_gateway(*args: str, env: dict[str, str] | None = None, seen: list[dict
     raise AssertionError(f"the gateway did not start: {process.wait()}")
 
 
+FAST_MOCK = "providers: {demo: {kind: mock, tokens_per_second: 100000}}\nroutes:\n  - {model: one, provider: demo}\n"
+
+
+def start_with_config(tmp_path: Path, text: str) -> tuple[subprocess.Popen, str, openai.OpenAI]:
+    """A gateway process on a config file written from `text`, and an SDK client for it."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    process, url = start_gateway("--config", str(config))
+    return process, url, sdk_client(url)
+
+
+def sdk_client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+
+
+def ask(client: openai.OpenAI, model: str = "one", max_tokens: int = 2) -> object:
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=max_tokens)
+
+
 def test_run_the_repository_config_and_answer_on_the_demo_route_without_a_key() -> None:
     process, url = start_gateway("--config", "gateway.yaml")
     try:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+        client = sdk_client(url)
         reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
         assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 8
         stream = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=3)
@@ -56,7 +75,7 @@ def test_sighup_reloads_the_config_file(tmp_path: Path) -> None:
     config.write_text("providers: {demo: {kind: mock}}\nroutes:\n  - {model: one, provider: demo}\n")
     process, url = start_gateway("--config", str(config))
     try:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
+        client = sdk_client(url)
         assert [model.id for model in client.models.list()] == ["one"]
         config.write_text("providers: {demo: {kind: mock}}\nroutes:\n  - {model: one, provider: demo}\n  - {model: two, provider: demo}\n")
         process.send_signal(signal.SIGHUP)
@@ -72,13 +91,10 @@ def test_sighup_reloads_the_config_file(tmp_path: Path) -> None:
 
 def test_logged_durations_are_finer_than_a_millisecond(tmp_path: Path) -> None:
     """uvloop's loop.time() moves in whole milliseconds; the figures must not."""
-    config = tmp_path / "gateway.yaml"
-    config.write_text("providers: {demo: {kind: mock, tokens_per_second: 100000}}\nroutes:\n  - {model: one, provider: demo}\n")
-    process, url = start_gateway("--config", str(config))
+    process, _, client = start_with_config(tmp_path, FAST_MOCK)
     try:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
         for _ in range(5):
-            client.chat.completions.create(model="one", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
+            ask(client, max_tokens=3)
     finally:
         process.send_signal(signal.SIGTERM)
         rest, _ = process.communicate(timeout=15)
@@ -91,18 +107,14 @@ def test_logged_durations_are_finer_than_a_millisecond(tmp_path: Path) -> None:
 def test_drain_delay_keeps_serving_while_ready_says_503(tmp_path: Path) -> None:
     """With server.drain_delay, a SIGTERM'd gateway still accepts new connections for that long:
     load balancers probing /ready see 503 (not a refused connection) while requests are still served."""
-    config = tmp_path / "gateway.yaml"
-    config.write_text("server: {drain_delay: 2}\nproviders: {demo: {kind: mock, tokens_per_second: 100000}}\n"
-                      "routes:\n  - {model: one, provider: demo}\n")
-    process, url = start_gateway("--config", str(config))
+    process, url, client = start_with_config(tmp_path, "server: {drain_delay: 2}\n" + FAST_MOCK)
     try:
         assert urlopen_status(f"{url}/ready") == 200
         process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         while urlopen_status(f"{url}/ready") != 503:  # each probe is a new connection
             assert time.monotonic() - signalled < 1.5, "/ready did not turn 503 after SIGTERM"
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
-        assert client.chat.completions.create(model="one", messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
+        assert ask(client).choices
         assert process.wait(timeout=15) == 0
         assert time.monotonic() - signalled >= 2
     finally:
@@ -126,12 +138,9 @@ def test_access_lines_are_written_while_running_not_only_at_exit(tmp_path: Path)
     """The access log is buffered for a fraction of a second, never held until exit."""
     import selectors
 
-    config = tmp_path / "gateway.yaml"
-    config.write_text("providers: {demo: {kind: mock, tokens_per_second: 100000}}\nroutes:\n  - {model: one, provider: demo}\n")
-    process, url = start_gateway("--config", str(config))
+    process, _, client = start_with_config(tmp_path, FAST_MOCK)
     try:
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="anything", max_retries=0, timeout=10)
-        client.chat.completions.create(model="one", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        ask(client)
         sent = time.monotonic()
         assert process.stdout is not None
         with selectors.DefaultSelector() as selector:
