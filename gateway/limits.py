@@ -169,6 +169,10 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, limit: int, counter
             del delta["tool_calls"]
 
 
+def carries_text(delta: Any) -> bool:
+    return isinstance(delta, dict) and any(delta.get(key) for key in ("content", "refusal", "tool_calls"))
+
+
 class StreamLimiter:
     """Applies the budget to each `chat.completion.chunk` of a stream, in order."""
 
@@ -227,9 +231,9 @@ class StreamLimiter:
         budget = self.choices.get(index)
         if budget is None:
             budget = self.choices[index] = ChoiceBudget()
-        if budget.finished:
-            return False
         delta = choice.get("delta")
+        if budget.finished:  # only annotations may follow the end (Azure's last content-filter results)
+            return not carries_text(delta) and not choice.get("finish_reason")
         if isinstance(delta, dict):
             limit_delta(delta, budget, self.max_tokens, self.counter)
         if budget.cut:

@@ -257,6 +257,20 @@ async def test_a_stream_opening_with_a_prompt_filter_annotation_passes_through(u
     assert sent_body(upstream)["stream_options"]["include_usage"] is True
 
 
+async def test_the_last_content_filter_annotation_after_the_finish_reaches_the_client(upstream: Upstream,
+                                                                                       azure_gateway: Gateway) -> None:
+    """Azure's asynchronous filter annotates the end of the text after the finish chunk."""
+    late = {"choices": [{"index": 0, "finish_reason": None, "content_filter_results": FILTERED,
+                         "content_filter_offsets": {"check_offset": 2, "start_offset": 0, "end_offset": 2}}],
+            "created": 0, "id": "", "model": "", "object": "", "usage": None}
+    upstream.handler = azure_stream([*azure_text_stream(["Hi"]), late])
+    stream = await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    chunks = [item async for item in stream]
+    last = chunks[-1].choices[0]
+    assert last.finish_reason is None and last.model_extra["content_filter_results"] == FILTERED
+    assert [choice.finish_reason for item in chunks for choice in item.choices if choice.finish_reason] == ["stop"]
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -154,6 +154,18 @@ def test_approximate_counter_still_limits() -> None:
     assert content_of(out) == "abcdefgh" and out[-1]["choices"][0]["finish_reason"] == "length"
 
 
+def test_annotations_after_the_end_pass_but_text_does_not(counter: TiktokenCounter) -> None:
+    """Azure's asynchronous filter sends its last content_filter_results after the finish chunk."""
+    limiter = StreamLimiter(max_tokens=50, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    finished = stream_through(limiter, text_stream(["Hello", " there"]))
+    assert finished[-1]["choices"][0]["finish_reason"] == "stop"
+    annotation = {"choices": [{"index": 0, "finish_reason": None, "content_filter_results": {"hate": {"filtered": False}},
+                               "content_filter_offsets": {"check_offset": 2, "start_offset": 0, "end_offset": 11}}]}
+    assert stream_through(limiter, [annotation]) == [annotation]
+    assert stream_through(limiter, [chunk({"content": "more text"})]) == []
+    assert limiter.completion_tokens == counter.count("Hello there")
+
+
 def test_usage_only_chunk_with_no_choices_is_dropped(counter: TiktokenCounter) -> None:
     limiter = StreamLimiter(max_tokens=10, counter=counter, choices=1, prompt_tokens=lambda: 1)
     assert limiter.limit(usage_chunk(1, 2)) is None
