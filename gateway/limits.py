@@ -96,7 +96,11 @@ class ChoiceBudget:
     def take(self, key: Any, delta: str, limit: int, counter: TokenCounter) -> str:
         size = len(delta) if delta.isascii() else len(delta.encode())
         if self.used + self.slack + self.pending_bytes + size <= limit:
-            self.pending.setdefault(key, []).append(delta)
+            parts = self.pending.get(key)
+            if parts is None:
+                self.pending[key] = [delta]
+            else:
+                parts.append(delta)
             self.pending_bytes += size
             return delta
         self.settle(counter)
@@ -216,7 +220,10 @@ class StreamLimiter:
             self.changed = usage is not None
             return None if usage else chunk
         cuts = self._cuts
-        kept = [choice for choice in choices if self._limit_choice(choice)]
+        if len(choices) == 1:  # n=1, nearly every chunk
+            kept = choices if self._limit_choice(choices[0]) else []
+        else:
+            kept = [choice for choice in choices if self._limit_choice(choice)]
         self.changed = usage is not None or len(kept) != len(choices) or self._cuts != cuts
         if not kept:
             return None

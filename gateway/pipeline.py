@@ -151,10 +151,11 @@ async def stream_chunks(
             yield PING
             continue
         out: list[bytes] = []
+        arrived = loop.time()  # every event of this read arrived now
         try:
             for event in decoder.decode(data) if data else decoder.flush():
                 for chunk in translator.translate(event):
-                    clock.last_chunk_at = loop.time()
+                    clock.last_chunk_at = arrived
                     limited = limiter.limit(chunk)
                     if limited is None:
                         continue
