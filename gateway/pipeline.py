@@ -153,7 +153,10 @@ async def stream_chunks(
         out: list[bytes] = []
         arrived = loop.time()  # every event of this read arrived now
         try:
-            for event in decoder.decode(data) if data else decoder.flush():
+            events = decoder.decode(data) if data else decoder.flush()
+            if events and clock.last_chunk_at is not None:
+                clock.last_chunk_at = arrived  # once started, any event is the upstream at work (pings, thinking)
+            for event in events:
                 for chunk in translator.translate(event):
                     clock.last_chunk_at = arrived
                     limited = limiter.limit(chunk)

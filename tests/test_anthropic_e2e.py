@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,6 +75,20 @@ def stream_handler(events: Iterable[dict[str, Any]]):
         await response.prepare(request)
         for payload in payloads:
             await response.write(payload)
+        await response.write_eof()
+        return response
+
+    return handle
+
+
+def paced_stream_handler(events: Iterable[dict[str, Any]], pause: float):
+    """Like stream_handler, with `pause` seconds between events: a model that thinks aloud slowly."""
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        for data in events:
+            await response.write(b"event: %s\ndata: %s\n\n" % (data["type"].encode(), orjson.dumps(data)))
+            await asyncio.sleep(pause)
         await response.write_eof()
         return response
 
@@ -279,6 +294,27 @@ async def test_an_error_event_mid_stream(upstream: Upstream, claude: Gateway) ->
             content += "".join(choice.delta.content or "" for choice in chunk.choices)
     assert content == "Sunny"
     assert raised.value.message == "Overloaded" and raised.value.code == "overloaded_error"
+
+
+async def test_pings_and_thinking_keep_a_long_quiet_stream_alive(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+    """Thinking and pings make no OpenAI chunk, but they are the upstream at work: idle_timeout must not fire."""
+    gateway = await gateway_factory({
+        "limits": {"idle_timeout": 0.3},
+        "providers": {"claude": {"kind": "anthropic", "base_url": upstream.url, "api_key": API_KEY}},
+        "routes": [{"model": "claude", "provider": "claude", "upstream_model": MODEL}],
+    })
+    thinking = [
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        *({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": f"step {i}. "}}
+          for i in range(4)),
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "ping"},
+    ]
+    # 8 events of no chunk, 0.15 s apart: 1.2 s without a chunk, against an idle_timeout of 0.3 s
+    upstream.handler = paced_stream_handler([message_start(), *thinking, *text_block(1, ["Done."]), *ending("end_turn", 9)], 0.15)
+    text, finish, _ = await collect(await gateway.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True))
+    assert (text, finish) == ("Done.", "stop")
 
 
 async def test_n_above_1_is_refused_before_any_upstream_request(upstream: Upstream, claude: Gateway) -> None:
