@@ -99,13 +99,14 @@ async def serve_chat(
         raise ModelNotFound(chat.model)
     record.route, record.provider, record.routed = route.model, route.provider, True
     gateway.metrics.inflight_of(route.model).inc()
-    limits = route.limits
-    max_tokens = min(chat.requested_max_tokens or limits.max_tokens, limits.max_tokens)
-    clock = Clock(limits, arrived)
+    clock = Clock(route.limits, arrived)
     loop = asyncio.get_running_loop()
+    max_tokens_of: dict[int, int] = {}  # attempt number -> the limit it was held to
 
     async def attempt(planned: Attempt) -> StreamStart | Completed:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        limits = planned.route.limits  # a fallback route holds the request to its own limits
+        max_tokens = max_tokens_of[planned.number] = min(chat.requested_max_tokens or limits.max_tokens, limits.max_tokens)
         provider = state.providers[planned.target.provider]
         call = UpstreamCall(
             body=chat.body, model=planned.upstream_model, max_tokens=max_tokens, stream=chat.stream,
@@ -113,7 +114,7 @@ async def serve_chat(
         )
         counter = state.tokenizers.for_model(call.model)
         prompt_tokens = functools.partial(count_prompt_tokens, chat.body["messages"], counter)
-        clock.start_attempt(loop.time())
+        clock.start_attempt(loop.time(), limits)
         if not chat.stream:
             return await complete(provider, call, clock, counter=counter, prompt_tokens=prompt_tokens)
         upstream = await open_stream(provider, call, clock)
@@ -138,7 +139,7 @@ async def serve_chat(
     finally:
         record.timing(clock)
     headers = {
-        "x-gateway-max-tokens": str(max_tokens),
+        "x-gateway-max-tokens": str(max_tokens_of[served.attempt.number]),
         "x-gateway-provider": served.attempt.target.provider,
         "x-gateway-upstream-model": served.attempt.upstream_model,
         "x-gateway-attempts": str(served.attempt.number),

@@ -48,7 +48,11 @@ class Clock:
         self.upstream_sent_at: float | None = None
         self.upstream_done_at: float | None = None
 
-    def start_attempt(self, now: float) -> None:
+    def start_attempt(self, now: float, limits: Limits) -> None:
+        """A new attempt, under its route's limits (a fallback's may be tighter); the
+        whole request's deadline never moves later."""
+        self.limits = limits
+        self.total_deadline = min(self.total_deadline, self.started + limits.timeout)
         self.attempt_started = now
         self.last_chunk_at = None
 

@@ -130,6 +130,22 @@ async def test_fallback_route_serves_when_every_target_failed(upstream: Upstream
     assert raw.parse().choices[0].message.content == "Hello! I"
 
 
+async def test_a_fallback_route_holds_the_request_to_its_own_limits(upstream: Upstream, second: Upstream,
+                                                                    gateway_factory: GatewayFactory) -> None:
+    upstream.handler = json_handler({"error": {"message": "down"}}, status=503)
+    second.handler = json_handler(completion("from the fallback"))
+    tree = {
+        "providers": {"a": provider(upstream.url), "b": provider(second.url)},
+        "routes": [{"model": "primary", "provider": "a", "fallbacks": ["small"]},
+                   {"model": "small", "provider": "b", "max_tokens": 5}],
+    }
+    gateway = await gateway_factory(tree)
+    raw = await gateway.client().chat.completions.with_raw_response.create(model="primary", messages=MESSAGES, max_tokens=50)
+    assert raw.headers["x-gateway-provider"] == "b" and raw.headers["x-gateway-max-tokens"] == "5"
+    assert orjson.loads(upstream.requests[0]["body"])["max_tokens"] == 50
+    assert orjson.loads(second.requests[0]["body"])["max_tokens"] == 5
+
+
 async def test_weights_are_honoured_over_many_requests(gateway_factory: GatewayFactory) -> None:
     tree = {
         "providers": {"m1": {"kind": "mock"}, "m2": {"kind": "mock"}},
