@@ -200,6 +200,11 @@ class StreamLimiter:
         self._prompt_tokens = prompt_tokens
 
     @property
+    def done(self) -> bool:
+        """Cut, and every choice has ended: nothing more goes out (stop the upstream)."""
+        return self.truncated and self.all_finished
+
+    @property
     def all_finished(self) -> bool:
         finished = sum(1 for budget in self.choices.values() if budget.finished)
         return finished >= self.expected_choices

@@ -24,7 +24,8 @@ from .dispatch import parse_retry_after
 from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .limits import StreamLimiter, limit_completion
 from .providers import Provider, UpstreamCall
-from .sse import DONE, PING, SSEDecoder, encode_data, encode_json
+from .providers.base import StreamTranslator
+from .sse import DONE, PING, SSEDecoder, SSEEvent, encode_data, encode_json
 from .tokens import TokenCounter
 from .upstream import UpstreamResponse
 
@@ -155,30 +156,19 @@ async def stream_chunks(
             yield PING
             continue
         out: list[bytes] = []
-        arrived = loop.time()  # every event of this read arrived now
         try:
             events = decoder.decode(data) if data else decoder.flush()
-            if events and clock.last_chunk_at is not None:
-                clock.last_chunk_at = arrived  # once started, any event is the upstream at work (pings, thinking)
-            for event in events:
-                for chunk in translator.translate(event):
-                    clock.last_chunk_at = arrived
-                    limited = limiter.limit(chunk)
-                    if limited is None:
-                        continue
-                    if translator.passthrough and not limiter.changed and b"\n" not in event.data:
-                        out.append(encode_data(event.data))  # nothing changed: the upstream's own bytes
-                    else:
-                        out.append(encode_json(limited))
-                if translator.finished or (limiter.truncated and limiter.all_finished):
-                    break
+            started = clock.last_chunk_at is not None
+            if translate_events(events, translator, limiter, out) or (started and events):
+                # a chunk came; once started, any event is the upstream at work (pings, thinking)
+                clock.last_chunk_at = loop.time()
         except UpstreamError:
             if out:  # what was good in this read still goes out, then the error
                 yield b"".join(out)
             raise
         if translator.finished:
             response.release()  # never waits: [DONE] goes out at once
-        elif limiter.truncated and limiter.all_finished:
+        elif limiter.done:
             response.close()  # the upstream ignored max_tokens: stop it generating
         elif not data:
             if not limiter.all_finished:
@@ -200,6 +190,26 @@ async def stream_chunks(
         out.append(DONE)
         yield b"".join(out)
         return
+
+
+def translate_events(events: list[SSEEvent], translator: StreamTranslator, limiter: StreamLimiter, out: list[bytes]) -> bool:
+    """Translate, limit and encode the events of one read into `out`, up to the end of
+    the answer; returns whether any chunk came of them."""
+    passthrough = translator.passthrough
+    any_chunk = False
+    for event in events:
+        for chunk in translator.translate(event):
+            any_chunk = True
+            limited = limiter.limit(chunk)
+            if limited is None:
+                continue
+            if passthrough and not limiter.changed and b"\n" not in event.data:
+                out.append(encode_data(event.data))  # nothing changed: the upstream's own bytes
+            else:
+                out.append(encode_json(limited))
+        if translator.finished or limiter.done:
+            break
+    return any_chunk
 
 
 async def timed_read(response: UpstreamResponse, clock: Clock, *, ping_at: float | None = None) -> bytes | None:
