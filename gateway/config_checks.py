@@ -154,7 +154,7 @@ class ConfigChecker:
             node, "server",
             (
                 "host", "port", "cors_origins", "max_body_bytes", "watch_config", "workers", "shutdown_timeout",
-                "drain_delay", "sse_keepalive",
+                "drain_delay", "sse_keepalive", "send_timeout",
             ),
         )
         defaults = ServerConfig()
@@ -177,6 +177,7 @@ class ConfigChecker:
             shutdown_timeout=self.seconds(node, "shutdown_timeout", "server", defaults.shutdown_timeout),
             drain_delay=self.seconds(node, "drain_delay", "server", defaults.drain_delay, zero=True),
             sse_keepalive=self.seconds(node, "sse_keepalive", "server", defaults.sse_keepalive),
+            send_timeout=self.seconds(node, "send_timeout", "server", defaults.send_timeout),
         )
 
     def workers(self, node: dict[str, Any]) -> int:

@@ -33,7 +33,6 @@ from .upstream import UpstreamResponse
 
 JSON = "application/json"
 STALLED_CLIENT_BYTES = 64 * 1024  # aiohttp waits for the transport to drain above this
-STALLED_CLIENT_SECONDS = 120.0
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
 
 
@@ -150,7 +149,7 @@ async def serve_chat(
         return web.Response(body=served.result.body, content_type=JSON, headers=headers)
     stream = served.result
     try:
-        return await relay(request, stream.first, stream.chunks, headers, gateway, record)
+        return await relay(request, stream.first, stream.chunks, headers, gateway, record, state.config.server.send_timeout)
     finally:
         await stream.aclose()
         record.timing(clock)
@@ -167,7 +166,8 @@ class EventStreamResponse(web.StreamResponse):
 
 
 async def relay(
-    request: web.Request, first: bytes, chunks: Any, headers: dict[str, str], gateway: Gateway, record: RequestRecord
+    request: web.Request, first: bytes, chunks: Any, headers: dict[str, str], gateway: Gateway, record: RequestRecord,
+    send_timeout: float,
 ) -> web.StreamResponse:
     """Write the stream to the client; an error after the start becomes a last error event.
 
@@ -181,22 +181,24 @@ async def relay(
         data: bytes | None = first
         try:
             while data is not None and not data.endswith(DONE):
-                await write_bounded(request, response, data)
+                await write_bounded(request, response, data, send_timeout)
                 data = await anext(chunks, None)
         except GatewayError as exc:
             record.fail(exc)
             if isinstance(exc, UpstreamError):
                 record_upstream_error(gateway.metrics, record, exc)
             data = encode_json(exc.body())
-        await write_bounded(request, response, data or b"", last=True)
+        await write_bounded(request, response, data or b"", send_timeout, last=True)
     except (ConnectionResetError, TimeoutError):  # the client went away, or stopped reading
         record.disconnected = True
     return response
 
 
-async def write_bounded(request: web.Request, response: web.StreamResponse, data: bytes, *, last: bool = False) -> None:
-    """Write (`last`: and end the response); a client that has left this much unread
-    for this long is cut off. Only a write that can block pays for a timer.
+async def write_bounded(
+    request: web.Request, response: web.StreamResponse, data: bytes, timeout: float, *, last: bool = False
+) -> None:
+    """Write (`last`: and end the response); a client that leaves STALLED_CLIENT_BYTES
+    unread for `timeout` seconds is cut off. Only a write that can block pays for a timer.
     """
     write = response.write_eof if last else response.write
     transport = request.transport
@@ -204,7 +206,7 @@ async def write_bounded(request: web.Request, response: web.StreamResponse, data
         await write(data)
         return
     try:
-        async with asyncio.timeout(STALLED_CLIENT_SECONDS):
+        async with asyncio.timeout(timeout):
             await write(data)
     except TimeoutError:
         transport.abort()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Iterator
 
@@ -246,6 +247,37 @@ async def test_a_client_that_goes_away_closes_the_upstream_connection(upstream: 
         gone = now()
     await wait_for(lambda: upstream.disconnects, timeout=2)
     assert upstream.disconnects[0] - gone < TOLERANCE
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_the_upstream_closed(upstream: Upstream,
+                                                                              gateway_factory: GatewayFactory) -> None:
+    """A client that leaves 64 KiB unread for server.send_timeout loses its connection, and the upstream its."""
+    tree = openai_route_config(upstream.url)
+    tree["server"] = {"send_timeout": 0.5}
+    tree["limits"] = {"max_tokens": 10_000_000}
+    gateway = await gateway_factory(tree)
+    piece = "lorem ipsum dolor sit amet, " * 146  # about 4 KiB
+    upstream.handler = sse_handler(text_stream([piece] * 2000), done=False, hang_after=True)  # 8 MiB, then silence
+    host, port = gateway.url.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": "test-model", "messages": MESSAGES, "stream": True, "max_tokens": 10_000_000})
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the gateway's writes back up soon
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=client, limit=1024)
+    writer.transport.pause_reading()  # the client reads nothing from here on
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    sent = now()
+    try:
+        await wait_for(lambda: upstream.disconnects, timeout=10)
+        assert 0.5 <= upstream.disconnects[0] - sent < 3
+        writer.transport.resume_reading()  # what was sent before the cut, then the end: no hang
+        with contextlib.suppress(ConnectionResetError):  # a reset is an end too
+            while await reader.read(65536):
+                pass
+    finally:
+        writer.close()
 
 
 async def wait_for(condition, *, timeout: float = 5.0) -> None:
