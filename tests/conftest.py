@@ -24,9 +24,28 @@ from gateway.config import load_config, parse_config  # noqa: E402
 from gateway.tokens import Tokenizers  # noqa: E402
 
 
+ENCODINGS = ["o200k_base", "cl100k_base"]
+
+
+@functools.cache
+def exact_tokenizers() -> Tokenizers:
+    return Tokenizers.load(ENCODINGS)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Exact counts need tiktoken's encodings: say so once, rather than in dozens of failures."""
+    missing = [name for name in ENCODINGS if name not in exact_tokenizers().loaded]
+    if missing:
+        pytest.exit(
+            f"tiktoken could not load {', '.join(missing)}: put ../shared/tiktoken beside this clone, "
+            "point TIKTOKEN_CACHE_DIR at a folder holding them, or let tiktoken download them",
+            returncode=3,
+        )
+
+
 @pytest.fixture(scope="session")
 def tokenizers() -> Tokenizers:
-    return Tokenizers.load(["o200k_base", "cl100k_base"])
+    return exact_tokenizers()
 
 
 @dataclass
