@@ -112,7 +112,8 @@ async def serve_chat(
             request_id=record.request_id, target=planned.target,
         )
         counter = state.tokenizers.for_model(call.model)
-        prompt_tokens = functools.partial(count_prompt_tokens, chat.body["messages"], counter)
+        # counted at most once, and only if the upstream reports no usage (the usage chunk and the metrics both ask)
+        prompt_tokens = functools.cache(functools.partial(count_prompt_tokens, chat.body["messages"], counter))
         clock.start_attempt(loop.time(), limits)
         if not chat.stream:
             return await complete(provider, call, clock, counter=counter, prompt_tokens=prompt_tokens)

@@ -174,7 +174,7 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, limit: int, counter
 
 
 def carries_text(delta: Any) -> bool:
-    return isinstance(delta, dict) and any(delta.get(key) for key in ("content", "refusal", "tool_calls"))
+    return isinstance(delta, dict) and any(delta.get(key) for key in (*TEXT_FIELDS, "tool_calls"))
 
 
 class StreamLimiter:
