@@ -73,44 +73,42 @@ class TextCount:
 
 
 class ChoiceBudget:
-    """Tokens delivered so far in one choice, across all its texts.
+    """Tokens delivered so far in one choice, across all its texts, against `limit`.
 
     A token is never shorter than one byte. Appending to a text can re-tokenize only
     its open tail, which then holds at most one token a byte: so while the tokens
     counted, plus that slack, plus the bytes not yet counted stay within the limit, no
     delta can need a cut. Those deltas wait in `pending`, and tiktoken runs only when
-    the limit comes near or when a count is asked for.
+    the limit comes near or when a count is asked for. `room` is what is left of that
+    bound: limit - used - slack - the pending deltas' bytes.
     """
 
-    __slots__ = ("texts", "used", "slack", "cut", "finished", "pending", "pending_bytes")
+    __slots__ = ("limit", "texts", "used", "room", "cut", "finished", "pending")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self.texts: dict[Any, TextCount] = {}
         self.used = 0  # tokens counted
-        self.slack = 0  # how many more tokens the counted texts' open tails may become
+        self.room = limit
         self.cut = False
         self.finished = False
-        self.pending: dict[Any, list[str]] = {}  # deltas not counted yet, by text
-        self.pending_bytes = 0
+        self.pending: list[tuple[Any, str]] = []  # (text key, delta) not counted yet, in order
 
-    def take(self, key: Any, delta: str, limit: int, counter: TokenCounter) -> str:
+    def take(self, key: Any, delta: str, counter: TokenCounter) -> str:
+        """The part of `delta` (appended to the text `key`) that stays within the limit."""
         size = len(delta) if delta.isascii() else len(delta.encode())
-        if self.used + self.slack + self.pending_bytes + size <= limit:
-            parts = self.pending.get(key)
-            if parts is None:
-                self.pending[key] = [delta]
-            else:
-                parts.append(delta)
-            self.pending_bytes += size
+        if size <= self.room:
+            self.room -= size
+            self.pending.append((key, delta))
             return delta
         self.settle(counter)
         text = self.texts.get(key)
         if text is None:
             text = self.texts[key] = TextCount()
         before = text.total
-        accepted, cut = text.add(delta, limit - (self.used - before), counter)
+        accepted, cut = text.add(delta, self.limit - (self.used - before), counter)
         self.used += text.total - before
-        self.slack = sum(text.slack for text in self.texts.values())
+        self._reset_room()
         self.cut = self.cut or cut
         return accepted
 
@@ -120,7 +118,13 @@ class ChoiceBudget:
         `final`: no more deltas are expected (the stream or completion has ended), so
         the texts are only counted, not split for the deltas to come.
         """
-        for key, parts in self.pending.items():
+        if not self.pending:
+            return self.used
+        grouped: dict[Any, list[str]] = {}
+        for key, delta in self.pending:
+            grouped.setdefault(key, []).append(delta)
+        self.pending.clear()
+        for key, parts in grouped.items():
             text = self.texts.get(key)
             if text is None:
                 text = self.texts[key] = TextCount()
@@ -130,29 +134,30 @@ class ChoiceBudget:
             else:
                 text.add("".join(parts), UNLIMITED, counter)
             self.used += text.total - before
-        self.pending.clear()
-        self.pending_bytes = 0
-        self.slack = sum(text.slack for text in self.texts.values())
+        self._reset_room()
         return self.used
+
+    def _reset_room(self) -> None:
+        self.room = self.limit - self.used - sum(text.slack for text in self.texts.values())
 
     @property
     def delivered(self) -> bool:
-        return bool(self.used or self.pending_bytes)
+        return bool(self.used or self.pending)
 
 
-def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, limit: int, counter: TokenCounter) -> None:
+def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCounter) -> None:
     """Cut a chunk's delta (or a completion's message) in place to what the budget allows."""
     for key in TEXT_FIELDS:
         text = delta.get(key)
-        if isinstance(text, str) and text:
+        if text and isinstance(text, str):
             if budget.cut:
                 delta[key] = None if key == "refusal" else ""
             else:
-                accepted = budget.take(key, text, limit, counter)
+                accepted = budget.take(key, text, counter)
                 if accepted is not text:
                     delta[key] = accepted
     calls = delta.get("tool_calls")
-    if not isinstance(calls, list) or not calls:
+    if not calls or not isinstance(calls, list):
         return
     kept: list[Any] = []
     for position, call in enumerate(calls):
@@ -162,7 +167,7 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, limit: int, counter
         arguments = function.get("arguments") if isinstance(function, dict) else None
         if isinstance(arguments, str) and arguments:
             key = ("tool_call", call.get("index", position))
-            accepted = budget.take(key, arguments, limit, counter)
+            accepted = budget.take(key, arguments, counter)
             if accepted is not arguments:
                 function["arguments"] = accepted  # type: ignore[index]
         kept.append(call)
@@ -195,19 +200,14 @@ class StreamLimiter:
         self.upstream_usage: dict[str, Any] | None = None
         self.truncated = False
         self.changed = False  # whether the last chunk passed on differs from the upstream's
-        self._cuts = 0
+        self.done = False  # cut, and every choice has ended: nothing more goes out (stop the upstream)
+        self._finished = 0  # choices that have ended
         self.last_chunk: dict[str, Any] | None = None
         self._prompt_tokens = prompt_tokens
 
     @property
-    def done(self) -> bool:
-        """Cut, and every choice has ended: nothing more goes out (stop the upstream)."""
-        return self.truncated and self.all_finished
-
-    @property
     def all_finished(self) -> bool:
-        finished = sum(1 for budget in self.choices.values() if budget.finished)
-        return finished >= self.expected_choices
+        return self._finished >= self.expected_choices
 
     def limit(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         """The chunk to send on (changed in place where cut), or None to drop it.
@@ -215,6 +215,7 @@ class StreamLimiter:
         `changed` tells whether the chunk sent on differs from the upstream's.
         """
         usage = chunk.get("usage")
+        self.changed = usage is not None
         if usage is not None:  # the upstream's figures, for the gateway; a null stays as OpenAI sends it
             del chunk["usage"]
             if isinstance(usage, dict):
@@ -222,14 +223,10 @@ class StreamLimiter:
         choices = chunk.get("choices")
         self.last_chunk = chunk
         if not choices:
-            self.changed = usage is not None
             return None if usage else chunk
-        cuts = self._cuts
         if len(choices) == 1:  # n=1, nearly every chunk
-            kept = choices if self._limit_choice(choices[0]) else []
-        else:
-            kept = [choice for choice in choices if self._limit_choice(choice)]
-        self.changed = usage is not None or len(kept) != len(choices) or self._cuts != cuts
+            return chunk if self._limit_choice(choices[0]) else None
+        kept = [choice for choice in choices if self._limit_choice(choice)]
         if not kept:
             return None
         if len(kept) != len(choices):
@@ -237,23 +234,29 @@ class StreamLimiter:
         return chunk
 
     def _limit_choice(self, choice: Any) -> bool:
+        """Whether the choice goes out; sets `changed` when it is cut or dropped."""
         if not isinstance(choice, dict):
+            self.changed = True
             return False
         index = choice.get("index", 0)
         budget = self.choices.get(index)
         if budget is None:
-            budget = self.choices[index] = ChoiceBudget()
+            budget = self.choices[index] = ChoiceBudget(self.max_tokens)
         delta = choice.get("delta")
         if budget.finished:  # only annotations may follow the end (Azure's last content-filter results)
-            return not carries_text(delta) and not choice.get("finish_reason")
+            if carries_text(delta) or choice.get("finish_reason"):
+                self.changed = True
+                return False
+            return True
         if isinstance(delta, dict):
-            limit_delta(delta, budget, self.max_tokens, self.counter)
+            limit_delta(delta, budget, self.counter)
         if budget.cut:
             choice["finish_reason"] = "length"
-            self.truncated = True
-            self._cuts += 1
+            self.truncated = self.changed = True
         if choice.get("finish_reason"):
             budget.finished = True
+            self._finished += 1
+            self.done = self.truncated and self.all_finished
         return True
 
     def usage(self) -> dict[str, Any]:
@@ -297,8 +300,8 @@ def limit_completion(
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             continue
-        budget = ChoiceBudget()
-        limit_delta(message, budget, max_tokens, counter)
+        budget = ChoiceBudget(max_tokens)
+        limit_delta(message, budget, counter)
         if budget.cut:
             choice["finish_reason"] = "length"
             truncated = True

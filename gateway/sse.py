@@ -34,6 +34,10 @@ class SSEDecoder:
 
     def decode(self, chunk: bytes) -> list[SSEEvent]:
         text = self._partial + chunk if self._partial else chunk
+        if text.startswith(b"data: ") and b"\r" not in text:
+            events = self._decode_data_lines(text)
+            if events is not None:
+                return events
         held = b""
         if b"\r" in text:
             if text.endswith(b"\r"):  # may be half of a \r\n split across reads
@@ -48,6 +52,23 @@ class SSEDecoder:
             elif block:
                 read_block(block.split(b"\n"), events)
         return events
+
+    def _decode_data_lines(self, text: bytes) -> list[SSEEvent] | None:
+        """The common case, in a few passes over the bytes: every event is one `data: `
+        line. None when the text holds anything else (the caller reads it line by line)."""
+        payloads = text[6:].split(b"\n\ndata: ")
+        last = payloads[-1]
+        last_newlines = last.count(b"\n")
+        if text.count(b"\n") != 2 * (len(payloads) - 1) + last_newlines:
+            return None  # an event of several lines, a comment, another field or an extra blank line
+        if last_newlines == 0:  # the last event is still arriving
+            self._partial = b"data: " + payloads.pop()
+        elif last_newlines == 2 and last.endswith(b"\n\n"):
+            payloads[-1] = last[:-2]
+            self._partial = b""
+        else:
+            return None
+        return [SSEEvent(payload) for payload in payloads]
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: a complete but unterminated event is kept; half a line is not."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import re
+
 import orjson
 import pytest
 
@@ -84,3 +87,60 @@ def test_encoding_is_one_clean_event_that_decodes_back() -> None:
     assert encoded.startswith(b"data: ") and encoded.endswith(b"\n\n") and encoded.count(b"\n") == 2
     assert [orjson.loads(event.data) for event in decode_all([encoded])[0]] == [value]
     assert decode_all([DONE])[0] == [SSEEvent(b"[DONE]")]
+
+
+def reference_events(stream: bytes) -> list[SSEEvent]:
+    """The event-stream rules applied line by line, as plainly as they read: the decoder,
+    with its shortcut for streams of single `data: ` lines, must always agree."""
+    *lines, _unterminated = re.split(rb"\r\n|\r|\n", stream)
+    events: list[SSEEvent] = []
+    data: list[bytes] = []
+    name: str | None = None
+    for line in lines + [b""]:  # a complete event at the very end still counts
+        if not line:
+            if data:
+                events.append(SSEEvent(b"\n".join(data), name))
+            data, name = [], None
+        elif not line.startswith(b":"):
+            field, _, value = line.partition(b":")
+            value = value[1:] if value.startswith(b" ") else value
+            if field == b"data":
+                data.append(value)
+            elif field == b"event":
+                name = value.decode()
+    return events
+
+
+def random_stream(rng: random.Random, *, plain: bool) -> bytes:
+    """Events as upstreams send them; `plain`: nearly all single `data: ` lines."""
+    pieces = []
+    for _ in range(rng.randint(0, 12)):
+        payload = orjson.dumps({"content": rng.choice(["", "a", "h\u00e9", "\U0001f600", "x" * 40])})
+        kind = "data" if plain and rng.random() < 0.9 else rng.choice(["data", "multi", "named", "comment", "id", "blank", "nospace"])
+        end = "\n" if plain or rng.random() < 0.7 else rng.choice(["\r\n", "\r"])
+        if kind == "data":
+            lines = [b"data: " + payload]
+        elif kind == "multi":
+            lines = [b"data: " + payload[:5], b"data: " + payload[5:]]
+        elif kind == "named":
+            lines = [b"event: message", b"data: " + payload]
+        elif kind == "comment":
+            lines = [b": ping"]
+        elif kind == "id":
+            lines = [b"id: 7", b"data: " + payload]
+        elif kind == "nospace":
+            lines = [b"data:" + payload]
+        else:
+            lines = []
+        pieces.append(b"".join(line + end.encode() for line in lines) + end.encode())
+    return b"".join(pieces)
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_random_streams_split_anywhere_decode_as_the_rules_say(plain: bool) -> None:
+    rng = random.Random(20261124 + plain)
+    for case in range(400):
+        stream = random_stream(rng, plain=plain)
+        cuts = sorted(rng.randint(0, len(stream)) for _ in range(rng.randint(0, 4)))
+        parts = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+        assert decode_all(parts)[0] == reference_events(stream), (case, stream, cuts)
