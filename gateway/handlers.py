@@ -98,8 +98,8 @@ async def serve_chat(
         raise ModelNotFound(chat.model)
     record.route, record.provider, record.routed = route.model, route.provider, True
     gateway.metrics.inflight_of(route.model).inc()
-    clock = Clock(route.limits, arrived)
     loop = asyncio.get_running_loop()
+    clock = Clock(route.limits, arrived, loop.time)
     max_tokens_of: dict[int, int] = {}  # attempt number -> the limit it was held to
 
     async def attempt(planned: Attempt) -> StreamStart | Completed:

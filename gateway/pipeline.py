@@ -34,12 +34,13 @@ class Clock:
     """The deadlines of one request, on the event loop's clock."""
 
     __slots__ = (
-        "limits", "started", "attempt_started", "total_deadline", "last_chunk_at", "first_content_at",
+        "limits", "now", "started", "attempt_started", "total_deadline", "last_chunk_at", "first_content_at",
         "upstream_sent_at", "upstream_done_at",
     )
 
-    def __init__(self, limits: Limits, started: float) -> None:
+    def __init__(self, limits: Limits, started: float, now: Callable[[], float]) -> None:
         self.limits = limits
+        self.now = now  # the event loop's time()
         self.started = started
         self.attempt_started = started  # the first-chunk wait starts again with each attempt
         self.total_deadline = started + limits.timeout
@@ -147,12 +148,11 @@ async def stream_chunks(
     """
     decoder = SSEDecoder()
     translator = provider.stream_translator()
-    loop = asyncio.get_running_loop()
     last_write: float | None = None  # None until the first bytes went out
     while True:
         data = await timed_read(response, clock, ping_at=None if last_write is None else last_write + keepalive)
         if data is None:
-            last_write = loop.time()
+            last_write = clock.now()
             yield PING
             continue
         out: list[bytes] = []
@@ -161,7 +161,7 @@ async def stream_chunks(
             started = clock.last_chunk_at is not None
             if translate_events(events, translator, limiter, out) or (started and events):
                 # a chunk came; once started, any event is the upstream at work (pings, thinking)
-                clock.last_chunk_at = loop.time()
+                clock.last_chunk_at = clock.now()
         except UpstreamError:
             if out:  # what was good in this read still goes out, then the error
                 yield b"".join(out)
@@ -177,7 +177,7 @@ async def stream_chunks(
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:
-                last_write = loop.time()
+                last_write = clock.now()
                 if clock.first_content_at is None and limiter.delivered:
                     clock.first_content_at = time.perf_counter()
                 yield b"".join(out)
@@ -213,7 +213,17 @@ def translate_events(events: list[SSEEvent], translator: StreamTranslator, limit
 
 
 async def timed_read(response: UpstreamResponse, clock: Clock, *, ping_at: float | None = None) -> bytes | None:
-    """The next bytes from the upstream; None when `ping_at` comes first (the read can be tried again)."""
+    """The next bytes from the upstream; None when `ping_at` comes first (the read can be tried again).
+
+    Bytes that have already arrived are taken at once: only a read that waits needs a
+    timer (an upstream's whole answer often comes with its headers). The total limit
+    holds either way.
+    """
+    ready = response.read_ready()
+    if ready is not None:
+        if clock.now() >= clock.total_deadline:
+            raise clock.timeout("total")
+        return ready
     deadline, kind = clock.next_deadline(streaming=True)
     if ping_at is not None and ping_at < deadline:
         try:

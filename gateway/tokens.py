@@ -146,6 +146,10 @@ TOKENS_PER_NAME = 1
 TOKENS_PER_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
 
 
+ROLE_COUNTS_KEPT = 64  # roles are a handful of words: their counts are kept, not recounted
+_role_counts: dict[tuple[str, str], int] = {}
+
+
 def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
     """Prompt tokens of chat messages, after OpenAI's published counting recipe."""
     total = TOKENS_PER_REPLY
@@ -154,11 +158,23 @@ def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
             continue
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            if key == "name" and isinstance(value, str):
+            if key == "role" and isinstance(value, str):
+                total += count_role(value, counter)
+            elif key == "name" and isinstance(value, str):
                 total += TOKENS_PER_NAME + counter.count(value)
             else:
                 total += sum(counter.count(text) for text in _texts(value))
     return total
+
+
+def count_role(role: str, counter: TokenCounter) -> int:
+    key = (counter.name, role)
+    count = _role_counts.get(key)
+    if count is None:
+        count = counter.count(role)
+        if len(_role_counts) < ROLE_COUNTS_KEPT:
+            _role_counts[key] = count
+    return count
 
 
 def _texts(value: Any) -> Iterable[str]:

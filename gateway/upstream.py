@@ -34,6 +34,11 @@ class UpstreamResponse(Protocol):
         """The next bytes of the body as they arrive; b"" at its end."""
         ...
 
+    def read_ready(self) -> bytes | None:
+        """The bytes of the body already received, without waiting; b"" at its end,
+        None when nothing is there yet (read_chunk() would wait)."""
+        ...
+
     def release(self) -> None:
         """Done with the body: the connection goes back to the pool if the body has ended
         (what is left of it already arrived), else it is dropped; never waits."""
@@ -86,6 +91,14 @@ class AiohttpResponse:
             return await self._response.content.readany()
         except CLIENT_ERRORS as exc:
             raise map_client_error(exc, self._connect_timeout) from None
+
+    def read_ready(self) -> bytes | None:
+        content = self._response.content
+        try:
+            data = content.read_nowait()
+        except CLIENT_ERRORS as exc:
+            raise map_client_error(exc, self._connect_timeout) from None
+        return data if data or content.at_eof() else None
 
     def release(self) -> None:
         content = self._response.content

@@ -120,6 +120,9 @@ class MockResponse:
         self._position += 1
         return part
 
+    def read_ready(self) -> None:
+        return None  # each event is made when it is read
+
     def close(self) -> None:
         self._closed = True
 
