@@ -143,7 +143,6 @@ def new_client_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=connector,
         auto_decompress=True,
-        skip_auto_headers=("User-Agent",),
         timeout=aiohttp.ClientTimeout(total=None),
         raise_for_status=False,
     )

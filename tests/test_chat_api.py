@@ -13,6 +13,7 @@ import pytest
 
 from fakes import chunk, completion, json_handler, sse_handler, text_stream
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
+from gateway import __version__
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "chat-schemas.json"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -86,6 +87,21 @@ async def test_every_field_is_forwarded_untouched_and_the_client_key_is_not(upst
     headers = upstream.requests[0]["headers"]
     assert headers["Authorization"] == "Bearer sk-upstream-secret-key"
     assert "sk-client-key-never-forwarded" not in str(list(headers.items()))
+
+
+async def test_upstream_requests_name_the_gateway_and_configured_headers_replace_defaults(
+        upstream: Upstream, routed: Gateway, gateway_factory: GatewayFactory) -> None:
+    upstream.handler = json_handler(completion())
+    await routed.client().chat.completions.create(model="test-model", messages=MESSAGES)
+    assert upstream.requests[-1]["headers"].getall("User-Agent") == [f"llm-gateway/{__version__}"]
+
+    configured = {"user-agent": "acme-proxy/2", "content-type": "application/json; charset=utf-8", "X-Team": "search"}
+    gateway = await gateway_factory(openai_route_config(upstream.url, provider_options={"headers": configured}))
+    await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES)
+    headers = upstream.requests[-1]["headers"]
+    assert headers.getall("User-Agent") == ["acme-proxy/2"]
+    assert headers.getall("Content-Type") == ["application/json; charset=utf-8"]
+    assert headers["X-Team"] == "search" and headers["Authorization"] == "Bearer sk-upstream-secret-key"
 
 
 async def test_tool_calls_streamed_and_not(upstream: Upstream, routed: Gateway) -> None:

@@ -23,7 +23,7 @@ from ..config import ProviderConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from ..sse import SSEEvent
 from ..upstream import AiohttpTransport, Transport, UpstreamRequest
-from .base import UpstreamCall, error_from_payload, redact
+from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
 
 log = logging.getLogger("gateway.providers.anthropic")
 
@@ -50,7 +50,8 @@ class AnthropicProvider:
         self.transport = transport or AiohttpTransport()
         self._url = f"{config.base_url}/v1/messages"
         extra = {name: value for name, value in config.headers.items() if name.lower() != "authorization"}
-        self._headers = {"Content-Type": "application/json", "anthropic-version": config.anthropic_version, **extra}
+        defaults = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "anthropic-version": config.anthropic_version}
+        self._headers = provider_headers(defaults, extra)
         if config.api_key:
             self._headers["x-api-key"] = config.api_key
 

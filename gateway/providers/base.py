@@ -6,15 +6,29 @@ upstream's protocol; its `transport` does the I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
+from .. import __version__
 from ..config import ProviderConfig, Target
 from ..errors import UpstreamStatusError
 from ..sse import SSEEvent
 from ..upstream import Transport, UpstreamRequest
+
+
+USER_AGENT = f"llm-gateway/{__version__}"
+
+
+def provider_headers(defaults: Mapping[str, str], configured: Mapping[str, str]) -> dict[str, str]:
+    """The headers sent with every request to a provider: `configured` (the provider's
+    `headers` in gateway.yaml) replaces a default of the same name, whatever its case."""
+    overridden = {name.lower() for name in configured}
+    headers = {name: value for name, value in defaults.items() if name.lower() not in overridden}
+    headers.update(configured)
+    return headers
 
 
 @dataclass(frozen=True, slots=True)

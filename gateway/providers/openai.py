@@ -10,7 +10,7 @@ from ..config import ProviderConfig
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..sse import SSEEvent
 from ..upstream import AiohttpTransport, Transport, UpstreamRequest
-from .base import UpstreamCall, error_from_payload, redact
+from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -22,7 +22,8 @@ class OpenAIProvider:
         self.config = config
         self.transport = transport or AiohttpTransport()
         self._url = f"{config.base_url}/chat/completions"
-        self._headers = {"Content-Type": "application/json", **self.auth_headers(config), **config.headers}
+        defaults = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self.auth_headers(config)}
+        self._headers = provider_headers(defaults, config.headers)
 
     @staticmethod
     def auth_headers(config: ProviderConfig) -> dict[str, str]:
