@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from .state import GatewayState
 
 if TYPE_CHECKING:
     from .app import Gateway
-from .tokens import count_prompt_tokens
+from .tokens import PromptTokens
 from .upstream import UpstreamResponse
 
 JSON = "application/json"
@@ -112,8 +111,7 @@ async def serve_chat(
             request_id=record.request_id, target=planned.target,
         )
         counter = state.tokenizers.for_model(call.model)
-        # counted at most once, and only if the upstream reports no usage (the usage chunk and the metrics both ask)
-        prompt_tokens = functools.cache(functools.partial(count_prompt_tokens, chat.body["messages"], counter))
+        prompt_tokens = PromptTokens(chat.body["messages"], counter)
         clock.start_attempt(loop.time(), limits)
         if not chat.stream:
             return await complete(provider, call, clock, counter=counter, prompt_tokens=prompt_tokens)

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import logging
 import time
 from typing import Any, TextIO
 
 import orjson
 
+@functools.lru_cache(maxsize=4)
+def utc_seconds(second: int) -> str:
+    """A whole second as ISO 8601 in UTC: formatted once, for every line written in it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def format_line(created: float, level: str, name: str, message: str, fields: Any, log_format: str) -> str:
     """One log line: a JSON object, or `time LEVEL logger: message key=value ...` as text."""
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
-    stamp = f"{seconds}.{int(created * 1000) % 1000:03d}Z"
+    stamp = f"{utc_seconds(int(created))}.{int(created * 1000) % 1000:03d}Z"
     if log_format == "text":
         text = f"{stamp} {level:<7} {name}: {message}"
         if isinstance(fields, dict):

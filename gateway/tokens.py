@@ -167,6 +167,23 @@ def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
     return total
 
 
+class PromptTokens:
+    """A request's prompt tokens, counted when first asked for and then kept (a stream's
+    usage chunk and its metrics may both ask; an upstream that reports usage spares it)."""
+
+    __slots__ = ("_messages", "_counter", "_count")
+
+    def __init__(self, messages: list[Any], counter: TokenCounter) -> None:
+        self._messages = messages
+        self._counter = counter
+        self._count: int | None = None
+
+    def __call__(self) -> int:
+        if self._count is None:
+            self._count = count_prompt_tokens(self._messages, self._counter)
+        return self._count
+
+
 def count_role(role: str, counter: TokenCounter) -> int:
     key = (counter.name, role)
     count = _role_counts.get(key)
