@@ -37,7 +37,10 @@ def request_and_errors() -> Callable[..., Awaitable[web.StreamResponse]]:
             request[REQUEST_ID] = client_id
         else:
             request[REQUEST_ID] = f"{prefix}{next(numbers):010x}"
-        response = await respond(request, handler)
+        try:
+            response = await handler(request)
+        except Exception as exc:  # noqa: BLE001 - every error becomes OpenAI's error shape
+            response = response_for(exc, request)
         gateway = request.app.get(GATEWAY)
         if gateway is not None and not request.get(LOGGED):  # chat completions log their own line
             record = RequestRecord(request_id=request[REQUEST_ID], method=request.method, path=request.path,
@@ -48,21 +51,19 @@ def request_and_errors() -> Callable[..., Awaitable[web.StreamResponse]]:
     return middleware
 
 
-async def respond(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except GatewayError as exc:
+def response_for(exc: Exception, request: web.Request) -> web.StreamResponse:
+    """The error response for what a handler raised (a redirect is raised on as it is)."""
+    if isinstance(exc, GatewayError):
         return error_response(exc)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         return error_response(
             GatewayError(message, code=STATUS_CODES.get(exc.status)), status=exc.status, kind="invalid_request_error"
         )
-    except Exception:
-        log.exception("unexpected error while handling %s %s", request.method, request.path)
-        return error_response(GatewayError("The gateway failed to handle this request.", code="internal_error"))
+    log.exception("unexpected error while handling %s %s", request.method, request.path, exc_info=exc)
+    return error_response(GatewayError("The gateway failed to handle this request.", code="internal_error"))
 
 
 def error_response(exc: GatewayError, *, status: int | None = None, kind: str | None = None) -> web.Response:

@@ -315,6 +315,19 @@ async def test_unknown_path_is_an_openai_shaped_404(routed: Gateway) -> None:
 
 
 
+async def test_a_gateway_bug_is_an_openai_shaped_500_that_hides_the_details(
+        routed: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("internal detail sk-upstream-secret-key")
+
+    monkeypatch.setattr("gateway.handlers.parse_chat_request", broken)
+    with pytest.raises(openai.InternalServerError) as raised:
+        await routed.client(max_retries=0).chat.completions.create(model="test-model", messages=MESSAGES)
+    assert raised.value.status_code == 500 and raised.value.code == "internal_error"
+    assert "internal detail" not in str(raised.value.body)
+    assert any(record.exc_info and "internal detail" in str(record.exc_info[1]) for record in caplog.records)
+
+
 async def test_an_unchanged_completion_is_passed_on_byte_for_byte(upstream: Upstream, routed: Gateway) -> None:
     original = orjson.dumps({**completion("Hi!", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
                              "service_tier": "default", "x_vendor": {"kept": [1, 2]}})
