@@ -57,21 +57,22 @@ class AccessLog:
     """The one line per request. Through `logging` by default; written straight to a stream
     by the command line, where `logging`'s machinery cost about a tenth of a request's CPU.
 
-    Lines written to a stream are buffered: they go out together every FLUSH_SECONDS, or
-    at FLUSH_BYTES, and at exit (a write to a log file took 7-14 us, now and then 0.3 ms,
-    on every request). A process killed outright loses at most FLUSH_SECONDS of lines.
+    Lines written to a stream are buffered: they are formatted and go out together every
+    FLUSH_SECONDS, or at FLUSH_LINES, and at exit. A write to a log file took 7-14 us, now
+    and then 0.3 ms, on every request; formatting a line took about 12 us in the running
+    server, but 3 us when the lines are formatted one after another (the code and data
+    stay in the CPU's caches). A process killed outright loses at most FLUSH_SECONDS of lines.
     """
 
     NAME = "gateway.access"
     FLUSH_SECONDS = 0.25
-    FLUSH_BYTES = 64 * 1024
+    FLUSH_LINES = 256
 
     def __init__(self, stream: TextIO | None = None, log_format: str = "json") -> None:
         self._logger = logging.getLogger(self.NAME)
         self._stream = stream
         self._format = log_format
-        self._pending: list[str] = []
-        self._pending_bytes = 0
+        self._pending: list[tuple[float, dict[str, Any]]] = []  # (time, fields) of lines not yet written
         self._flush_timer: asyncio.TimerHandle | None = None
         if stream is not None:
             atexit.register(self.flush)
@@ -84,10 +85,8 @@ class AccessLog:
         if self._stream is None:
             self._logger.info("request", extra={"fields": fields})
             return
-        line = format_line(time.time(), "INFO", self.NAME, "request", fields, self._format) + "\n"
-        self._pending.append(line)
-        self._pending_bytes += len(line)
-        if self._pending_bytes >= self.FLUSH_BYTES:
+        self._pending.append((time.time(), fields))
+        if len(self._pending) >= self.FLUSH_LINES:
             self.flush()
         elif self._flush_timer is None:
             try:
@@ -100,8 +99,11 @@ class AccessLog:
             self._flush_timer.cancel()
             self._flush_timer = None
         if self._pending and self._stream is not None:
-            lines, self._pending, self._pending_bytes = self._pending, [], 0
-            self._stream.write("".join(lines))
+            pending, self._pending = self._pending, []
+            log_format = self._format
+            self._stream.write("".join(
+                format_line(created, "INFO", self.NAME, "request", fields, log_format) + "\n" for created, fields in pending
+            ))
             self._stream.flush()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import subprocess
@@ -17,6 +18,7 @@ from conftest import Gateway, GatewayFactory, Upstream, openai_route_config, req
 from fakes import completion, json_handler, sse_handler, text_stream
 from gateway import __version__
 from gateway.keys import GATEWAY
+from gateway.logs import AccessLog
 from test_limits_e2e import WORDS, collect, wait_for
 
 MESSAGES = [{"role": "user", "content": "a secret message body"}]
@@ -210,3 +212,23 @@ def test_text_log_format_is_readable() -> None:
                                     "fields": {"route": "demo", "status": 200, "error": None}})
     assert TextFormatter().format(record).endswith("INFO    gateway.access: request route=demo status=200")
 
+
+
+async def test_access_lines_written_to_a_stream_go_out_together_in_order() -> None:
+    """Lines are kept and formatted together: every FLUSH_SECONDS, at FLUSH_LINES, and at flush()."""
+    stream = io.StringIO()
+    log = AccessLog(stream, "json")
+    for number in range(3):
+        log.write({"request_id": f"r{number}", "status": 200})
+    assert stream.getvalue() == ""  # not yet: the timer has not fired
+    log.flush()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(line["request_id"], line["logger"], line["message"]) for line in lines] == [
+        (f"r{number}", "gateway.access", "request") for number in range(3)]
+    assert all(line["time"].endswith("Z") and len(line["time"]) == 24 for line in lines)
+
+    for number in range(AccessLog.FLUSH_LINES):
+        log.write({"request_id": f"s{number}"})
+    assert len(stream.getvalue().splitlines()) == 3 + AccessLog.FLUSH_LINES  # the bound wrote them at once
+    log.write({"request_id": "last"})
+    await wait_for(lambda: stream.getvalue().endswith('"request_id":"last"}\n'), timeout=2 * AccessLog.FLUSH_SECONDS)
