@@ -23,8 +23,9 @@ class SSEEvent(NamedTuple):
 
 
 class SSEDecoder:
-    """Events are split on blank lines first; an event of one `data: ` line (nearly all
-    of them) is taken whole, any other is read line by line."""
+    """A read made only of single-line `data: ` events (nearly every upstream's) is split
+    on the event boundaries at once. Otherwise events are split on blank lines: an event
+    of one `data: ` line is taken whole, any other is read line by line."""
 
     __slots__ = ("_partial", "incomplete")
 

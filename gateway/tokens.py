@@ -10,6 +10,7 @@ an `ApproximateCounter` stands in, so that a request never fails for want of one
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
 import math
 import re
@@ -146,10 +147,6 @@ TOKENS_PER_NAME = 1
 TOKENS_PER_REPLY = 3  # every reply is primed with <|start|>assistant<|message|>
 
 
-ROLE_COUNTS_KEPT = 64  # roles are a handful of words: their counts are kept, not recounted
-_role_counts: dict[tuple[str, str], int] = {}
-
-
 def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
     """Prompt tokens of chat messages, after OpenAI's published counting recipe."""
     total = TOKENS_PER_REPLY
@@ -184,14 +181,10 @@ class PromptTokens:
         return self._count
 
 
+@functools.lru_cache(maxsize=64)
 def count_role(role: str, counter: TokenCounter) -> int:
-    key = (counter.name, role)
-    count = _role_counts.get(key)
-    if count is None:
-        count = counter.count(role)
-        if len(_role_counts) < ROLE_COUNTS_KEPT:
-            _role_counts[key] = count
-    return count
+    """A role name's tokens: roles are a handful of words, counted once and kept."""
+    return counter.count(role)
 
 
 def _texts(value: Any) -> Iterable[str]:

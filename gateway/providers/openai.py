@@ -83,8 +83,6 @@ class OpenAIStreamTranslator:
             raise UpstreamProtocolError("The upstream sent an event that is not valid JSON.") from None
         if not isinstance(chunk, dict):
             raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
-        if isinstance(chunk.get("choices"), list) and "error" not in chunk:  # nearly every chunk
-            return [chunk]
         if chunk.get("error"):
             raise stream_error(chunk["error"], self._secrets)
         if not isinstance(chunk.get("choices"), list):
