@@ -25,7 +25,7 @@ from .errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout
 from .limits import StreamLimiter, limit_completion
 from .providers import Provider, UpstreamCall
 from .providers.base import StreamTranslator
-from .sse import DONE, PING, SSEDecoder, SSEEvent, encode_data, encode_json
+from .sse import DONE_DATA, PING, SSEDecoder, SSEEvent, encode_events
 from .tokens import TokenCounter
 from .upstream import UpstreamResponse
 
@@ -163,7 +163,7 @@ async def stream_chunks(
             last_write = clock.now()
             yield PING
             continue
-        out: list[bytes] = []
+        out: list[bytes] = []  # the data of the events to send, encoded together
         try:
             events = decoder.decode(data) if data else decoder.flush()
             started = clock.last_chunk_at is not None
@@ -172,7 +172,7 @@ async def stream_chunks(
                 clock.last_chunk_at = clock.now()
         except UpstreamError:
             if out:  # what was good in this read still goes out, then the error
-                yield b"".join(out)
+                yield encode_events(out)
             raise
         if translator.finished:
             response.release()  # never waits: [DONE] goes out at once
@@ -181,28 +181,28 @@ async def stream_chunks(
         elif not data:
             if not limiter.all_finished:
                 if out:  # whole events that came before the end still go out, then the error
-                    yield b"".join(out)
+                    yield encode_events(out)
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:
                 last_write = clock.now()
                 if clock.first_content_at is None and limiter.delivered:
                     clock.first_content_at = time.perf_counter()
-                yield b"".join(out)
+                yield encode_events(out)
             continue
         clock.upstream_done_at = time.perf_counter()
         if clock.first_content_at is None and limiter.delivered:
             clock.first_content_at = clock.upstream_done_at
         if include_usage:
-            out.append(encode_json(limiter.usage_chunk()))
-        out.append(DONE)
-        yield b"".join(out)
+            out.append(orjson.dumps(limiter.usage_chunk()))
+        out.append(DONE_DATA)
+        yield encode_events(out)
         return
 
 
 def translate_events(events: list[SSEEvent], translator: StreamTranslator, limiter: StreamLimiter, out: list[bytes]) -> bool:
-    """Translate, limit and encode the events of one read into `out`, up to the end of
-    the answer; returns whether any chunk came of them."""
+    """Translate and limit the events of one read, up to the end of the answer, and put
+    the JSON of the chunks to send into `out`; returns whether any chunk came of them."""
     passthrough = translator.passthrough
     any_chunk = False
     for event in events:
@@ -212,9 +212,9 @@ def translate_events(events: list[SSEEvent], translator: StreamTranslator, limit
             if limited is None:
                 continue
             if passthrough and not limiter.changed and b"\n" not in event.data:
-                out.append(encode_data(event.data))  # nothing changed: the upstream's own bytes
+                out.append(event.data)  # nothing changed: the upstream's own bytes
             else:
-                out.append(encode_json(limited))
+                out.append(orjson.dumps(limited))
         if translator.finished or limiter.done:
             break
     return any_chunk

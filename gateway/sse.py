@@ -8,10 +8,13 @@ events completed so far; `flush()` ends the stream. Line endings may be `\\n`,
 
 from __future__ import annotations
 
+from functools import partial
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
 
+DONE_DATA = b"[DONE]"
 DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"  # a comment: clients skip it, proxies see the stream is alive
 HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -20,6 +23,9 @@ HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": 
 class SSEEvent(NamedTuple):
     data: bytes
     event: str | None = None
+
+
+_event_of_pair = partial(tuple.__new__, SSEEvent)  # SSEEvent from a (data, event) pair, with no Python call
 
 
 class SSEDecoder:
@@ -69,7 +75,7 @@ class SSEDecoder:
             self._partial = b""
         else:
             return None
-        return [SSEEvent(payload) for payload in payloads]
+        return list(map(_event_of_pair, zip(payloads, repeat(None))))
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: a complete but unterminated event is kept; half a line is not."""
@@ -108,8 +114,9 @@ def read_block(lines: list[bytes], events: list[SSEEvent]) -> None:
         events.append(SSEEvent(b"\n".join(data), event))
 
 
-def encode_data(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"
+def encode_events(payloads: list[bytes]) -> bytes:
+    """One `data:` event for each payload (each a single line), in one piece of bytes."""
+    return b"".join((b"data: ", b"\n\ndata: ".join(payloads), b"\n\n"))
 
 
 def encode_json(value: Any) -> bytes:
