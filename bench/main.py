@@ -83,7 +83,8 @@ def tool_versions() -> dict[str, str]:
         lines = (done.stdout + done.stderr).strip().splitlines()
         return lines[0] if lines else "unknown"
 
-    versions = {"python": sys.version.split()[0], "aiohttp": aiohttp.__version__,
+    versions = {"python": sys.version.split()[0], "python_binary": os.path.realpath(sys.executable),
+                "aiohttp": aiohttp.__version__,
                 "nginx": first_line([targets.nginx_binary() or "nginx", "-v"]),
                 "wrk": first_line(["wrk", "-v"])}
     litellm_python = targets.LITELLM_VENV / "bin/python"
@@ -295,7 +296,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 
 
 def print_report(document: dict, labels: dict[str, str]) -> None:
-    out = [""]
+    out = ["", "versions: " + ", ".join(f"{name} {value}" for name, value in document["versions"].items())]
     out.append(report.table(document["figures"], list(labels), labels))
     out.append("ratios (x ...) and added latency (+p50/+p99 vs direct) are per round, then medianed; "
                "cpu us/req is the target's own process group")
