@@ -8,7 +8,7 @@ import re
 import orjson
 import pytest
 
-from gateway.sse import DONE, SSEDecoder, SSEEvent, encode_json
+from gateway.sse import DONE, SSEDecoder, SSEEvent, encode_events, encode_json
 
 RECORDED = (
     b": keep-alive comment\n\n"
@@ -87,6 +87,14 @@ def test_encoding_is_one_clean_event_that_decodes_back() -> None:
     assert encoded.startswith(b"data: ") and encoded.endswith(b"\n\n") and encoded.count(b"\n") == 2
     assert [orjson.loads(event.data) for event in decode_all([encoded])[0]] == [value]
     assert decode_all([DONE])[0] == [SSEEvent(b"[DONE]")]
+
+
+def test_several_payloads_encode_as_one_event_each() -> None:
+    payloads = [orjson.dumps({"n": n, "text": "a\nb"}) for n in range(3)] + [b"[DONE]"]
+    encoded = encode_events(payloads)
+    assert encoded.endswith(DONE) and encoded.count(b"\n\n") == len(payloads)
+    assert [event.data for event in decode_all([encoded])[0]] == payloads
+    assert encode_events([b"[DONE]"]) == DONE
 
 
 def reference_events(stream: bytes) -> list[SSEEvent]:
