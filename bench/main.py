@@ -300,6 +300,11 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
     out.append(report.table(document["figures"], list(labels), labels))
     out.append("ratios (x ...) and added latency (+p50/+p99 vs direct) are per round, then medianed; "
                "cpu us/req is the target's own process group")
+    for name, by_scenario in document["figures"].items():
+        over_bare = [f"{labels[s]} {by_scenario[s]['over_bare_p50_ms']:+.3f} ms" for s in labels
+                     if by_scenario.get(s, {}).get("over_bare_p50_ms") is not None]
+        if over_bare:
+            out.append(f"{name} p50 minus the bare proxy's, per round, then medianed: " + ", ".join(over_bare))
     out.append("")
     for name, entry in document["targets"].items():
         rss = "  ".join(f"{k.removesuffix('_kib')} {entry[k] / 1024:.1f} MiB"

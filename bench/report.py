@@ -28,6 +28,12 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _median_difference(rounds: list[dict], reference: list[dict], key: str) -> float | None:
+    """`key` minus the reference's figure in the same round, medianed over rounds."""
+    diffs = [a[key] - b[key] for a, b in zip(rounds, reference) if a[key] is not None and b[key] is not None]
+    return _round(_med(diffs), 3)
+
+
 def summarize(runs: dict[str, dict[str, list[dict]]], scenarios: list[str]) -> dict:
     """runs[target][scenario] is one dict per round: rps, p50_ms, p99_ms, errors, cpu_us_per_req."""
     out: dict = {}
@@ -56,10 +62,12 @@ def summarize(runs: dict[str, dict[str, list[dict]]], scenarios: list[str]) -> d
             direct = runs.get("direct", {}).get(scenario) or []
             if target != "direct" and direct:
                 for q in ("p50", "p99"):
-                    key = f"{q}_ms"
-                    diffs = [a[key] - b[key] for a, b in zip(rounds, direct)
-                             if a[key] is not None and b[key] is not None]
-                    fig[f"added_{q}_ms"] = _round(_med(diffs), 3)
+                    fig[f"added_{q}_ms"] = _median_difference(rounds, direct, f"{q}_ms")
+            bare = runs.get("bare", {}).get(scenario) or []
+            if target not in REFERENCES and bare:
+                # what the target adds on top of the bare proxy: steadier than added_p50_ms
+                # when the machine's speed drifts, since both move with it
+                fig["over_bare_p50_ms"] = _median_difference(rounds, bare, "p50_ms")
             out[target][scenario] = fig
     return out
 
