@@ -263,8 +263,9 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 log(f"{target.name}: correctness after streams: {'ok' if result['ok'] else 'FAILED'}")
 
     figures = report.summarize(runs, [s.name for s in scenarios])
+    # The targets are for one worker on one core; --workers 2 is compared with it, not judged.
     goals = {name: report.goals(name, figures, info[name], streams.get(name, {}), cn=f"c{args.connections}")
-             for name in ("gateway", "gateway-w2") if name in figures}
+             for name in ("gateway",) if name in figures}
     for name, entry in info.items():
         for key in ("check_before", "check_after", "check_after_streams"):
             if key in entry:  # keep the JSON line short: verdicts and problems only
@@ -283,6 +284,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         "targets": info,
         "figures": figures,
         "streams": streams,
+        "workers_compare": report.workers_compare(figures, info, one="gateway", several="gateway-w2"),
         "goals": goals,
         "all_goals_met": (all(all_met) if all_met and None not in all_met else None) if goals else None,
     }
@@ -322,6 +324,12 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
             out.append(f"{name:<11} {s['open_at_measure']}/{s['requested']} slow streams ({label}){after}: "
                        f"RSS {s['rss_before_kib'] / 1024:.1f} -> {s['rss_open_kib'] / 1024:.1f} MiB, "
                        f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close")
+    compare = document["workers_compare"]
+    if compare:
+        out.append("")
+        out.append("--workers 2 against 1 (same run): " + ", ".join(
+            f"{labels[s]} x{compare['x_rps'][s]:.2f} req/s" for s in labels if s in compare["x_rps"])
+            + f"; Pss at ready {_fmt(compare['pss_ready_mib'][1])} MiB against {_fmt(compare['pss_ready_mib'][0])}")
     for name, by_goal in document["goals"].items():
         out.append("")
         out.append(f"goals of {name}:")

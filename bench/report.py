@@ -104,6 +104,23 @@ def goals(name: str, figures: dict, info: dict, streams: dict, *, c1: str = "c1"
     return result
 
 
+def workers_compare(figures: dict, info: dict, *, one: str, several: str) -> dict | None:
+    """The several-worker gateway against the one-worker one, from the same run: requests/s
+    per round, medianed, and Pss at ready (RSS would count the shared encodings twice)."""
+    if one not in figures or several not in figures:
+        return None
+    x_rps = {}
+    for scenario, fig in figures[several].items():
+        base = figures[one].get(scenario)
+        if base:
+            pairs = [(a["rps"], b["rps"]) for a, b in zip(fig["rounds"], base["rounds"]) if b["rps"] > 0]
+            if pairs:
+                x_rps[scenario] = _round(_med([a / b for a, b in pairs]), 3)
+    pss = [None if info.get(name, {}).get("pss_ready_kib") is None else round(info[name]["pss_ready_kib"] / 1024, 1)
+           for name in (one, several)]
+    return {"x_rps": x_rps, "pss_ready_mib": pss}
+
+
 def _fmt(value, spec: str) -> str:
     if value is None:
         width = spec.split(".")[0]
