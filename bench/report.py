@@ -28,6 +28,12 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _median_ratio(rounds: list[dict], reference: list[dict]) -> float | None:
+    """Requests/s over the reference's in the same round, medianed over rounds."""
+    ratios = [a["rps"] / b["rps"] for a, b in zip(rounds, reference) if b["rps"] > 0]
+    return _round(_med(ratios), 3)
+
+
 def _median_difference(rounds: list[dict], reference: list[dict], key: str) -> float | None:
     """`key` minus the reference's figure in the same round, medianed over rounds."""
     diffs = [a[key] - b[key] for a, b in zip(rounds, reference) if a[key] is not None and b[key] is not None]
@@ -56,9 +62,9 @@ def summarize(runs: dict[str, dict[str, list[dict]]], scenarios: list[str]) -> d
             }
             for ref in REFERENCES:
                 ref_rounds = runs.get(ref, {}).get(scenario) or []
-                pairs = [(a["rps"], b["rps"]) for a, b in zip(rounds, ref_rounds) if b["rps"] > 0]
-                if ref != target and pairs:
-                    fig[f"x_{ref}"] = _round(_med([a / b for a, b in pairs]), 3)
+                ratio = _median_ratio(rounds, ref_rounds)
+                if ref != target and ratio is not None:
+                    fig[f"x_{ref}"] = ratio
             direct = runs.get("direct", {}).get(scenario) or []
             if target != "direct" and direct:
                 for q in ("p50", "p99"):
@@ -112,10 +118,9 @@ def workers_compare(figures: dict, info: dict, *, one: str, several: str) -> dic
     x_rps = {}
     for scenario, fig in figures[several].items():
         base = figures[one].get(scenario)
-        if base:
-            pairs = [(a["rps"], b["rps"]) for a, b in zip(fig["rounds"], base["rounds"]) if b["rps"] > 0]
-            if pairs:
-                x_rps[scenario] = _round(_med([a / b for a, b in pairs]), 3)
+        ratio = _median_ratio(fig["rounds"], base["rounds"]) if base else None
+        if ratio is not None:
+            x_rps[scenario] = ratio
     pss = [None if info.get(name, {}).get("pss_ready_kib") is None else round(info[name]["pss_ready_kib"] / 1024, 1)
            for name in (one, several)]
     return {"x_rps": x_rps, "pss_ready_mib": pss}

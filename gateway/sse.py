@@ -120,4 +120,4 @@ def encode_events(payloads: list[bytes]) -> bytes:
 
 
 def encode_json(value: Any) -> bytes:
-    return b"data: " + orjson.dumps(value) + b"\n\n"
+    return encode_events([orjson.dumps(value)])
