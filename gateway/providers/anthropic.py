@@ -22,7 +22,7 @@ import orjson
 from ..config import ProviderConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
 from ..sse import SSEEvent
-from ..upstream import AiohttpTransport, Transport, UpstreamRequest
+from ..upstream import HTTP1Transport, Transport, UpstreamRequest
 from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
 
 log = logging.getLogger("gateway.providers.anthropic")
@@ -47,7 +47,7 @@ class AnthropicProvider:
 
     def __init__(self, config: ProviderConfig, transport: Transport | None = None) -> None:
         self.config = config
-        self.transport = transport or AiohttpTransport()
+        self.transport = transport or HTTP1Transport()
         self._url = f"{config.base_url}/v1/messages"
         extra = {name: value for name, value in config.headers.items() if name.lower() != "authorization"}
         defaults = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "anthropic-version": config.anthropic_version}

@@ -9,7 +9,7 @@ import orjson
 from ..config import ProviderConfig
 from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..sse import SSEEvent
-from ..upstream import AiohttpTransport, Transport, UpstreamRequest
+from ..upstream import HTTP1Transport, Transport, UpstreamRequest
 from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
@@ -20,7 +20,7 @@ class OpenAIProvider:
 
     def __init__(self, config: ProviderConfig, transport: Transport | None = None) -> None:
         self.config = config
-        self.transport = transport or AiohttpTransport()
+        self.transport = transport or HTTP1Transport()
         self._url = f"{config.base_url}/chat/completions"
         defaults = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self.auth_headers(config)}
         self._headers = provider_headers(defaults, config.headers)

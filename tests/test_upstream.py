@@ -1,0 +1,341 @@
+"""The upstream client on real loopback sockets: keep-alive, framing, compression, TLS and every way an exchange breaks."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+import trustme
+from aiohttp import web
+
+from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from gateway.http1 import HIGH_WATER
+from gateway.upstream import HTTP1Transport, UpstreamRequest
+
+BODY = b'{"model":"m","messages":[]}'
+
+
+@dataclass
+class RawUpstream:
+    """A loopback server speaking raw bytes: each request is answered by `answer(request_bytes)`,
+    which returns the bytes to write and whether to close the connection after them."""
+
+    answer: Callable[[bytes], tuple[bytes, bool]]
+    port: int = 0
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    closed: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a connection ends
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                data, close = self.answer(request)
+                writer.write(data)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            self.closed.set()
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[Callable[[bytes], tuple[bytes, bool]]], Awaitable[RawUpstream]]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(answer: Callable[[bytes], tuple[bytes, bool]]) -> RawUpstream:
+        fake = RawUpstream(answer)
+        server = await asyncio.start_server(fake.serve, "127.0.0.1", 0)
+        fake.port = server.sockets[0].getsockname()[1]
+        servers.append(server)
+        return fake
+
+    yield start
+    for server in servers:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[HTTP1Transport]:
+    client = HTTP1Transport()
+    yield client
+    await client.aclose()
+
+
+def ok(body: bytes = b'{"ok":true}', *, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+async def post(transport: HTTP1Transport, url: str, *, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    response = await transport.send(UpstreamRequest(url=url, body=BODY, headers=headers or {}), connect_timeout=5)
+    try:
+        return response.status, await response.read()
+    finally:
+        response.release()
+
+
+async def test_the_request_carries_its_body_length_host_and_headers(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), False))
+    status, body = await post(transport, fake.url, headers={"Authorization": "Bearer sk-test", "Content-Type": "application/json"})
+    assert (status, body) == (200, b'{"ok":true}')
+    head, _, sent_body = fake.requests[0].partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
+    assert f"Host: 127.0.0.1:{fake.port}".encode() in lines
+    assert b"Authorization: Bearer sk-test" in lines
+    assert b"Content-Length: %d" % len(BODY) in lines
+    assert b"Accept-Encoding: gzip, deflate" in lines
+    assert sent_body == BODY
+
+
+async def test_a_configured_header_replaces_the_default_of_that_name(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), False))
+    await post(transport, fake.url, headers={"accept-encoding": "identity", "Content-Length": "999"})
+    lines = fake.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert [line for line in lines if line.lower().startswith(b"accept-encoding")] == [b"accept-encoding: identity"]
+    assert [line for line in lines if line.lower().startswith(b"content-length")] == [b"Content-Length: %d" % len(BODY)]
+
+
+async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), False))
+    with pytest.raises(UpstreamProtocolError, match="line break"):
+        await post(transport, fake.url, headers={"X-Note": "a\r\nX-Injected: yes"})
+    assert fake.connections == 0
+
+
+async def test_sequential_requests_reuse_one_connection(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), False))
+    for _ in range(5):
+        assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert fake.connections == 1
+
+
+async def test_concurrent_requests_each_get_a_connection_and_all_are_kept(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), False))
+    await asyncio.gather(*(post(transport, fake.url) for _ in range(4)))
+    assert fake.connections == 4
+    await asyncio.gather(*(post(transport, fake.url) for _ in range(4)))
+    assert fake.connections == 4
+
+
+async def test_connection_close_from_the_upstream_is_honoured(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(extra=b"Connection: close\r\n"), True))
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert fake.connections == 2
+
+
+async def test_an_idle_connection_the_upstream_closed_is_not_reused(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), True))  # closes without saying so
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    await fake.closed.wait()
+    for _ in range(50):  # the FIN reaches the client's protocol within a few loop turns
+        if not transport._idle.get(("http", "127.0.0.1", fake.port)):
+            break
+        await asyncio.sleep(0)
+    fake.closed.clear()
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert fake.connections == 2
+
+
+async def test_a_body_delimited_by_close_is_read_whole(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n", True))
+    assert await post(transport, fake.url) == (200, b"data: 1\n\ndata: 2\n\n")
+    assert await post(transport, fake.url) == (200, b"data: 1\n\ndata: 2\n\n")
+    assert fake.connections == 2
+
+
+async def test_a_chunked_body_arrives_unframed(raw_upstream, transport) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7;ext=1\r\ndata: 1\r\n3\r\n\n\nd\r\n0\r\n\r\n"
+    fake = await raw_upstream(lambda request: (chunked, False))
+    assert await post(transport, fake.url) == (200, b"data: 1\n\nd")
+    assert await post(transport, fake.url) == (200, b"data: 1\n\nd")
+    assert fake.connections == 1
+
+
+async def test_a_gzip_body_is_decompressed(raw_upstream, transport) -> None:
+    packed = gzip.compress(b'{"id":"chatcmpl-1"}' * 100)
+    fake = await raw_upstream(lambda request: (ok(packed, extra=b"Content-Encoding: gzip\r\n"), False))
+    assert await post(transport, fake.url) == (200, b'{"id":"chatcmpl-1"}' * 100)
+
+
+async def test_an_encoding_not_asked_for_is_an_error(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(b"xyz", extra=b"Content-Encoding: br\r\n"), False))
+    with pytest.raises(UpstreamProtocolError, match=r"encoding the gateway did not ask for \(br\)"):
+        await post(transport, fake.url)
+
+
+async def test_an_interim_answer_is_skipped(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"HTTP/1.1 100 Continue\r\n\r\n" + ok(), False))
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+
+
+async def test_error_statuses_come_back_with_their_headers(raw_upstream, transport) -> None:
+    answer = b'HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}'
+    fake = await raw_upstream(lambda request: (answer, False))
+    response = await transport.send(UpstreamRequest(url=fake.url, body=BODY), connect_timeout=5)
+    assert (response.status, response.headers["retry-after"], await response.read()) == (429, "3", b"{}")
+    response.release()
+
+
+async def test_a_redirect_is_an_error_that_names_the_fix(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://elsewhere/\r\nContent-Length: 0\r\n\r\n", False))
+    with pytest.raises(UpstreamProtocolError, match=r"redirect \(HTTP 308\).*base_url"):
+        await post(transport, fake.url)
+
+
+async def test_a_connection_closed_before_the_answer_is_an_error(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"", True))
+    with pytest.raises(UpstreamProtocolError, match="closed the connection before answering"):
+        await post(transport, fake.url)
+
+
+async def test_a_body_cut_off_is_an_error(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial", True))
+    with pytest.raises(UpstreamProtocolError, match="cut off"):
+        await post(transport, fake.url)
+
+
+async def test_a_chunked_body_cut_off_is_an_error_after_what_arrived(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n", True))
+    response = await transport.send(UpstreamRequest(url=fake.url, body=BODY), connect_timeout=5)
+    assert await response.read_chunk() == b"data: 1\n"
+    with pytest.raises(UpstreamProtocolError, match="cut off"):
+        await response.read_chunk()
+    response.release()
+
+
+async def test_an_answer_that_is_not_http_is_an_error(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", False))
+    with pytest.raises(UpstreamProtocolError, match="not valid HTTP"):
+        await post(transport, fake.url)
+
+
+async def test_huge_headers_are_refused(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n", False))
+    with pytest.raises(UpstreamProtocolError, match="headers are over 64 KiB"):
+        await post(transport, fake.url)
+
+
+async def test_a_refused_connection_is_unreachable(transport) -> None:
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(UpstreamUnreachable, match="Could not connect to the upstream"):
+        await post(transport, f"http://127.0.0.1:{port}/v1/chat/completions")
+
+
+async def test_a_deadline_before_the_headers_drops_the_connection(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (b"", False))  # reads the request, never answers
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await post(transport, fake.url)
+    await fake.closed.wait()  # the gateway hung up: the upstream stops working for nobody
+    assert not transport._open
+
+
+async def test_close_mid_body_drops_the_connection(raw_upstream, transport) -> None:
+    partial = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"par"
+    fake = await raw_upstream(lambda request: (partial if len(fake.requests) == 1 else ok(), False))
+    response = await transport.send(UpstreamRequest(url=fake.url, body=BODY), connect_timeout=5)
+    assert await response.read_chunk() == b'{"par'
+    response.close()
+    await fake.closed.wait()  # the upstream sees the gateway hang up
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')  # the next request gets a fresh connection
+    assert fake.connections == 2
+
+
+async def test_a_reader_that_falls_behind_pauses_the_socket(transport) -> None:
+    sent = asyncio.Event()
+    total = 256 * HIGH_WATER  # 64 MiB: far more than the sockets' buffers hold
+
+    async def flood(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(total // 65536):
+            await response.write(b"x" * 65536)
+        sent.set()
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", flood)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        response = await transport.send(UpstreamRequest(url=f"http://127.0.0.1:{port}/v1/chat/completions", body=BODY), connect_timeout=5)
+        while response._buffered < HIGH_WATER:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)  # time enough for megabytes more, were reading not paused
+        assert response._buffered < 2 * HIGH_WATER  # held back by TCP, not buffered without end in the gateway
+        assert not sent.is_set()
+        assert len(await response.read()) == total
+        assert sent.is_set()
+        response.release()
+    finally:
+        await runner.cleanup()
+
+
+async def test_https_upstreams_are_verified(tmp_path) -> None:
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(server_tls)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/chat/completions"  # type: ignore[union-attr]
+    client_tls = ssl.create_default_context()
+    authority.configure_trust(client_tls)
+    trusting, untrusting = HTTP1Transport(tls_context=client_tls), HTTP1Transport()
+    try:
+        assert await post(trusting, url) == (200, b'{"ok": true}')
+        with pytest.raises(UpstreamUnreachable, match="TLS: CERTIFICATE_VERIFY_FAILED"):
+            await post(untrusting, url)
+    finally:
+        await trusting.aclose()
+        await untrusting.aclose()
+        await runner.cleanup()
+
+
+async def test_a_connect_that_takes_too_long_is_a_connect_timeout(transport) -> None:
+    # a TLS handshake with a server that accepts and never answers stands for a slow connect
+    silent: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda reader, writer: silent.append(writer), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await transport.send(UpstreamRequest(url=f"https://127.0.0.1:{port}/", body=BODY), connect_timeout=0.05)
+        assert caught.value.kind == "connect"
+    finally:
+        for writer in silent:
+            writer.close()
+        server.close()
+        await server.wait_closed()
