@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config_model import (
     ANTHROPIC_VERSION,
@@ -22,6 +23,8 @@ from .config_model import (
     Target,
 )
 
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+LINE_BREAKS = re.compile(r"[\r\n\0]")
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -217,10 +220,20 @@ class ConfigChecker:
         ).rstrip("/")
         if base_url and not base_url.startswith(("http://", "https://")):
             self.problem(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+        elif base_url and not _has_host_and_port(base_url):
+            self.problem(f"{path}.base_url", f"must name a host and, if any, a port from 1 to 65535, got {base_url!r}")
         headers = node.get("headers") or {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             self.problem(f"{path}.headers", "must be a mapping of header names to strings")
             headers = {}
+        for header, value in headers.items():
+            if not HEADER_NAME.fullmatch(str(header)):
+                self.problem(f"{path}.headers", f"{str(header)!r} is not a valid header name")
+            elif LINE_BREAKS.search(value):
+                self.problem(f"{path}.headers.{header}", "must not hold a line break")
+        api_key = self.string(node, "api_key", path)
+        if LINE_BREAKS.search(api_key):
+            self.problem(f"{path}.api_key", "must not hold a line break (a newline left at the end of where it came from?)")
         max_tokens_field = self.string(node, "max_tokens_field", path, "max_tokens")
         if max_tokens_field not in MAX_TOKENS_FIELDS:
             self.problem(f"{path}.max_tokens_field", f"must be one of {', '.join(MAX_TOKENS_FIELDS)}")
@@ -233,7 +246,7 @@ class ConfigChecker:
             name=name,
             kind=kind,
             base_url=base_url,
-            api_key=self.string(node, "api_key", path),
+            api_key=api_key,
             headers={str(k): v for k, v in headers.items()},
             max_tokens_field=max_tokens_field,
             stream_usage=stream_usage,
@@ -352,3 +365,12 @@ def _join(path: str, key: str) -> str:
 
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+
+
+def _has_host_and_port(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError:
+        return False
+    return bool(parts.hostname)

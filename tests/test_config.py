@@ -75,6 +75,23 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
     assert len(found) == len(expected)
 
 
+def test_what_goes_into_upstream_headers_is_checked_at_load() -> None:
+    tree = {"providers": {
+                "p": {"kind": "openai", "base_url": "http://127.0.0.1:99999/v1", "api_key": "${KEY}",
+                      "headers": {"X-Team": "a\r\nX-Injected: 1", "Bad Name": "x", "X-Fine": "ok"}},
+                "q": {"kind": "openai", "base_url": "https:///v1"}},
+            "routes": [{"model": "m", "provider": "p"}]}
+    found = problems(tree, {"KEY": "sk-secret-1234\n"})
+    assert found == [
+        "gw.yaml: providers.p.base_url: must name a host and, if any, a port from 1 to 65535, got 'http://127.0.0.1:99999/v1'",
+        "gw.yaml: providers.p.headers.X-Team: must not hold a line break",
+        "gw.yaml: providers.p.headers: 'Bad Name' is not a valid header name",
+        "gw.yaml: providers.p.api_key (from ${KEY}): must not hold a line break (a newline left at the end of where it came from?)",
+        "gw.yaml: providers.q.base_url: must name a host and, if any, a port from 1 to 65535, got 'https:///v1'",
+    ]
+    assert not any("sk-secret" in problem for problem in found)
+
+
 def test_quick_start_environment_overrides_the_file_and_flags_override_both() -> None:
     tree = {"server": {"port": 8000}, "limits": {"timeout": 60, "max_tokens": 4096}, "default_model": "a",
             "providers": {"d": {"kind": "mock"}}, "routes": [{"model": "a", "provider": "d"}, {"model": "b", "provider": "d"}]}
