@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import httptools
 
 from . import checks, fixtures, procs, report, targets
 from .load import Scenario, WrkError, run_wrk
@@ -84,7 +85,7 @@ def tool_versions() -> dict[str, str]:
         return lines[0] if lines else "unknown"
 
     versions = {"python": sys.version.split()[0], "python_binary": os.path.realpath(sys.executable),
-                "aiohttp": aiohttp.__version__,
+                "aiohttp": aiohttp.__version__, "httptools": httptools.__version__,
                 "nginx": first_line([targets.nginx_binary() or "nginx", "-v"]),
                 "wrk": first_line(["wrk", "-v"])}
     litellm_python = targets.LITELLM_VENV / "bin/python"

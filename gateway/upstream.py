@@ -14,12 +14,13 @@ The parsing is httptools' (llhttp); what is ours is the pool and the request's b
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 from .http1 import HTTP1Connection, HTTP1Response
@@ -67,6 +68,7 @@ IDLE_SECONDS = 15.0  # a pooled connection unused for longer is closed, not reus
 DEFAULT_HEADERS = {"accept": "Accept: */*\r\n", "accept-encoding": "Accept-Encoding: gzip, deflate\r\n"}
 OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})  # the transport's to write
 
+URL_SAFE = "/%:@!$&'()*+,;=-._~"  # what stays as it is in a request's path (and query, with "?")
 Origin = tuple[str, str, int]  # scheme, host, port: what a connection can be reused for
 
 
@@ -78,6 +80,7 @@ class Endpoint:
     tls: bool
     request_line: str  # "POST /path HTTP/1.1\r\n"
     host_header: str  # "Host: name[:port]\r\n"
+    basic_auth: str  # "Authorization: Basic ...\r\n" from user:password@ in the URL, else ""
 
 
 def endpoint_for(url: str) -> Endpoint:
@@ -89,13 +92,18 @@ def endpoint_for(url: str) -> Endpoint:
         port = parts.port or (443 if tls else 80)
     except ValueError:
         raise UpstreamUnreachable("The upstream's URL has an invalid port.") from None
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    authority = parts.netloc.rpartition("@")[2]
+    target = quote(parts.path or "/", safe=URL_SAFE) + (f"?{quote(parts.query, safe=URL_SAFE + '?')}" if parts.query else "")
+    userinfo, _, authority = parts.netloc.rpartition("@")
+    basic_auth = ""
+    if userinfo:
+        credentials = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+        basic_auth = f"Authorization: Basic {credentials}\r\n"
     return Endpoint(
         origin=(parts.scheme, parts.hostname, port),
         tls=tls,
         request_line=f"POST {target} HTTP/1.1\r\n",
         host_header=f"Host: {authority}\r\n",
+        basic_auth=basic_auth,
     )
 
 
@@ -105,6 +113,8 @@ def encode_request(endpoint: Endpoint, request: UpstreamRequest) -> bytes:
     fields = [f"{name}: {value}\r\n" for name, value in request.headers.items() if name.lower() not in OWN_HEADERS]
     if "host" not in given:
         fields.append(endpoint.host_header)
+    if endpoint.basic_auth and "authorization" not in given:
+        fields.append(endpoint.basic_auth)
     fields.extend(line for name, line in DEFAULT_HEADERS.items() if name not in given)
     head = "".join(fields)
     if head.count("\n") != len(fields) or head.count("\r") != len(fields):

@@ -112,6 +112,15 @@ async def test_a_configured_header_replaces_the_default_of_that_name(raw_upstrea
     assert [line for line in lines if line.lower().startswith(b"content-length")] == [b"Content-Length: %d" % len(BODY)]
 
 
+async def test_the_url_is_sent_encoded_and_its_credentials_as_basic_auth(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), False))
+    await post(transport, f"http://user:p%40ss@127.0.0.1:{fake.port}/openai/deployments/my model/chat/completions?api-version=2024-10-21")
+    lines = fake.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
+    assert lines[0] == b"POST /openai/deployments/my%20model/chat/completions?api-version=2024-10-21 HTTP/1.1"
+    assert b"Authorization: Basic dXNlcjpwQHNz" in lines  # user:p@ss
+    assert f"Host: 127.0.0.1:{fake.port}".encode() in lines
+
+
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(raw_upstream, transport) -> None:
     fake = await raw_upstream(lambda request: (ok(), False))
     with pytest.raises(UpstreamProtocolError, match="line break"):
