@@ -73,7 +73,9 @@ class running_upstream:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
-            fake.requests.append({"path": request.path, "headers": request.headers.copy(), "body": body, "query": dict(request.query)})
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            fake.requests.append({"path": request.path, "headers": request.headers.copy(), "body": body, "query": dict(request.query),
+                                  "peer": peer})
             assert fake.handler is not None, "the test set no handler"
             try:
                 return await fake.handler(request)

@@ -59,6 +59,19 @@ async def test_streaming_through_the_sdk(upstream: Upstream, routed: Gateway) ->
     assert finish == "stop"
 
 
+async def test_streams_and_completions_share_one_keep_alive_upstream_connection(upstream: Upstream, routed: Gateway) -> None:
+    client = routed.client()
+    for stream in (True, False, True, False):
+        upstream.handler = sse_handler(text_stream(["Hi", "!"])) if stream else json_handler(completion("Hi!"))
+        if stream:
+            async for _ in await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True):
+                pass
+        else:
+            await client.chat.completions.create(model="test-model", messages=MESSAGES)
+    assert len(upstream.requests) == 4
+    assert len({request["peer"] for request in upstream.requests}) == 1
+
+
 async def test_every_field_is_forwarded_untouched_and_the_client_key_is_not(upstream: Upstream, routed: Gateway) -> None:
     upstream.handler = json_handler(completion("ok"))
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
