@@ -250,9 +250,7 @@ class HTTP1Connection(asyncio.Protocol):
         if encoding in DECODED_ENCODINGS:
             self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib, told by its header
         elif encoding not in ("", "identity"):
-            self._head = None
-            head.set_exception(UpstreamProtocolError(f"The upstream's response is in an encoding the gateway did not ask for ({encoding})."))
-            self.transport.close()  # type: ignore[union-attr]
+            self._fail(UpstreamProtocolError(f"The upstream's response is in an encoding the gateway did not ask for ({encoding})."))
             return
         self._head = None
         if not head.done():
