@@ -154,10 +154,11 @@ async def test_an_idle_connection_the_upstream_closed_is_not_reused(raw_upstream
     fake = await raw_upstream(lambda request: (ok(), True))  # closes without saying so
     assert await post(transport, fake.url) == (200, b'{"ok":true}')
     await fake.closed.wait()
-    for _ in range(50):  # the FIN reaches the client's protocol within a few loop turns
-        if not transport._idle.get(("http", "127.0.0.1", fake.port)):
+    for _ in range(1000):  # the FIN reaches the client's protocol within a few loop turns
+        if not transport._open:
             break
         await asyncio.sleep(0)
+    assert not transport._open  # the pooled connection saw the close while idle
     fake.closed.clear()
     assert await post(transport, fake.url) == (200, b'{"ok":true}')
     assert fake.connections == 2
