@@ -36,6 +36,9 @@ def body_cut_off() -> UpstreamError:
     return UpstreamProtocolError("The upstream's response body was cut off or malformed.")
 
 
+EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
+
+
 class Pool(Protocol):
     """Where a connection goes back when an exchange ends (upstream.HTTP1Transport)."""
 
@@ -65,9 +68,9 @@ class HTTP1Response:
         if pieces:
             data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             pieces.clear()
-            if self._buffered >= HIGH_WATER and self._connection is not None:
-                self._connection.resume_reading()
             self._buffered = 0
+            if self._connection is not None:
+                self._connection.resume_reading()  # if it paused
             return data
         if self._error is not None:
             raise self._error
@@ -123,9 +126,6 @@ class HTTP1Response:
             waiter.set_result(None)
 
 
-EMPTY_HEADERS: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict())
-
-
 class HTTP1Connection(asyncio.Protocol):
     """One keep-alive connection; `send()` one request at a time, then `finish()` it."""
 
@@ -152,7 +152,7 @@ class HTTP1Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._response is None or self._complete:
-            self.transport.close()  # type: ignore[union-attr]  # bytes nobody asked for: not reusable
+            self.close()  # bytes nobody asked for: not reusable
             return
         try:
             self._parser.feed_data(data)
@@ -201,11 +201,16 @@ class HTTP1Connection(asyncio.Protocol):
         self._response = None
         self._head = None
         reusable = reusable and self._complete and self._keep_alive and not self.closed
-        if not reusable and not self.closed:
-            self.transport.close()  # type: ignore[union-attr]
-        if reusable and self._paused:
+        if reusable:
             self.resume_reading()
+        else:
+            self.close()
         self._pool.finished(self, reusable)
+
+    @property
+    def usable(self) -> bool:
+        """Open, and not being closed: another request may go on it."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -258,7 +263,7 @@ class HTTP1Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         response = self._response
-        if response is None or self._head is not None:
+        if response is None:
             return
         if self._inflate is not None:
             try:
@@ -274,7 +279,7 @@ class HTTP1Connection(asyncio.Protocol):
         if self._parser.get_status_code() < 200:  # the end of an interim answer
             return
         response = self._response
-        if response is None or self._head is not None:
+        if response is None:
             return
         self._complete = True
         self._keep_alive = self._parser.should_keep_alive() and not self._delimited_by_close
@@ -293,5 +298,4 @@ class HTTP1Connection(asyncio.Protocol):
             head.set_exception(error)
         elif self._response is not None:
             self._response.end(error)
-        if not self.closed and self.transport is not None:
-            self.transport.close()
+        self.close()

@@ -109,8 +109,13 @@ def endpoint_for(url: str) -> Endpoint:
 
 def encode_request(endpoint: Endpoint, request: UpstreamRequest) -> bytes:
     """The request's bytes: the request line, the headers, then the body with its length."""
-    given = {name.lower() for name in request.headers}
-    fields = [f"{name}: {value}\r\n" for name, value in request.headers.items() if name.lower() not in OWN_HEADERS]
+    given: set[str] = set()
+    fields: list[str] = []
+    for name, value in request.headers.items():
+        lowered = name.lower()
+        given.add(lowered)
+        if lowered not in OWN_HEADERS:
+            fields.append(f"{name}: {value}\r\n")
     if "host" not in given:
         fields.append(endpoint.host_header)
     if endpoint.basic_auth and "authorization" not in given:
@@ -136,6 +141,11 @@ def default_tls_context() -> ssl.SSLContext:
     if _default_tls is None:
         _default_tls = ssl.create_default_context()
     return _default_tls
+
+
+def can_reuse(connection: HTTP1Connection, now: float) -> bool:
+    """Whether a pooled connection may carry another request: open, and idle for no longer than servers keep them."""
+    return connection.usable and now - connection.idle_since <= IDLE_SECONDS
 
 
 class HTTP1Transport:
@@ -168,16 +178,13 @@ class HTTP1Transport:
         now = asyncio.get_running_loop().time()
         while idle:
             connection = idle.pop()
-            if connection.closed or connection.transport is None or connection.transport.is_closing():
-                continue
-            if now - connection.idle_since > IDLE_SECONDS:
-                connection.close()
-                continue
-            return connection
+            if can_reuse(connection, now):
+                return connection
+            connection.close()
         return None
 
     async def _connect(self, endpoint: Endpoint, connect_timeout: float) -> HTTP1Connection:
-        scheme, host, port = endpoint.origin
+        _, host, port = endpoint.origin
         tls = (self._tls_context or default_tls_context()) if endpoint.tls else None
         loop = asyncio.get_running_loop()
         try:
@@ -201,7 +208,7 @@ class HTTP1Transport:
         now = asyncio.get_running_loop().time()
         connection.idle_since = now
         idle = self._idle.setdefault(connection.origin, deque())
-        while idle and (idle[0].closed or now - idle[0].idle_since > IDLE_SECONDS):
+        while idle and not can_reuse(idle[0], now):
             idle.popleft().close()
         idle.append(connection)
 
