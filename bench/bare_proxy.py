@@ -30,10 +30,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     async with request.app[SESSION].post(base + "/chat/completions", data=body, headers=headers) as upstream:
         content_type = upstream.headers.get("Content-Type", "application/octet-stream")
         if not content_type.startswith("text/event-stream"):
-            return web.Response(status=upstream.status, body=await upstream.read(),
-                                headers={"Content-Type": content_type})
-        response = web.StreamResponse(status=upstream.status, headers={
-            "Content-Type": content_type, "Cache-Control": "no-cache"})
+            return web.Response(
+                status=upstream.status, body=await upstream.read(), headers={"Content-Type": content_type}
+            )
+        response = web.StreamResponse(
+            status=upstream.status, headers={"Content-Type": content_type, "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         async for data in upstream.content.iter_any():
             await response.write(data)
@@ -72,22 +74,40 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", type=parse_upstream, action="append", required=True,
-                        help="NAME=BASE_URL; POST /NAME/v1/chat/completions goes to BASE_URL/chat/completions")
-    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
-                        help="event loop (auto: uvloop when importable, as a gateway would use it)")
+    parser.add_argument(
+        "--upstream",
+        type=parse_upstream,
+        action="append",
+        required=True,
+        help="NAME=BASE_URL; POST /NAME/v1/chat/completions goes to BASE_URL/chat/completions",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop (auto: uvloop when importable, as a gateway would use it)",
+    )
     args = parser.parse_args(argv)
     loop = None
     if args.loop != "asyncio":
         try:
             import uvloop
+
             loop = uvloop.new_event_loop()
         except ImportError:
             if args.loop == "uvloop":
                 raise
     print(f"bare_proxy: loop={'uvloop' if loop else 'asyncio'}", flush=True)
-    web.run_app(create_app(dict(args.upstream)), host=args.host, port=args.port, loop=loop,
-                access_log=None, print=None, backlog=4096, shutdown_timeout=2.0)
+    web.run_app(
+        create_app(dict(args.upstream)),
+        host=args.host,
+        port=args.port,
+        loop=loop,
+        access_log=None,
+        print=None,
+        backlog=4096,
+        shutdown_timeout=2.0,
+    )
 
 
 if __name__ == "__main__":

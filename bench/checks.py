@@ -23,8 +23,10 @@ def _schema_validator(name: str):
     except ImportError:
         return None
     repo = Path(__file__).resolve().parent.parent
-    for path in (repo.parent / "shared/openai-openapi/chat-schemas.json",
-                 Path("/work/shared/openai-openapi/chat-schemas.json")):
+    for path in (
+        repo.parent / "shared/openai-openapi/chat-schemas.json",
+        Path("/work/shared/openai-openapi/chat-schemas.json"),
+    ):
         if path.is_file():
             bundle = json.loads(path.read_text())
             return Draft202012Validator(dict(bundle, **{"$ref": f"#/$defs/{name}"}))
@@ -41,8 +43,9 @@ def schema_errors(name: str, instance: object) -> list[str] | None:
     validator = _VALIDATORS[name]
     if validator is None:
         return None
-    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}"
-            for e in list(validator.iter_errors(instance))[:3]]
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in list(validator.iter_errors(instance))[:3]
+    ]
 
 
 def check_completion(status: int, content_type: str, raw: bytes) -> tuple[list[str], dict]:
@@ -54,7 +57,7 @@ def check_completion(status: int, content_type: str, raw: bytes) -> tuple[list[s
     try:
         data = json.loads(raw)
     except ValueError:
-        return problems + [f"not JSON: {raw[:300]!r}"], {}
+        return [*problems, f"not JSON: {raw[:300]!r}"], {}
     if data.get("object") != "chat.completion":
         problems.append(f"object {data.get('object')!r}")
     try:
@@ -142,7 +145,7 @@ async def check_target(session: aiohttp.ClientSession, *, json_url: str, sse_url
             async with session.post(url, data=body, headers=HEADERS) as resp:
                 raw = await resp.read()
                 status, ctype = resp.status, resp.headers.get("Content-Type", "")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             result[kind] = {"ok": False, "problems": [f"{type(exc).__name__}: {exc}"]}
             continue
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -150,8 +153,11 @@ async def check_target(session: aiohttp.ClientSession, *, json_url: str, sse_url
         problems, info = check(status, ctype, raw)
         result[kind] = {"ok": not problems, "problems": problems, "ms": elapsed_ms, **info}
     result["ok"] = all(v["ok"] for v in result.values())
-    result["schema_ok"] = None if any("schema_ok" not in v for v in result.values() if isinstance(v, dict)) \
+    result["schema_ok"] = (
+        None
+        if any("schema_ok" not in v for v in result.values() if isinstance(v, dict))
         else all(v["schema_ok"] for v in result.values() if isinstance(v, dict))
+    )
     return result
 
 
@@ -172,13 +178,25 @@ class HeldStreams:
         return self.opened - self.finished_early
 
     def summary(self) -> dict:
-        return {"requested": self.requested, "opened": self.opened,
-                "finished_early": self.finished_early, "failed": dict(self.failed),
-                "pending": self.requested - self.settled}
+        return {
+            "requested": self.requested,
+            "opened": self.opened,
+            "finished_early": self.finished_early,
+            "failed": dict(self.failed),
+            "pending": self.requested - self.settled,
+        }
 
 
-async def open_streams(session: aiohttp.ClientSession, url: str, *, model: str, count: int,
-                       max_tokens: int, open_timeout: float, concurrency: int = 250) -> HeldStreams:
+async def open_streams(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    model: str,
+    count: int,
+    max_tokens: int,
+    open_timeout: float,
+    concurrency: int = 250,
+) -> HeldStreams:
     """Open count streams and keep reading them; returns once each sent its first event or failed."""
     held = HeldStreams(requested=count)
     gate = asyncio.Semaphore(concurrency)
@@ -206,7 +224,7 @@ async def open_streams(session: aiohttp.ClientSession, url: str, *, model: str, 
                     held.finished_early += 1
                 else:
                     held.failed["ended before any event"] += 1
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             if first:
                 held.finished_early += 1
             else:
@@ -219,7 +237,7 @@ async def open_streams(session: aiohttp.ClientSession, url: str, *, model: str, 
     held.tasks = [asyncio.create_task(one()) for _ in range(count)]
     try:
         await asyncio.wait_for(held.all_settled.wait(), timeout=open_timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass  # summary() counts them as pending
     return held
 

@@ -16,16 +16,33 @@ API_KEY = "sk-bench"
 # No apostrophe, backslash or dollar sign: they are written into nginx's
 # single-quoted `return` text, where `$` would start a variable.
 PIECES: tuple[str, ...] = (
-    "Hello", " there", "!", " This", " is", " a", " fixed", " benchmark",
-    " reply", " from", " nginx", ",", " streamed", " in", " twenty", " small",
-    " chunks", " for", " the", " gateway.",
+    "Hello",
+    " there",
+    "!",
+    " This",
+    " is",
+    " a",
+    " fixed",
+    " benchmark",
+    " reply",
+    " from",
+    " nginx",
+    ",",
+    " streamed",
+    " in",
+    " twenty",
+    " small",
+    " chunks",
+    " for",
+    " the",
+    " gateway.",
 )
 TEXT = "".join(PIECES)
 CHUNKS = len(PIECES)
 
 MODEL_JSON = "bench-json"
 MODEL_SSE = "bench-sse"
-MODEL_SLOW = "bench-slow"            # the gateway's mock provider, 2 tokens/s
+MODEL_SLOW = "bench-slow"  # the gateway's mock provider, 2 tokens/s
 MODEL_SLOW_NGINX = "bench-slow-nginx"  # nginx's rate-limited SSE port
 
 
@@ -35,19 +52,23 @@ def _dumps(value: object) -> str:
 
 def completion_body() -> str:
     """A `chat.completion` valid per OpenAI's CreateChatCompletionResponse."""
-    return _dumps({
-        "id": "chatcmpl-bench0001",
-        "object": "chat.completion",
-        "created": CREATED,
-        "model": UPSTREAM_MODEL,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": TEXT, "refusal": None},
-            "logprobs": None,
-            "finish_reason": "stop",
-        }],
-        "usage": {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS},
-    })
+    return _dumps(
+        {
+            "id": "chatcmpl-bench0001",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": UPSTREAM_MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": TEXT, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 12, "completion_tokens": CHUNKS, "total_tokens": 12 + CHUNKS},
+        }
+    )
 
 
 def chunk(index: int) -> dict:
@@ -64,11 +85,13 @@ def chunk(index: int) -> dict:
         "object": "chat.completion.chunk",
         "created": CREATED,
         "model": UPSTREAM_MODEL,
-        "choices": [{
-            "index": 0,
-            "delta": delta,
-            "finish_reason": "stop" if index == CHUNKS - 1 else None,
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "delta": delta,
+                "finish_reason": "stop" if index == CHUNKS - 1 else None,
+            }
+        ],
     }
 
 

@@ -44,23 +44,42 @@ class WrkResult:
         return sum(self.errors.values())
 
     def as_dict(self) -> dict:
-        return {"requests": self.requests, "duration_s": round(self.duration_s, 4),
-                "rps": round(self.rps, 1), "errors": self.errors,
-                "latency_ms": {k: round(v / 1000, 4) for k, v in self.latency_us.items()}}
+        return {
+            "requests": self.requests,
+            "duration_s": round(self.duration_s, 4),
+            "rps": round(self.rps, 1),
+            "errors": self.errors,
+            "latency_ms": {k: round(v / 1000, 4) for k, v in self.latency_us.items()},
+        }
 
 
 class WrkError(RuntimeError):
     pass
 
 
-async def run_wrk(url: str, scenario: Scenario, *, duration: float, cpus: str,
-                  timeout_s: float = 10.0) -> WrkResult:
-    env = dict(os.environ, BENCH_BODY=scenario.body(), BENCH_API_KEY=fixtures.API_KEY,
-               BENCH_STREAM="1" if scenario.stream else "0")
-    argv = ["taskset", "-c", cpus, "wrk", "-t1", f"-c{scenario.connections}",
-            f"-d{max(1, round(duration))}s", f"--timeout={int(timeout_s)}s", "-s", str(LUA), url]
+async def run_wrk(url: str, scenario: Scenario, *, duration: float, cpus: str, timeout_s: float = 10.0) -> WrkResult:
+    env = dict(
+        os.environ,
+        BENCH_BODY=scenario.body(),
+        BENCH_API_KEY=fixtures.API_KEY,
+        BENCH_STREAM="1" if scenario.stream else "0",
+    )
+    argv = [
+        "taskset",
+        "-c",
+        cpus,
+        "wrk",
+        "-t1",
+        f"-c{scenario.connections}",
+        f"-d{max(1, round(duration))}s",
+        f"--timeout={int(timeout_s)}s",
+        "-s",
+        str(LUA),
+        url,
+    ]
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=duration + timeout_s + 30)
     except BaseException:  # timeout, or the run being stopped: no wrk left behind
@@ -70,8 +89,11 @@ async def run_wrk(url: str, scenario: Scenario, *, duration: float, cpus: str,
         raise
     for line in out.decode(errors="replace").splitlines():
         if line.startswith("BENCH_JSON "):
-            data = json.loads(line[len("BENCH_JSON "):])
-            return WrkResult(requests=int(data["requests"]), duration_s=data["duration_us"] / 1e6,
-                             errors={k: int(v) for k, v in data["errors"].items()},
-                             latency_us={k: float(v) for k, v in data["latency_us"].items()})
+            data = json.loads(line[len("BENCH_JSON ") :])
+            return WrkResult(
+                requests=int(data["requests"]),
+                duration_s=data["duration_us"] / 1e6,
+                errors={k: int(v) for k, v in data["errors"].items()},
+                latency_us={k: float(v) for k, v in data["latency_us"].items()},
+            )
     raise WrkError(f"wrk exited {proc.returncode} with no result: {err.decode(errors='replace')[-500:]}")

@@ -38,18 +38,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=3, help="seconds of each wrk run")
     parser.add_argument("--warmup", type=int, default=1, help="seconds of warm-up per target and scenario (0: none)")
     parser.add_argument("--connections", type=int, default=32, help="connections of the loaded scenarios")
-    parser.add_argument("--streams", type=int, default=1000, help="slow streams held open for the memory figure (0: skip)")
-    parser.add_argument("--stream-kinds", default="mock,slow_nginx",
-                        help="slow upstreams of the streams figure, in order: mock (the gateway's mock provider), "
-                             "slow_nginx (nginx's rate-limited port); later ones reuse memory the earlier freed")
+    parser.add_argument(
+        "--streams", type=int, default=1000, help="slow streams held open for the memory figure (0: skip)"
+    )
+    parser.add_argument(
+        "--stream-kinds",
+        default="mock,slow_nginx",
+        help="slow upstreams of the streams figure, in order: mock (the gateway's mock provider), "
+        "slow_nginx (nginx's rate-limited port); later ones reuse memory the earlier freed",
+    )
     parser.add_argument("--stream-open-timeout", type=float, default=90.0)
     parser.add_argument("--slow-rate", type=int, default=64, help="bytes/s of nginx's slow SSE port")
-    parser.add_argument("--targets", default=",".join(ALL_TARGETS),
-                        help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
-    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out (bench/run then skips its install)")
-    parser.add_argument("--workers-compare", action="store_true",
-                        help="also run the gateway with --workers 2 (skipped if the gateway rejects the flag)")
-    parser.add_argument("--workers-cpus", default="0", help="CPUs of the --workers 2 gateway (default: CPU 0, like the 1-worker one)")
+    parser.add_argument(
+        "--targets", default=",".join(ALL_TARGETS), help=f"comma-separated subset of {','.join(ALL_TARGETS)}"
+    )
+    parser.add_argument(
+        "--no-litellm", action="store_true", help="leave LiteLLM out (bench/run then skips its install)"
+    )
+    parser.add_argument(
+        "--workers-compare",
+        action="store_true",
+        help="also run the gateway with --workers 2 (skipped if the gateway rejects the flag)",
+    )
+    parser.add_argument(
+        "--workers-cpus", default="0", help="CPUs of the --workers 2 gateway (default: CPU 0, like the 1-worker one)"
+    )
     parser.add_argument("--proxy-cpus", default="0", help="CPUs of the gateway and the other proxies")
     parser.add_argument("--load-cpus", default="1", help="CPUs of nginx, wrk and this script")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
@@ -71,8 +84,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def scenarios_for(connections: int) -> list[Scenario]:
-    return [Scenario(f"json_c{connections}", False, connections), Scenario("json_c1", False, 1),
-            Scenario(f"sse_c{connections}", True, connections), Scenario("sse_c1", True, 1)]
+    return [
+        Scenario(f"json_c{connections}", False, connections),
+        Scenario("json_c1", False, 1),
+        Scenario(f"sse_c{connections}", True, connections),
+        Scenario("sse_c1", True, 1),
+    ]
 
 
 def tool_versions() -> dict[str, str]:
@@ -84,14 +101,19 @@ def tool_versions() -> dict[str, str]:
         lines = (done.stdout + done.stderr).strip().splitlines()
         return lines[0] if lines else "unknown"
 
-    versions = {"python": sys.version.split()[0], "python_binary": os.path.realpath(sys.executable),
-                "aiohttp": aiohttp.__version__, "httptools": httptools.__version__,
-                "nginx": first_line([targets.nginx_binary() or "nginx", "-v"]),
-                "wrk": first_line(["wrk", "-v"])}
+    versions = {
+        "python": sys.version.split()[0],
+        "python_binary": os.path.realpath(sys.executable),
+        "aiohttp": aiohttp.__version__,
+        "httptools": httptools.__version__,
+        "nginx": first_line([targets.nginx_binary() or "nginx", "-v"]),
+        "wrk": first_line(["wrk", "-v"]),
+    }
     litellm_python = targets.LITELLM_VENV / "bin/python"
     if litellm_python.exists():
-        versions["litellm"] = first_line([str(litellm_python), "-c",
-                                          "import importlib.metadata as m; print(m.version('litellm'))"])
+        versions["litellm"] = first_line(
+            [str(litellm_python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"]
+        )
     return versions
 
 
@@ -100,9 +122,17 @@ async def measure_run(target: targets.Target, url: str, scenario: Scenario, *, d
     cpu_before = procs.cpu_seconds(pgid)
     try:
         result = await run_wrk(url, scenario, duration=duration, cpus=cpus)
-    except (WrkError, asyncio.TimeoutError) as exc:
-        return {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 1, "requests": 0,
-                "cpu_us_per_req": None, "cpu_util": None, "failed": str(exc)[:300]}
+    except (TimeoutError, WrkError) as exc:
+        return {
+            "rps": 0.0,
+            "p50_ms": None,
+            "p99_ms": None,
+            "errors": 1,
+            "requests": 0,
+            "cpu_us_per_req": None,
+            "cpu_util": None,
+            "failed": str(exc)[:300],
+        }
     cpu = procs.cpu_seconds(pgid) - cpu_before
     return {
         "rps": result.rps,
@@ -139,11 +169,17 @@ async def check_all(session: aiohttp.ClientSession, ready: list[targets.Target],
     for target in ready:
         result = await checks.check_target(session, json_url=target.json_url, sse_url=target.sse_url)
         info[target.name][key] = result
-        verdict = "ok" if result["ok"] else "FAILED " + "; ".join(
-            p for part in ("json", "stream") for p in result[part]["problems"])
-        schema = {True: "valid", False: "INVALID " + "; ".join(
-            p for part in ("json", "stream") for p in result[part].get("schema_problems", ())),
-            None: "not checked"}[result["schema_ok"]]
+        verdict = (
+            "ok"
+            if result["ok"]
+            else "FAILED " + "; ".join(p for part in ("json", "stream") for p in result[part]["problems"])
+        )
+        schema = {
+            True: "valid",
+            False: "INVALID "
+            + "; ".join(p for part in ("json", "stream") for p in result[part].get("schema_problems", ())),
+            None: "not checked",
+        }[result["schema_ok"]]
         log(f"{target.name}: correctness {key.removeprefix('check_')} load: {verdict}; OpenAI schema: {schema}")
 
 
@@ -158,8 +194,9 @@ async def slow_streams(target: targets.Target, args: argparse.Namespace) -> dict
             await asyncio.sleep(1.0)
             base = procs.rss_kib(pgid)
             started = time.monotonic()
-            held = await checks.open_streams(session, url, model=model, count=args.streams,
-                                             max_tokens=1000, open_timeout=args.stream_open_timeout)
+            held = await checks.open_streams(
+                session, url, model=model, count=args.streams, max_tokens=1000, open_timeout=args.stream_open_timeout
+            )
             opened_s = time.monotonic() - started
             await asyncio.sleep(1.0)
             rss_open = procs.rss_kib(pgid)
@@ -176,15 +213,21 @@ async def slow_streams(target: targets.Target, args: argparse.Namespace) -> dict
             await asyncio.sleep(2.0)
             rss_closed = procs.rss_kib(pgid)
             fig = {
-                **summary, "open_at_measure": still_open, "open_s": round(opened_s, 2),
-                "rss_before_kib": base, "rss_open_kib": rss_open, "rss_after_close_kib": rss_closed,
+                **summary,
+                "open_at_measure": still_open,
+                "open_s": round(opened_s, 2),
+                "rss_before_kib": base,
+                "rss_open_kib": rss_open,
+                "rss_after_close_kib": rss_closed,
                 "kib_per_stream": round((rss_open - base) / still_open, 2) if still_open else None,
                 "health_while_open": health,
             }
             out[label] = fig
-            log(f"{target.name}: {still_open}/{args.streams} {label} streams open in {opened_s:.1f} s, "
+            log(
+                f"{target.name}: {still_open}/{args.streams} {label} streams open in {opened_s:.1f} s, "
                 f"RSS {base / 1024:.1f} -> {rss_open / 1024:.1f} MiB "
-                f"({_fmt(fig['kib_per_stream'])} KiB/stream), {rss_closed / 1024:.1f} MiB after close")
+                f"({_fmt(fig['kib_per_stream'])} KiB/stream), {rss_closed / 1024:.1f} MiB after close"
+            )
     return out
 
 
@@ -199,18 +242,23 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     log(f"work dir {work}; nginx ports json={ports.json} sse={ports.sse} slow={ports.slow}")
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
-        direct = await bring_up(targets.start_nginx(work, ports, cpus=args.load_cpus, slow_rate=args.slow_rate,
-                                                    session=session), info)
+        direct = await bring_up(
+            targets.start_nginx(work, ports, cpus=args.load_cpus, slow_rate=args.slow_rate, session=session), info
+        )
         if not direct.ready:
             log("nginx did not start; nothing to measure")
             return 1
         starts = []
         if "gateway" in args.targets:
-            starts.append(targets.start_gateway(work, ports, name="gateway", cpus=args.proxy_cpus,
-                                                workers=None, session=session))
+            starts.append(
+                targets.start_gateway(work, ports, name="gateway", cpus=args.proxy_cpus, workers=None, session=session)
+            )
             if args.workers_compare:
-                starts.append(targets.start_gateway(work, ports, name="gateway-w2", cpus=args.workers_cpus,
-                                                    workers=2, session=session))
+                starts.append(
+                    targets.start_gateway(
+                        work, ports, name="gateway-w2", cpus=args.workers_cpus, workers=2, session=session
+                    )
+                )
         if "bare" in args.targets:
             starts.append(targets.start_bare(work, ports, cpus=args.proxy_cpus, session=session))
         if "litellm" in args.targets:
@@ -229,7 +277,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                         url = target.sse_url if scenario.stream else target.json_url
                         try:
                             await run_wrk(url, scenario, duration=args.warmup, cpus=args.load_cpus)
-                        except (WrkError, asyncio.TimeoutError) as exc:
+                        except (TimeoutError, WrkError) as exc:
                             log(f"  warm-up of {target.name} {scenario.label}: {exc}")
 
         runs: dict[str, dict[str, list[dict]]] = {t.name: {s.name: [] for s in scenarios} for t in ready}
@@ -241,10 +289,12 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                     url = target.sse_url if scenario.stream else target.json_url
                     rec = await measure_run(target, url, scenario, duration=args.duration, cpus=args.load_cpus)
                     runs[target.name][scenario.name].append(rec)
-                    log(f"  {scenario.label:<10} {target.name:<10} {rec['rps']:9.0f} req/s  "
+                    log(
+                        f"  {scenario.label:<10} {target.name:<10} {rec['rps']:9.0f} req/s  "
                         f"p50 {_fmt(rec['p50_ms'])} ms  p99 {_fmt(rec['p99_ms'])} ms  errors {rec['errors']}"
                         + (f"  ({rec['failed']})" if rec.get("failed") else "")
-                        + (f"  {rec['error_kinds']}" if rec.get("error_kinds") else ""))
+                        + (f"  {rec['error_kinds']}" if rec.get("error_kinds") else "")
+                    )
 
         for target in ready:
             info[target.name]["rss_after_load_kib"] = procs.rss_kib(target.proc.pid)
@@ -265,23 +315,38 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 
     figures = report.summarize(runs, [s.name for s in scenarios])
     # The targets are for one worker on one core; --workers 2 is compared with it, not judged.
-    goals = {name: report.goals(name, figures, info[name], streams.get(name, {}), cn=f"c{args.connections}")
-             for name in ("gateway",) if name in figures}
-    for name, entry in info.items():
+    goals = {
+        name: report.goals(name, figures, info[name], streams.get(name, {}), cn=f"c{args.connections}")
+        for name in ("gateway",)
+        if name in figures
+    }
+    for _name, entry in info.items():
         for key in ("check_before", "check_after", "check_after_streams"):
             if key in entry:  # keep the JSON line short: verdicts and problems only
-                entry[key] = {"ok": entry[key]["ok"], "schema_ok": entry[key]["schema_ok"], **{
-                    part: entry[key][part] for part in ("json", "stream")
-                    if not entry[key][part]["ok"] or entry[key][part].get("schema_ok") is False}}
+                entry[key] = {
+                    "ok": entry[key]["ok"],
+                    "schema_ok": entry[key]["schema_ok"],
+                    **{
+                        part: entry[key][part]
+                        for part in ("json", "stream")
+                        if not entry[key][part]["ok"] or entry[key][part].get("schema_ok") is False
+                    },
+                }
     all_met = [g["met"] for by_goal in goals.values() for g in by_goal.values()]
     document = {
         "bench": "llm-gateway",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": tool_versions(),
-        "config": {"rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
-                   "connections": args.connections, "streams": args.streams, "slow_rate_bps": args.slow_rate,
-                   "cpus": {"proxies": args.proxy_cpus, "nginx_wrk": args.load_cpus,
-                            "gateway_w2": args.workers_cpus}, "sse_chunks": fixtures.CHUNKS},
+        "config": {
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "connections": args.connections,
+            "streams": args.streams,
+            "slow_rate_bps": args.slow_rate,
+            "cpus": {"proxies": args.proxy_cpus, "nginx_wrk": args.load_cpus, "gateway_w2": args.workers_cpus},
+            "sse_chunks": fixtures.CHUNKS,
+        },
         "targets": info,
         "figures": figures,
         "streams": streams,
@@ -301,20 +366,36 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 def print_report(document: dict, labels: dict[str, str]) -> None:
     out = ["", "versions: " + ", ".join(f"{name} {value}" for name, value in document["versions"].items())]
     out.append(report.table(document["figures"], list(labels), labels))
-    out.append("ratios (x ...) and added latency (+p50/+p99 vs direct) are per round, then medianed; "
-               "cpu us/req is the target's own process group")
+    out.append(
+        "ratios (x ...) and added latency (+p50/+p99 vs direct) are per round, then medianed; "
+        "cpu us/req is the target's own process group"
+    )
     for name, by_scenario in document["figures"].items():
-        over_bare = [f"{labels[s]} {by_scenario[s]['over_bare_p50_ms']:+.3f} ms" for s in labels
-                     if by_scenario.get(s, {}).get("over_bare_p50_ms") is not None]
+        over_bare = [
+            f"{labels[s]} {by_scenario[s]['over_bare_p50_ms']:+.3f} ms"
+            for s in labels
+            if by_scenario.get(s, {}).get("over_bare_p50_ms") is not None
+        ]
         if over_bare:
             out.append(f"{name} p50 minus the bare proxy's, per round, then medianed: " + ", ".join(over_bare))
     out.append("")
     for name, entry in document["targets"].items():
-        rss = "  ".join(f"{k.removesuffix('_kib')} {entry[k] / 1024:.1f} MiB"
-                        for k in ("rss_ready_kib", "rss_after_load_kib", "rss_after_streams_kib",
-                                  "pss_ready_kib", "pss_after_load_kib") if k in entry)
-        verdicts = "  ".join(f"{k.removeprefix('check_')}={'ok' if entry[k]['ok'] else 'FAILED'}"
-                             for k in ("check_before", "check_after", "check_after_streams") if k in entry)
+        rss = "  ".join(
+            f"{k.removesuffix('_kib')} {entry[k] / 1024:.1f} MiB"
+            for k in (
+                "rss_ready_kib",
+                "rss_after_load_kib",
+                "rss_after_streams_kib",
+                "pss_ready_kib",
+                "pss_after_load_kib",
+            )
+            if k in entry
+        )
+        verdicts = "  ".join(
+            f"{k.removeprefix('check_')}={'ok' if entry[k]['ok'] else 'FAILED'}"
+            for k in ("check_before", "check_after", "check_after_streams")
+            if k in entry
+        )
         schema = [entry[k]["schema_ok"] for k in ("check_before", "check_after") if k in entry]
         if schema:
             verdicts += "  schema=" + ("valid" if all(schema) else "not checked" if None in schema else "INVALID")
@@ -322,15 +403,19 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
     for name, by_label in document["streams"].items():
         for n, (label, s) in enumerate(by_label.items()):
             after = " (after the first kind: its freed memory is reused)" if n else ""
-            out.append(f"{name:<11} {s['open_at_measure']}/{s['requested']} slow streams ({label}){after}: "
-                       f"RSS {s['rss_before_kib'] / 1024:.1f} -> {s['rss_open_kib'] / 1024:.1f} MiB, "
-                       f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close")
+            out.append(
+                f"{name:<11} {s['open_at_measure']}/{s['requested']} slow streams ({label}){after}: "
+                f"RSS {s['rss_before_kib'] / 1024:.1f} -> {s['rss_open_kib'] / 1024:.1f} MiB, "
+                f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close"
+            )
     compare = document["workers_compare"]
     if compare:
         out.append("")
-        out.append("--workers 2 against 1 (same run): " + ", ".join(
-            f"{labels[s]} x{compare['x_rps'][s]:.2f} req/s" for s in labels if s in compare["x_rps"])
-            + f"; Pss at ready {_fmt(compare['pss_ready_mib'][1])} MiB against {_fmt(compare['pss_ready_mib'][0])}")
+        out.append(
+            "--workers 2 against 1 (same run): "
+            + ", ".join(f"{labels[s]} x{compare['x_rps'][s]:.2f} req/s" for s in labels if s in compare["x_rps"])
+            + f"; Pss at ready {_fmt(compare['pss_ready_mib'][1])} MiB against {_fmt(compare['pss_ready_mib'][0])}"
+        )
     for name, by_goal in document["goals"].items():
         out.append("")
         out.append(f"goals of {name}:")

@@ -8,6 +8,7 @@ and RSS are summed over the group, and stopping it signals the group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -52,20 +53,16 @@ class Proc:
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             if not group_pids(pgid) and not self.alive():
                 break
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, sig)
-            except ProcessLookupError:
-                pass
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 self.popen.poll()
                 if not group_pids(pgid):
                     break
                 time.sleep(0.05)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout=1.0)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 _STARTED: list[Proc] = []
@@ -77,13 +74,20 @@ def stop_all() -> None:
         _STARTED.pop().stop()
 
 
-def start(name: str, argv: list[str], *, cpus: str, log_dir: Path,
-          env: dict[str, str] | None = None, cwd: str | None = None) -> Proc:
+def start(
+    name: str, argv: list[str], *, cpus: str, log_dir: Path, env: dict[str, str] | None = None, cwd: str | None = None
+) -> Proc:
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
-            ["taskset", "-c", cpus, *argv], stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+            ["taskset", "-c", cpus, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
     proc = Proc(name=name, popen=popen, log_path=log_path)
     _STARTED.append(proc)
     return proc
@@ -95,7 +99,7 @@ def _stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     # Fields after "(comm)": index 0 is field 3 (state) of proc(5).
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def group_pids(pgid: int) -> list[int]:
@@ -153,6 +157,7 @@ def pin_self(cpu: int) -> bool:
 
 def raise_nofile() -> int:
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 65536
     if soft < want:

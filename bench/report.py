@@ -30,13 +30,15 @@ def _round(value: float | None, digits: int) -> float | None:
 
 def _median_ratio(rounds: list[dict], reference: list[dict]) -> float | None:
     """Requests/s over the reference's in the same round, medianed over rounds."""
-    ratios = [a["rps"] / b["rps"] for a, b in zip(rounds, reference) if b["rps"] > 0]
+    ratios = [a["rps"] / b["rps"] for a, b in zip(rounds, reference, strict=False) if b["rps"] > 0]
     return _round(_med(ratios), 3)
 
 
 def _median_difference(rounds: list[dict], reference: list[dict], key: str) -> float | None:
     """`key` minus the reference's figure in the same round, medianed over rounds."""
-    diffs = [a[key] - b[key] for a, b in zip(rounds, reference) if a[key] is not None and b[key] is not None]
+    diffs = [
+        a[key] - b[key] for a, b in zip(rounds, reference, strict=False) if a[key] is not None and b[key] is not None
+    ]
     return _round(_med(diffs), 3)
 
 
@@ -95,18 +97,27 @@ def goals(name: str, figures: dict, info: dict, streams: dict, *, c1: str = "c1"
         f"sse_{cn}_x_litellm": check(at(f"sse_{cn}", "x_litellm"), GOALS["sse_c32_vs_litellm_min"], at_least=True),
     }
     for kind in ("json", "sse"):
-        result[f"{kind}_{c1}_added_p50_ms"] = check(at(f"{kind}_{c1}", "added_p50_ms"), GOALS["added_p50_c1_ms_max"], at_least=False)
-        result[f"{kind}_{c1}_added_p99_ms"] = check(at(f"{kind}_{c1}", "added_p99_ms"), GOALS["added_p99_c1_ms_max"], at_least=False)
+        result[f"{kind}_{c1}_added_p50_ms"] = check(
+            at(f"{kind}_{c1}", "added_p50_ms"), GOALS["added_p50_c1_ms_max"], at_least=False
+        )
+        result[f"{kind}_{c1}_added_p99_ms"] = check(
+            at(f"{kind}_{c1}", "added_p99_ms"), GOALS["added_p99_c1_ms_max"], at_least=False
+        )
     rss = info.get("rss_ready_kib")
-    result["rss_ready_mib"] = check(None if rss is None else round(rss / 1024, 1), GOALS["rss_ready_mib_max"], at_least=False)
+    result["rss_ready_mib"] = check(
+        None if rss is None else round(rss / 1024, 1), GOALS["rss_ready_mib_max"], at_least=False
+    )
     # Only the first kind of slow stream counts: later ones reuse memory the first freed.
     for label, s in list(streams.items())[:1]:
         result[f"kib_per_stream_{label}"] = check(s.get("kib_per_stream"), GOALS["kib_per_stream_max"], at_least=False)
     errors = sum(f.get("errors", 0) for f in fig.values())
     result["zero_errors"] = {"value": errors, "limit": 0, "met": (errors == 0) if fig else None}
     checks = [info.get("check_before", {}).get("ok"), info.get("check_after", {}).get("ok")]
-    result["correct_before_and_after"] = {"value": checks, "limit": [True, True],
-                                          "met": None if None in checks else all(checks)}
+    result["correct_before_and_after"] = {
+        "value": checks,
+        "limit": [True, True],
+        "met": None if None in checks else all(checks),
+    }
     return result
 
 
@@ -121,8 +132,10 @@ def workers_compare(figures: dict, info: dict, *, one: str, several: str) -> dic
         ratio = _median_ratio(fig["rounds"], base["rounds"]) if base else None
         if ratio is not None:
             x_rps[scenario] = ratio
-    pss = [None if info.get(name, {}).get("pss_ready_kib") is None else round(info[name]["pss_ready_kib"] / 1024, 1)
-           for name in (one, several)]
+    pss = [
+        None if info.get(name, {}).get("pss_ready_kib") is None else round(info[name]["pss_ready_kib"] / 1024, 1)
+        for name in (one, several)
+    ]
     return {"x_rps": x_rps, "pss_ready_mib": pss}
 
 
@@ -134,8 +147,10 @@ def _fmt(value, spec: str) -> str:
 
 
 def table(figures: dict, scenarios: list[str], labels: dict[str, str]) -> str:
-    head = (f"{'target':<11} {'scenario':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
-            f"{'+p99 ms':>8} {'errors':>6} {'cpu us/req':>10} {'x direct':>8} {'x bare':>7} {'x litellm':>9}")
+    head = (
+        f"{'target':<11} {'scenario':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
+        f"{'+p99 ms':>8} {'errors':>6} {'cpu us/req':>10} {'x direct':>8} {'x bare':>7} {'x litellm':>9}"
+    )
     lines = [head, "-" * len(head)]
     for scenario in scenarios:
         for target, by_scenario in figures.items():
@@ -146,7 +161,8 @@ def table(figures: dict, scenarios: list[str], labels: dict[str, str]) -> str:
                 f"{target:<11} {labels[scenario]:<10} {_fmt(f['rps'], '9.0f')} {_fmt(f['p50_ms'], '8.3f')} "
                 f"{_fmt(f['p99_ms'], '8.3f')} {_fmt(f.get('added_p50_ms'), '8.3f')} {_fmt(f.get('added_p99_ms'), '8.3f')} "
                 f"{f['errors']:>6} {_fmt(f['cpu_us_per_req'], '10.1f')} {_fmt(f.get('x_direct'), '8.3f')} "
-                f"{_fmt(f.get('x_bare'), '7.3f')} {_fmt(f.get('x_litellm'), '9.2f')}")
+                f"{_fmt(f.get('x_bare'), '7.3f')} {_fmt(f.get('x_litellm'), '9.2f')}"
+            )
         lines.append("")
     return "\n".join(lines)
 

@@ -99,12 +99,19 @@ def main() -> None:
                 limit = int(run_once(reads, counter, 10**9)[2] * 0.9)
             seconds, chunks, tokens = run_once(reads, counter, limit)
             rates.append(chunks / seconds)
-        results[label] = {"chunks_per_second_median": round(statistics.median(rates)), "rounds": args.rounds,
-                          "min": round(min(rates)), "max": round(max(rates)), "completion_tokens": tokens}
+        results[label] = {
+            "chunks_per_second_median": round(statistics.median(rates)),
+            "rounds": args.rounds,
+            "min": round(min(rates)),
+            "max": round(max(rates)),
+            "completion_tokens": tokens,
+        }
     print(f"stream stages (parse + count + cut + encode), {args.chunks} chunks of 1-4 tokens, {counter.name}:")
     for label, figures in results.items():
-        print(f"  {label:22s} {figures['chunks_per_second_median']:>9,} chunks/s (median of {args.rounds}; "
-              f"min {figures['min']:,}, max {figures['max']:,})")
+        print(
+            f"  {label:22s} {figures['chunks_per_second_median']:>9,} chunks/s (median of {args.rounds}; "
+            f"min {figures['min']:,}, max {figures['max']:,})"
+        )
     print(json.dumps({"benchmark": "stream_stages", "chunks": args.chunks, "encoding": counter.name, **results}))
 
 

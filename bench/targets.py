@@ -67,11 +67,13 @@ async def _wait_ready(target: Target, session: aiohttp.ClientSession, timeout: f
 
 # nginx, the upstream and the "direct" target ---------------------------------
 
+
 def nginx_binary() -> str | None:
     for path in ("/usr/sbin/nginx", "/usr/bin/nginx"):
         if os.access(path, os.X_OK):
             return path
     from shutil import which
+
     return which("nginx")
 
 
@@ -96,12 +98,14 @@ def write_nginx_conf(prefix: Path, ports: Ports, *, slow_rate: int) -> Path:
     return path
 
 
-async def start_nginx(work: Path, ports: Ports, *, cpus: str, slow_rate: int,
-                      session: aiohttp.ClientSession) -> Target:
+async def start_nginx(work: Path, ports: Ports, *, cpus: str, slow_rate: int, session: aiohttp.ClientSession) -> Target:
     binary = nginx_binary()
-    target = Target(name="direct", json_url=f"http://127.0.0.1:{ports.json}/v1/chat/completions",
-                    sse_url=f"http://127.0.0.1:{ports.sse}/v1/chat/completions",
-                    health_url=f"http://127.0.0.1:{ports.json}/health")
+    target = Target(
+        name="direct",
+        json_url=f"http://127.0.0.1:{ports.json}/v1/chat/completions",
+        sse_url=f"http://127.0.0.1:{ports.sse}/v1/chat/completions",
+        health_url=f"http://127.0.0.1:{ports.json}/health",
+    )
     if binary is None:
         target.status = "failed: nginx not installed (bash bench/run installs it)"
         return target
@@ -114,27 +118,41 @@ async def start_nginx(work: Path, ports: Ports, *, cpus: str, slow_rate: int,
 
 # the bare aiohttp proxy -------------------------------------------------------
 
+
 async def start_bare(work: Path, ports: Ports, *, cpus: str, session: aiohttp.ClientSession) -> Target:
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
-    argv = [sys.executable, "-m", "bench.bare_proxy", "--port", str(port),
-            "--upstream", f"json=http://127.0.0.1:{ports.json}/v1",
-            "--upstream", f"sse=http://127.0.0.1:{ports.sse}/v1",
-            "--upstream", f"slow=http://127.0.0.1:{ports.slow}/v1"]
-    target = Target(name="bare", json_url=f"{base}/json/v1/chat/completions",
-                    sse_url=f"{base}/sse/v1/chat/completions", health_url=f"{base}/health",
-                    slow_urls={"slow_nginx": (f"{base}/slow/v1/chat/completions", fixtures.MODEL_SLOW_NGINX)})
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.bare_proxy",
+        "--port",
+        str(port),
+        "--upstream",
+        f"json=http://127.0.0.1:{ports.json}/v1",
+        "--upstream",
+        f"sse=http://127.0.0.1:{ports.sse}/v1",
+        "--upstream",
+        f"slow=http://127.0.0.1:{ports.slow}/v1",
+    ]
+    target = Target(
+        name="bare",
+        json_url=f"{base}/json/v1/chat/completions",
+        sse_url=f"{base}/sse/v1/chat/completions",
+        health_url=f"{base}/health",
+        slow_urls={"slow_nginx": (f"{base}/slow/v1/chat/completions", fixtures.MODEL_SLOW_NGINX)},
+    )
     target.proc = procs.start("bare", argv, cpus=cpus, log_dir=work, cwd=str(REPO))
     return await _wait_ready(target, session, timeout=30)
 
 
 # the gateway --------------------------------------------------------------------
 
+
 def gateway_importable() -> bool:
     code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('gateway.__main__') is None)"
     try:
-        return subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60,
-                              capture_output=True).returncode == 0
+        return subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60, capture_output=True).returncode == 0
     except (subprocess.TimeoutExpired, ModuleNotFoundError):
         return False
 
@@ -168,8 +186,16 @@ def gateway_env() -> dict[str, str]:
     return env
 
 
-async def start_gateway(work: Path, ports: Ports, *, name: str, cpus: str, workers: int | None,
-                        session: aiohttp.ClientSession, timeout: float = 60) -> Target:
+async def start_gateway(
+    work: Path,
+    ports: Ports,
+    *,
+    name: str,
+    cpus: str,
+    workers: int | None,
+    session: aiohttp.ClientSession,
+    timeout: float = 60,
+) -> Target:
     target = Target(name=name)
     if not gateway_importable():
         target.status = "skipped: `python -m gateway` is not importable from the repo yet"
@@ -183,8 +209,10 @@ async def start_gateway(work: Path, ports: Ports, *, name: str, cpus: str, worke
         argv += ["--workers", str(workers)]
     target.json_url = target.sse_url = f"{base}/v1/chat/completions"
     target.health_url = f"{base}/health"
-    target.slow_urls = {"mock": (target.json_url, fixtures.MODEL_SLOW),
-                        "slow_nginx": (target.json_url, fixtures.MODEL_SLOW_NGINX)}
+    target.slow_urls = {
+        "mock": (target.json_url, fixtures.MODEL_SLOW),
+        "slow_nginx": (target.json_url, fixtures.MODEL_SLOW_NGINX),
+    }
     target.proc = procs.start(name, argv, cpus=cpus, log_dir=work, env=gateway_env(), cwd=str(REPO))
     await _wait_ready(target, session, timeout=timeout)
     if workers is not None and not target.ready and not target.proc.alive():
@@ -196,6 +224,7 @@ async def start_gateway(work: Path, ports: Ports, *, name: str, cpus: str, worke
 
 
 # LiteLLM's proxy ------------------------------------------------------------------
+
 
 def litellm_config(ports: Ports) -> str:
     return f"""\
@@ -212,8 +241,9 @@ general_settings:
 """
 
 
-async def start_litellm(work: Path, ports: Ports, *, cpus: str, session: aiohttp.ClientSession,
-                        timeout: float = 180) -> Target:
+async def start_litellm(
+    work: Path, ports: Ports, *, cpus: str, session: aiohttp.ClientSession, timeout: float = 180
+) -> Target:
     target = Target(name="litellm")
     binary = LITELLM_VENV / "bin/litellm"
     if not os.access(binary, os.X_OK):
@@ -223,13 +253,24 @@ async def start_litellm(work: Path, ports: Ports, *, cpus: str, session: aiohttp
     base = f"http://127.0.0.1:{port}"
     config = work / "litellm.yaml"
     config.write_text(litellm_config(ports))
-    env = dict(os.environ, LITELLM_MASTER_KEY=fixtures.API_KEY, LITELLM_LOG="ERROR",
-               LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False",
-               NO_DOCS="True", DISABLE_ADMIN_UI="True")
+    env = dict(
+        os.environ,
+        LITELLM_MASTER_KEY=fixtures.API_KEY,
+        LITELLM_LOG="ERROR",
+        LITELLM_LOCAL_MODEL_COST_MAP="True",
+        LITELLM_TELEMETRY="False",
+        NO_DOCS="True",
+        DISABLE_ADMIN_UI="True",
+    )
     env.pop("VIRTUAL_ENV", None)
     target.json_url = target.sse_url = f"{base}/v1/chat/completions"
     target.health_url = f"{base}/health/liveliness"
-    target.proc = procs.start("litellm", [str(binary), "--config", str(config), "--host", "127.0.0.1",
-                                          "--port", str(port), "--num_workers", "1"],
-                              cpus=cpus, log_dir=work, env=env, cwd=str(work))
+    target.proc = procs.start(
+        "litellm",
+        [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        cpus=cpus,
+        log_dir=work,
+        env=env,
+        cwd=str(work),
+    )
     return await _wait_ready(target, session, timeout=timeout)

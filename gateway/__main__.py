@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -22,13 +22,21 @@ from .workers import prepare_multiprocess_metrics, reserve_port, supervise
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible LLM gateway.")
-    parser.add_argument("--config", help="gateway.yaml to use (default: $GATEWAY_CONFIG, else ./gateway.yaml, else built in)")
+    parser.add_argument(
+        "--config", help="gateway.yaml to use (default: $GATEWAY_CONFIG, else ./gateway.yaml, else built in)"
+    )
     parser.add_argument("--host", help="address to listen on (overrides server.host and $HOST)")
     parser.add_argument("--port", type=int, help="port to listen on (overrides server.port and $PORT)")
-    parser.add_argument("--workers", help="worker processes sharing the port: a number or auto (overrides server.workers)")
+    parser.add_argument(
+        "--workers", help="worker processes sharing the port: a number or auto (overrides server.workers)"
+    )
     parser.add_argument("--check", action="store_true", help="validate the config, print the routing table, exit")
-    parser.add_argument("--log-format", choices=("json", "text"), default="json",
-                        help="one JSON object a line (default), or readable text for a terminal")
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="one JSON object a line (default), or readable text for a terminal",
+    )
     parser.add_argument("--version", action="version", version=f"gateway {__version__}")
     return parser.parse_args(argv)
 
@@ -65,8 +73,12 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
     log.info("config %s: %d routes", config.source, len(config.routes), extra={"fields": {"config": config.source}})
     for route in config.routes:
         log.info(
-            "route %s -> %s", route.model, route.provider,
-            extra={"fields": {"route": route.model, "provider": route.provider, "upstream_model": route.upstream_model}},
+            "route %s -> %s",
+            route.model,
+            route.provider,
+            extra={
+                "fields": {"route": route.model, "provider": route.provider, "upstream_model": route.upstream_model}
+            },
         )
     workers = config.server.workers
     metrics_dir = prepare_multiprocess_metrics() if workers > 1 else None  # before prometheus_client is imported
@@ -78,7 +90,8 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
     try:
         return supervise(
-            workers, lambda: serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=True),
+            workers,
+            lambda: serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=True),
             metrics_dir=metrics_dir,
         )
     finally:
@@ -139,7 +152,8 @@ def describe(config: GatewayConfig) -> str:
     ordered = [r for r in config.routes if not r.is_glob] + [r for r in config.routes if r.is_glob]
     for route in ordered:
         targets = ", ".join(
-            f"{t.provider} model {t.model or '(as requested)'}" + (f" weight {t.weight:g}" if len(route.targets) > 1 else "")
+            f"{t.provider} model {t.model or '(as requested)'}"
+            + (f" weight {t.weight:g}" if len(route.targets) > 1 else "")
             for t in route.targets
         )
         extras = f"; retries {route.retries}" if route.retries else ""

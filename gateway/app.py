@@ -78,8 +78,12 @@ class Gateway:
         task = asyncio.create_task(self._retire(old))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
-        log.info("config reloaded from %s: %d routes", config.source, len(config.routes),
-                 extra={"fields": {"config": config.source}})
+        log.info(
+            "config reloaded from %s: %d routes",
+            config.source,
+            len(config.routes),
+            extra={"fields": {"config": config.source}},
+        )
         return True
 
     async def _retire(self, old: GatewayState) -> None:
@@ -176,8 +180,11 @@ async def serve(
 
     app = create_app(config, tokenizers=tokenizers, loader=loader, access_log=access_log)
     runner, port = await start(
-        app, config.server.host, config.server.port,
-        shutdown_timeout=config.server.shutdown_timeout, reuse_port=reuse_port,
+        app,
+        config.server.host,
+        config.server.port,
+        shutdown_timeout=config.server.shutdown_timeout,
+        reuse_port=reuse_port,
     )
     address = f"http://{config.server.host}:{port}"
     log.info("listening on %s", address, extra={"fields": {"address": address}})
@@ -198,9 +205,7 @@ async def serve(
         delay = gateway.state.config.server.drain_delay
         if delay:
             log.info("draining: /ready answers 503; still accepting for %g s", delay)
-            try:
+            with contextlib.suppress(asyncio.CancelledError):  # a second signal: stop accepting now
                 await asyncio.sleep(delay)
-            except asyncio.CancelledError:  # a second signal: stop accepting now
-                pass
         log.info("draining: finishing requests in flight, then stopping")
         await runner.cleanup()

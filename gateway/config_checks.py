@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ class ConfigChecker:
         if isinstance(node, list):
             return [self.interpolate(value, env, f"{path}[{i}]") for i, value in enumerate(node)]
         if isinstance(node, str) and "${" in node:
+
             def substitute(match: re.Match[str]) -> str:
                 name, default = match.group(1), match.group(2)
                 if name in env:
@@ -56,6 +58,7 @@ class ConfigChecker:
                     return default
                 self.problem(path, f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
                 return ""
+
             value = ENV_REFERENCE.sub(substitute, node)
             self.origins[path] = node  # numbers and booleans may then come as text, like env overrides
             return value
@@ -101,10 +104,8 @@ class ConfigChecker:
         value = node.get(key, default)
         key_path = _join(path, key)
         if isinstance(value, str) and key_path in self.origins:
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.problem(key_path, f"must be a number of seconds, got {value!r}")
             return default
@@ -154,10 +155,19 @@ class ConfigChecker:
 
     def server(self, node: Any) -> ServerConfig:
         node = self.mapping(
-            node, "server",
+            node,
+            "server",
             (
-                "host", "port", "cors_origins", "max_body_bytes", "watch_config", "workers", "shutdown_timeout",
-                "drain_delay", "sse_keepalive", "send_timeout",
+                "host",
+                "port",
+                "cors_origins",
+                "max_body_bytes",
+                "watch_config",
+                "workers",
+                "shutdown_timeout",
+                "drain_delay",
+                "sse_keepalive",
+                "send_timeout",
             ),
         )
         defaults = ServerConfig()
@@ -208,8 +218,16 @@ class ConfigChecker:
     def provider(self, name: str, node: Any) -> ProviderConfig:
         path = f"providers.{name}"
         allowed = (
-            "kind", "base_url", "api_key", "headers", "max_tokens_field", "stream_usage", "tokens_per_second",
-            "anthropic_version", "api_version", "deployment",
+            "kind",
+            "base_url",
+            "api_key",
+            "headers",
+            "max_tokens_field",
+            "stream_usage",
+            "tokens_per_second",
+            "anthropic_version",
+            "api_version",
+            "deployment",
         )
         node = self.mapping(node, path, allowed)
         kind = self.string(node, "kind", path, required=True)
@@ -233,14 +251,18 @@ class ConfigChecker:
                 self.problem(f"{path}.headers.{header}", "must not hold a line break")
         api_key = self.string(node, "api_key", path)
         if LINE_BREAKS.search(api_key):
-            self.problem(f"{path}.api_key", "must not hold a line break (a newline left at the end of where it came from?)")
+            self.problem(
+                f"{path}.api_key", "must not hold a line break (a newline left at the end of where it came from?)"
+            )
         max_tokens_field = self.string(node, "max_tokens_field", path, "max_tokens")
         if max_tokens_field not in MAX_TOKENS_FIELDS:
             self.problem(f"{path}.max_tokens_field", f"must be one of {', '.join(MAX_TOKENS_FIELDS)}")
         stream_usage = self.boolean(node, "stream_usage", path, True)
         rate = node.get("tokens_per_second", 0)
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
-            self.problem(f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}")
+            self.problem(
+                f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}"
+            )
             rate = 0
         return ProviderConfig(
             name=name,
@@ -331,7 +353,9 @@ class ConfigChecker:
         )
         config = providers.get(provider)
         if config is not None and config.kind == "azure" and not (target.api_version or config.api_version):
-            self.problem(f"{path}.api_version", f"provider {provider!r} is azure: give api_version here or on the provider")
+            self.problem(
+                f"{path}.api_version", f"provider {provider!r} is azure: give api_version here or on the provider"
+            )
         return target
 
     def fallbacks(self, body: dict[str, Any], path: str) -> tuple[str, ...]:

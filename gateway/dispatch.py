@@ -109,7 +109,9 @@ async def dispatch(
     raise AttemptsExhausted(last_error, number)
 
 
-async def backoff(number: int, error: UpstreamError, deadline: float, rng: random.Random, *, honour_retry_after: bool) -> bool:
+async def backoff(
+    number: int, error: UpstreamError, deadline: float, rng: random.Random, *, honour_retry_after: bool
+) -> bool:
     """Wait before the next attempt (exponential, with jitter); False when no time is left for one."""
     delay = rng.uniform(0, min(BACKOFF_BASE * 2 ** (number - 1), BACKOFF_CAP))
     retry_after = getattr(error, "retry_after", None)

@@ -15,7 +15,7 @@ Only these reach a client: anything else is logged and answered as a 500 with no
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -83,7 +83,12 @@ class UpstreamTimeout(UpstreamError):
     type = "timeout"
     reason = "timeout"
 
-    CODES = {"connect": "connect_timeout", "first_token": "first_token_timeout", "idle": "idle_timeout", "total": "timeout"}
+    CODES: ClassVar[dict[str, str]] = {
+        "connect": "connect_timeout",
+        "first_token": "first_token_timeout",
+        "idle": "idle_timeout",
+        "total": "timeout",
+    }
 
     def __init__(self, kind: str, seconds: float) -> None:
         what = {

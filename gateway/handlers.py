@@ -21,8 +21,8 @@ from .observe import RequestRecord, finish, record_upstream_error
 from .pipeline import Clock, Completed, complete, open_stream, stream_chunks
 from .providers import UpstreamCall
 from .schema import parse_body, parse_chat_request
-from .sse import HEADERS as SSE_HEADERS
 from .sse import DONE, encode_json
+from .sse import HEADERS as SSE_HEADERS
 from .state import GatewayState
 
 if TYPE_CHECKING:
@@ -54,7 +54,10 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     arrived = asyncio.get_running_loop().time()  # the deadlines run on the loop's clock
     request[LOGGED] = True
     record = RequestRecord(
-        request_id=request[REQUEST_ID], method=request.method, path=request.path, client=request.remote,
+        request_id=request[REQUEST_ID],
+        method=request.method,
+        path=request.path,
+        client=request.remote,
         started=time.perf_counter(),
     )
     try:
@@ -104,11 +107,17 @@ async def serve_chat(
     async def attempt(planned: Attempt) -> StreamStart | Completed:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
         limits = planned.route.limits  # a fallback route holds the request to its own limits
-        max_tokens = max_tokens_of[planned.number] = min(chat.requested_max_tokens or limits.max_tokens, limits.max_tokens)
+        max_tokens = max_tokens_of[planned.number] = min(
+            chat.requested_max_tokens or limits.max_tokens, limits.max_tokens
+        )
         provider = state.providers[planned.target.provider]
         call = UpstreamCall(
-            body=chat.body, model=planned.upstream_model, max_tokens=max_tokens, stream=chat.stream,
-            request_id=record.request_id, target=planned.target,
+            body=chat.body,
+            model=planned.upstream_model,
+            max_tokens=max_tokens,
+            stream=chat.stream,
+            request_id=record.request_id,
+            target=planned.target,
         )
         counter = state.tokenizers.for_model(call.model)
         prompt_tokens = PromptTokens(chat.body["messages"], counter)
@@ -116,10 +125,16 @@ async def serve_chat(
         if not chat.stream:
             return await complete(provider, call, clock, counter=counter, prompt_tokens=prompt_tokens)
         upstream = await open_stream(provider, call, clock)
-        limiter = StreamLimiter(max_tokens=max_tokens, counter=counter, choices=chat.choices, prompt_tokens=prompt_tokens)
+        limiter = StreamLimiter(
+            max_tokens=max_tokens, counter=counter, choices=chat.choices, prompt_tokens=prompt_tokens
+        )
         chunks = stream_chunks(
-            upstream, provider, limiter, clock,
-            include_usage=chat.include_usage, keepalive=state.config.server.sse_keepalive,
+            upstream,
+            provider,
+            limiter,
+            clock,
+            include_usage=chat.include_usage,
+            keepalive=state.config.server.sse_keepalive,
         )
         started = StreamStart(upstream, limiter, chunks, b"")
         try:
@@ -131,7 +146,12 @@ async def serve_chat(
 
     try:
         served = await dispatch(
-            route, chat.model, attempt, table=state.table, board=gateway.board, deadline=clock.total_deadline,
+            route,
+            chat.model,
+            attempt,
+            table=state.table,
+            board=gateway.board,
+            deadline=clock.total_deadline,
             on_failure=lambda _, exc: record_upstream_error(gateway.metrics, record, exc),
         )
     finally:
@@ -148,7 +168,9 @@ async def serve_chat(
         return web.Response(body=served.result.body, content_type=JSON, headers=headers)
     stream = served.result
     try:
-        return await relay(request, stream.first, stream.chunks, headers, gateway, record, state.config.server.send_timeout)
+        return await relay(
+            request, stream.first, stream.chunks, headers, gateway, record, state.config.server.send_timeout
+        )
     finally:
         await stream.aclose()
         record.timing(clock)
@@ -165,7 +187,12 @@ class EventStreamResponse(web.StreamResponse):
 
 
 async def relay(
-    request: web.Request, first: bytes, chunks: Any, headers: dict[str, str], gateway: Gateway, record: RequestRecord,
+    request: web.Request,
+    first: bytes,
+    chunks: Any,
+    headers: dict[str, str],
+    gateway: Gateway,
+    record: RequestRecord,
     send_timeout: float,
 ) -> web.StreamResponse:
     """Write the stream to the client; an error after the start becomes a last error event.
@@ -210,8 +237,6 @@ async def write_bounded(
     except TimeoutError:
         transport.abort()
         raise
-
-
 
 
 async def metrics(request: web.Request) -> web.Response:

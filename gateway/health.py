@@ -115,14 +115,16 @@ class HealthBoard:
             for target in route.targets:
                 health = self.health(route, target)
                 cooling = health.cooling_until is not None
-                rows.append({
-                    "route": route.model,
-                    "provider": target.provider,
-                    "model": target.model,
-                    "state": health.state(),
-                    "failures": health.failures,
-                    "cooling_seconds_left": round(max(health.cooling_until - now, 0.0), 3) if cooling else None,
-                })
+                rows.append(
+                    {
+                        "route": route.model,
+                        "provider": target.provider,
+                        "model": target.model,
+                        "state": health.state(),
+                        "failures": health.failures,
+                        "cooling_seconds_left": round(max(health.cooling_until - now, 0.0), 3) if cooling else None,
+                    }
+                )
         return rows
 
     def keep_only(self, routes: Sequence[Route]) -> list[TargetKey]:

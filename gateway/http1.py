@@ -51,7 +51,7 @@ class HTTP1Response:
     """An upstream's response: status and headers, and the body as it arrives
     (the `UpstreamResponse` interface of upstream.py)."""
 
-    __slots__ = ("status", "headers", "_connection", "_pieces", "_buffered", "_ended", "_error", "_waiter")
+    __slots__ = ("_buffered", "_connection", "_ended", "_error", "_pieces", "_waiter", "headers", "status")
 
     def __init__(self, connection: HTTP1Connection) -> None:
         self.status = 0
@@ -164,7 +164,11 @@ class HTTP1Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("The upstream tried to switch protocols."))
         except httptools.HttpParserError:
-            self._fail(body_cut_off() if self._head is None else UpstreamProtocolError("The upstream's answer is not valid HTTP."))
+            self._fail(
+                body_cut_off()
+                if self._head is None
+                else UpstreamProtocolError("The upstream's answer is not valid HTTP.")
+            )
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -246,16 +250,25 @@ class HTTP1Connection(asyncio.Protocol):
         response.status = status
         response.headers = CIMultiDictProxy(headers)
         if 300 <= status < 400:
-            self._fail(UpstreamProtocolError(
-                f"The upstream answered with a redirect (HTTP {status}); the gateway does not follow them: "
-                "set the provider's base_url to the address it points to."))
+            self._fail(
+                UpstreamProtocolError(
+                    f"The upstream answered with a redirect (HTTP {status}); the gateway does not follow them: "
+                    "set the provider's base_url to the address it points to."
+                )
+            )
             return
-        self._delimited_by_close = "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower()
+        self._delimited_by_close = (
+            "content-length" not in headers and "chunked" not in headers.get("transfer-encoding", "").lower()
+        )
         encoding = headers.get("content-encoding", "").strip().lower()
         if encoding in DECODED_ENCODINGS:
             self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # gzip or zlib, told by its header
         elif encoding not in ("", "identity"):
-            self._fail(UpstreamProtocolError(f"The upstream's response is in an encoding the gateway did not ask for ({encoding})."))
+            self._fail(
+                UpstreamProtocolError(
+                    f"The upstream's response is in an encoding the gateway did not ask for ({encoding})."
+                )
+            )
             return
         self._head = None
         if not head.done():

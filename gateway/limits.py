@@ -83,7 +83,7 @@ class ChoiceBudget:
     bound: limit - used - slack - the pending deltas' bytes.
     """
 
-    __slots__ = ("limit", "texts", "used", "room", "cut", "finished", "pending")
+    __slots__ = ("cut", "finished", "limit", "pending", "room", "texts", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -314,7 +314,9 @@ def limit_completion(
     return truncated, True
 
 
-def own_usage(upstream: dict[str, Any] | None, prompt_tokens: Callable[[], int], completion_tokens: int) -> dict[str, Any]:
+def own_usage(
+    upstream: dict[str, Any] | None, prompt_tokens: Callable[[], int], completion_tokens: int
+) -> dict[str, Any]:
     prompt = upstream.get("prompt_tokens") if upstream else None
     if not isinstance(prompt, int):
         prompt = prompt_tokens()

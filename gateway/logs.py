@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 import orjson
 
+
 @functools.lru_cache(maxsize=4)
 def utc_seconds(second: int) -> str:
     """A whole second as ISO 8601 in UTC: formatted once, for every line written in it."""
@@ -101,9 +102,12 @@ class AccessLog:
         if self._pending and self._stream is not None:
             pending, self._pending = self._pending, []
             log_format = self._format
-            self._stream.write("".join(
-                format_line(created, "INFO", self.NAME, "request", fields, log_format) + "\n" for created, fields in pending
-            ))
+            self._stream.write(
+                "".join(
+                    format_line(created, "INFO", self.NAME, "request", fields, log_format) + "\n"
+                    for created, fields in pending
+                )
+            )
             self._stream.flush()
 
 

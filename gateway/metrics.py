@@ -13,8 +13,15 @@ import functools
 import os
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from . import __version__
 
@@ -33,50 +40,82 @@ class Metrics:
         self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         r = self.registry
         self.requests = Counter(
-            "gateway_requests_total", "Finished chat completion requests, by HTTP status.",
-            ["route", "provider", "code", "stream"], registry=r,
+            "gateway_requests_total",
+            "Finished chat completion requests, by HTTP status.",
+            ["route", "provider", "code", "stream"],
+            registry=r,
         )
         self.duration = Histogram(
-            "gateway_request_duration_seconds", "Request in to last byte out.",
-            ["route", "provider", "stream"], buckets=DURATION_BUCKETS, registry=r,
+            "gateway_request_duration_seconds",
+            "Request in to last byte out.",
+            ["route", "provider", "stream"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
         )
         self.time_to_first_token = Histogram(
-            "gateway_time_to_first_token_seconds", "Request in to the first content chunk out (streams).",
-            ["route", "provider"], buckets=TTFT_BUCKETS, registry=r,
+            "gateway_time_to_first_token_seconds",
+            "Request in to the first content chunk out (streams).",
+            ["route", "provider"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
         )
         self.overhead = Histogram(
             "gateway_overhead_seconds",
             "Time the gateway itself adds: request in to upstream request out, plus upstream end to client end.",
-            ["route", "provider"], buckets=OVERHEAD_BUCKETS, registry=r,
+            ["route", "provider"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter(
-            "gateway_tokens_total", "Tokens by type (prompt, completion), as delivered.",
-            ["route", "provider", "type"], registry=r,
+            "gateway_tokens_total",
+            "Tokens by type (prompt, completion), as delivered.",
+            ["route", "provider", "type"],
+            registry=r,
         )
         self.inflight = Gauge(
-            "gateway_inflight_requests", "Chat completion requests being handled.",
-            ["route"], registry=r, multiprocess_mode="livesum",
+            "gateway_inflight_requests",
+            "Chat completion requests being handled.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.upstream_errors = Counter(
-            "gateway_upstream_errors_total", "Failed upstream attempts, by reason (connect, status, protocol, timeout).",
-            ["provider", "reason"], registry=r,
+            "gateway_upstream_errors_total",
+            "Failed upstream attempts, by reason (connect, status, protocol, timeout).",
+            ["provider", "reason"],
+            registry=r,
         )
         self.timeouts = Counter(
-            "gateway_timeouts_total", "Limits that fired, by kind (connect, first_token, idle, total).",
-            ["route", "kind"], registry=r,
+            "gateway_timeouts_total",
+            "Limits that fired, by kind (connect, first_token, idle, total).",
+            ["route", "kind"],
+            registry=r,
         )
         self.truncations = Counter(
-            "gateway_truncations_total", "Responses cut to max_tokens by the gateway.", ["route"], registry=r,
+            "gateway_truncations_total",
+            "Responses cut to max_tokens by the gateway.",
+            ["route"],
+            registry=r,
         )
         self.client_disconnects = Counter(
-            "gateway_client_disconnects_total", "Clients that went away before their response ended.", ["route"], registry=r,
+            "gateway_client_disconnects_total",
+            "Clients that went away before their response ended.",
+            ["route"],
+            registry=r,
         )
         self.target_cooling = Gauge(
-            "gateway_target_cooling", "1 while a route's target is cooled down (out of rotation), else 0.",
-            ["route", "provider", "model"], registry=r, multiprocess_mode="max",
+            "gateway_target_cooling",
+            "1 while a route's target is cooled down (out of rotation), else 0.",
+            ["route", "provider", "model"],
+            registry=r,
+            multiprocess_mode="max",
         )
         self.build_info = Gauge(
-            "gateway_build_info", "The gateway's version; always 1.", ["version"], registry=r, multiprocess_mode="max",
+            "gateway_build_info",
+            "The gateway's version; always 1.",
+            ["version"],
+            registry=r,
+            multiprocess_mode="max",
         )
         self.build_info.labels(__version__).set(1)
 
@@ -110,8 +149,18 @@ class Metrics:
 
 
 class RequestSeries:
-    __slots__ = ("_requests", "_codes", "duration", "ttft", "overhead", "prompt_tokens", "completion_tokens",
-                 "truncations", "disconnects", "_stream")
+    __slots__ = (
+        "_codes",
+        "_requests",
+        "_stream",
+        "completion_tokens",
+        "disconnects",
+        "duration",
+        "overhead",
+        "prompt_tokens",
+        "truncations",
+        "ttft",
+    )
 
     def __init__(self, metrics: Metrics, route: str, provider: str, stream: str) -> None:
         self._requests = functools.partial(metrics.requests.labels, route, provider)

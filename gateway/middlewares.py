@@ -39,12 +39,18 @@ def request_and_errors() -> Callable[..., Awaitable[web.StreamResponse]]:
             request[REQUEST_ID] = f"{prefix}{next(numbers):010x}"
         try:
             response = await handler(request)
-        except Exception as exc:  # noqa: BLE001 - every error becomes OpenAI's error shape
+        except Exception as exc:
             response = response_for(exc, request)
         gateway = request.app.get(GATEWAY)
         if gateway is not None and not request.get(LOGGED):  # chat completions log their own line
-            record = RequestRecord(request_id=request[REQUEST_ID], method=request.method, path=request.path,
-                                   client=request.remote, started=started, status=response.status)
+            record = RequestRecord(
+                request_id=request[REQUEST_ID],
+                method=request.method,
+                path=request.path,
+                client=request.remote,
+                started=started,
+                status=response.status,
+            )
             log_other(gateway.access_log, record, time.perf_counter())
         return response
 
@@ -86,7 +92,9 @@ def cors_middleware(origins: tuple[str, ...]) -> Callable[..., Awaitable[web.Str
         origin = request.headers.get("Origin")
         if request.method == "OPTIONS" and origin and "Access-Control-Request-Method" in request.headers:
             if not (allow_any or origin in origins):
-                denied = GatewayError(f"The origin {origin} is not allowed by server.cors_origins.", code="cors_forbidden")
+                denied = GatewayError(
+                    f"The origin {origin} is not allowed by server.cors_origins.", code="cors_forbidden"
+                )
                 return error_response(denied, status=403, kind="invalid_request_error")
             headers = {
                 "Access-Control-Allow-Methods": "GET, POST, OPTIONS",

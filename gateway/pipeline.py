@@ -34,8 +34,15 @@ class Clock:
     """The deadlines of one request, on the event loop's clock."""
 
     __slots__ = (
-        "limits", "now", "started", "attempt_started", "total_deadline", "last_chunk_at", "first_content_at",
-        "upstream_sent_at", "upstream_done_at",
+        "attempt_started",
+        "first_content_at",
+        "last_chunk_at",
+        "limits",
+        "now",
+        "started",
+        "total_deadline",
+        "upstream_done_at",
+        "upstream_sent_at",
     )
 
     def __init__(self, limits: Limits, started: float, now: Callable[[], float]) -> None:
@@ -119,8 +126,9 @@ class Completed:
     truncated: bool
 
 
-async def complete(provider: Provider, call: UpstreamCall, clock: Clock, *,
-                   counter: TokenCounter, prompt_tokens: Callable[[], int]) -> Completed:
+async def complete(
+    provider: Provider, call: UpstreamCall, clock: Clock, *, counter: TokenCounter, prompt_tokens: Callable[[], int]
+) -> Completed:
     """A whole chat.completion, cut to the budget, bounded by the total deadline."""
     try:
         async with asyncio.timeout_at(clock.total_deadline):
@@ -135,7 +143,9 @@ async def complete(provider: Provider, call: UpstreamCall, clock: Clock, *,
         raise clock.timeout("total") from None
     clock.upstream_done_at = time.perf_counter()
     completion = provider.translate_response(payload)
-    truncated, changed = limit_completion(completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens)
+    truncated, changed = limit_completion(
+        completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens
+    )
     body = payload if provider.native_responses and not changed else orjson.dumps(completion)
     return Completed(body=body, usage=completion.get("usage"), truncated=truncated)
 
@@ -200,7 +210,9 @@ async def stream_chunks(
         return
 
 
-def translate_events(events: list[SSEEvent], translator: StreamTranslator, limiter: StreamLimiter, out: list[bytes]) -> bool:
+def translate_events(
+    events: list[SSEEvent], translator: StreamTranslator, limiter: StreamLimiter, out: list[bytes]
+) -> bool:
     """Translate and limit the events of one read, up to the end of the answer, and put
     the JSON of the chunks to send into `out`; returns whether any chunk came of them."""
     passthrough = translator.passthrough

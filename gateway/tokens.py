@@ -168,7 +168,7 @@ class PromptTokens:
     """A request's prompt tokens, counted when first asked for and then kept (a stream's
     usage chunk and its metrics may both ask; an upstream that reports usage spares it)."""
 
-    __slots__ = ("_messages", "_counter", "_count")
+    __slots__ = ("_count", "_counter", "_messages")
 
     def __init__(self, messages: list[Any], counter: TokenCounter) -> None:
         self._messages = messages

@@ -92,11 +92,15 @@ def endpoint_for(url: str) -> Endpoint:
         port = parts.port or (443 if tls else 80)
     except ValueError:
         raise UpstreamUnreachable("The upstream's URL has an invalid port.") from None
-    target = quote(parts.path or "/", safe=URL_SAFE) + (f"?{quote(parts.query, safe=URL_SAFE + '?')}" if parts.query else "")
+    target = quote(parts.path or "/", safe=URL_SAFE) + (
+        f"?{quote(parts.query, safe=URL_SAFE + '?')}" if parts.query else ""
+    )
     userinfo, _, authority = parts.netloc.rpartition("@")
     basic_auth = ""
     if userinfo:
-        credentials = base64.b64encode(f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()).decode()
+        credentials = base64.b64encode(
+            f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+        ).decode()
         basic_auth = f"Authorization: Basic {credentials}\r\n"
     return Endpoint(
         origin=(parts.scheme, parts.hostname, port),
@@ -124,12 +128,14 @@ def encode_request(endpoint: Endpoint, request: UpstreamRequest) -> bytes:
     head = "".join(fields)
     if head.count("\n") != len(fields) or head.count("\r") != len(fields):
         raise UpstreamProtocolError("A header for the upstream holds a line break.")
-    return b"".join((
-        endpoint.request_line.encode(),
-        head.encode(),
-        b"Content-Length: %d\r\n\r\n" % len(request.body),
-        request.body,
-    ))
+    return b"".join(
+        (
+            endpoint.request_line.encode(),
+            head.encode(),
+            b"Content-Length: %d\r\n\r\n" % len(request.body),
+            request.body,
+        )
+    )
 
 
 _default_tls: ssl.SSLContext | None = None
@@ -190,12 +196,18 @@ class HTTP1Transport:
         try:
             async with asyncio.timeout(connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: HTTP1Connection(self, endpoint.origin), host, port, ssl=tls, server_hostname=host if tls else None,
+                    lambda: HTTP1Connection(self, endpoint.origin),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls else None,
                 )
         except TimeoutError:
             raise UpstreamTimeout("connect", connect_timeout) from None
         except ssl.SSLError as exc:
-            raise UpstreamUnreachable(f"Could not connect to the upstream (TLS: {exc.reason or type(exc).__name__}).") from None
+            raise UpstreamUnreachable(
+                f"Could not connect to the upstream (TLS: {exc.reason or type(exc).__name__})."
+            ) from None
         except OSError as exc:
             raise UpstreamUnreachable(f"Could not connect to the upstream ({exc.strerror or exc}).") from None
         self._open.add(connection)

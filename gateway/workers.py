@@ -9,6 +9,7 @@ and removes it.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -55,7 +56,7 @@ def supervise(count: int, work: Callable[[], int], *, metrics_dir: str | None) -
             status = 1
             try:
                 status = work()
-            except BaseException:  # noqa: BLE001 - a worker must never return into the supervisor's loop
+            except BaseException:
                 log.exception("worker failed")
             finally:
                 os._exit(status)
@@ -66,18 +67,19 @@ def supervise(count: int, work: Callable[[], int], *, metrics_dir: str | None) -
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
         for pid in list(children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
-            except ProcessLookupError:
-                pass
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
     gc.freeze()  # the cyclic GC leaves what exists now alone, so forked workers keep sharing its pages
     for slot in range(count):
         spawn(slot)
-    log.info("started %d workers", count,
-             extra={"fields": {"workers": count, "pids": sorted(children), "metrics_dir": metrics_dir}})
+    log.info(
+        "started %d workers",
+        count,
+        extra={"fields": {"workers": count, "pids": sorted(children), "metrics_dir": metrics_dir}},
+    )
     status = 0
     try:
         while children:
@@ -91,7 +93,9 @@ def supervise(count: int, work: Callable[[], int], *, metrics_dir: str | None) -
             if stopping:
                 status = status or (code if code > 0 else 0)
                 continue
-            log.error("worker %d exited with %d; starting another", pid, code, extra={"fields": {"pid": pid, "code": code}})
+            log.error(
+                "worker %d exited with %d; starting another", pid, code, extra={"fields": {"pid": pid, "code": code}}
+            )
             quick_deaths = quick_deaths + 1 if time.monotonic() - started < CRASH_WINDOW else 0
             if quick_deaths >= 2:
                 log.error("workers keep dying at start; stopping the gateway")

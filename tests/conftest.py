@@ -23,7 +23,6 @@ from gateway.app import create_app, start  # noqa: E402
 from gateway.config import load_config, parse_config  # noqa: E402
 from gateway.tokens import Tokenizers  # noqa: E402
 
-
 ENCODINGS = ["o200k_base", "cl100k_base"]
 
 
@@ -74,8 +73,15 @@ class running_upstream:
         async def handle(request: web.Request) -> web.StreamResponse:
             body = await request.read()
             peer = request.transport.get_extra_info("peername") if request.transport else None
-            fake.requests.append({"path": request.path, "headers": request.headers.copy(), "body": body, "query": dict(request.query),
-                                  "peer": peer})
+            fake.requests.append(
+                {
+                    "path": request.path,
+                    "headers": request.headers.copy(),
+                    "body": body,
+                    "query": dict(request.query),
+                    "peer": peer,
+                }
+            )
             assert fake.handler is not None, "the test set no handler"
             try:
                 return await fake.handler(request)

@@ -12,8 +12,15 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def completion(content: str | None = "Hello there!", *, finish_reason: str = "stop", tool_calls: list[Any] | None = None,
-               usage: dict[str, int] | None = None, choices: int = 1, model: str = "gpt-4o-mini") -> dict[str, Any]:
+def completion(
+    content: str | None = "Hello there!",
+    *,
+    finish_reason: str = "stop",
+    tool_calls: list[Any] | None = None,
+    usage: dict[str, int] | None = None,
+    choices: int = 1,
+    model: str = "gpt-4o-mini",
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
     if tool_calls:
         message["tool_calls"] = tool_calls
@@ -23,14 +30,19 @@ def completion(content: str | None = "Hello there!", *, finish_reason: str = "st
         "created": 1_700_000_000,
         "model": model,
         "system_fingerprint": "fp_fake",
-        "choices": [{"index": i, "message": dict(message), "logprobs": None, "finish_reason": finish_reason} for i in range(choices)],
+        "choices": [
+            {"index": i, "message": dict(message), "logprobs": None, "finish_reason": finish_reason}
+            for i in range(choices)
+        ],
     }
     if usage is not None:
         body["usage"] = usage
     return body
 
 
-def chunk(delta: dict[str, Any] | None = None, *, index: int = 0, finish_reason: str | None = None, **extra: Any) -> dict[str, Any]:
+def chunk(
+    delta: dict[str, Any] | None = None, *, index: int = 0, finish_reason: str | None = None, **extra: Any
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion.chunk",
@@ -45,12 +57,17 @@ def chunk(delta: dict[str, Any] | None = None, *, index: int = 0, finish_reason:
 def usage_chunk(prompt: int, completion_tokens: int) -> dict[str, Any]:
     body = chunk()
     body["choices"] = []
-    body["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+    body["usage"] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+    }
     return body
 
 
-def text_stream(pieces: Iterable[str], *, finish_reason: str = "stop", usage: tuple[int, int] | None = None,
-                choices: int = 1) -> list[dict[str, Any]]:
+def text_stream(
+    pieces: Iterable[str], *, finish_reason: str = "stop", usage: tuple[int, int] | None = None, choices: int = 1
+) -> list[dict[str, Any]]:
     """A role chunk, one chunk per piece (per choice), a finish chunk, and maybe a usage chunk."""
     events = [chunk({"role": "assistant", "content": ""}, index=i) for i in range(choices)]
     for piece in pieces:
@@ -68,8 +85,14 @@ def sse_bytes(events: Iterable[dict[str, Any] | bytes], *, done: bool = True) ->
     return out
 
 
-def sse_handler(events: Iterable[dict[str, Any] | bytes], *, done: bool = True, delay: float = 0.0,
-                first_delay: float = 0.0, hang_after: bool = False) -> Handler:
+def sse_handler(
+    events: Iterable[dict[str, Any] | bytes],
+    *,
+    done: bool = True,
+    delay: float = 0.0,
+    first_delay: float = 0.0,
+    hang_after: bool = False,
+) -> Handler:
     """Streams the events (each its own write), `delay` seconds apart; may hang at the end instead of closing."""
     payloads = sse_bytes(events, done=done)
 
@@ -90,7 +113,9 @@ def sse_handler(events: Iterable[dict[str, Any] | bytes], *, done: bool = True, 
     return handle
 
 
-def json_handler(body: Any, *, status: int = 200, delay: float = 0.0, content_type: str = "application/json") -> Handler:
+def json_handler(
+    body: Any, *, status: int = 200, delay: float = 0.0, content_type: str = "application/json"
+) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         if delay:
             await asyncio.sleep(delay)

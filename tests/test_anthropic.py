@@ -18,11 +18,22 @@ from gateway.sse import SSEDecoder, SSEEvent
 from gateway.tokens import Tokenizers
 
 API_KEY = "sk-ant-test-key-0123456789"
-CONFIG = ProviderConfig(name="claude", kind="anthropic", base_url="https://api.anthropic.com", api_key=API_KEY,
-                        headers={"anthropic-beta": "some-feature", "Authorization": "Bearer never-sent"})
+CONFIG = ProviderConfig(
+    name="claude",
+    kind="anthropic",
+    base_url="https://api.anthropic.com",
+    api_key=API_KEY,
+    headers={"anthropic-beta": "some-feature", "Authorization": "Bearer never-sent"},
+)
 USER = {"role": "user", "content": "What is the weather in Paris?"}
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
-                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
 
 
 class Offline:
@@ -61,15 +72,30 @@ def build(body: dict[str, Any], *, max_tokens: int = 256, stream: bool = False) 
 REQUESTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (
         "system and developer messages join into system",
-        {"messages": [{"role": "system", "content": "Be brief."},
-                      {"role": "developer", "content": [text("Answer in French.")]}, USER]},
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "developer", "content": [text("Answer in French.")]},
+                USER,
+            ]
+        },
         {"system": "Be brief.\n\nAnswer in French.", "messages": [user_turn(text(USER["content"]))]},
     ),
     (
         "an image as a data URL",
-        {"messages": [{"role": "user", "content": [text("What is this?"), image_part("data:image/png;base64,iVBORw0KGgo=")]}]},
-        {"messages": [user_turn(text("What is this?"), {"type": "image", "source": {
-            "type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}})]},
+        {
+            "messages": [
+                {"role": "user", "content": [text("What is this?"), image_part("data:image/png;base64,iVBORw0KGgo=")]}
+            ]
+        },
+        {
+            "messages": [
+                user_turn(
+                    text("What is this?"),
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                )
+            ]
+        },
     ),
     (
         "an image by URL",
@@ -79,19 +105,39 @@ REQUESTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     (
         "tools, tool_choice auto",
         {"messages": [USER], "tools": [WEATHER], "tool_choice": "auto"},
-        {"tools": [{"name": "get_weather", "description": "The weather in a city.",
-                    "input_schema": WEATHER["function"]["parameters"]}], "tool_choice": {"type": "auto"}},
+        {
+            "tools": [
+                {
+                    "name": "get_weather",
+                    "description": "The weather in a city.",
+                    "input_schema": WEATHER["function"]["parameters"],
+                }
+            ],
+            "tool_choice": {"type": "auto"},
+        },
     ),
     (
         "a tool without parameters, no tool_choice",
         {"messages": [USER], "tools": [{"type": "function", "function": {"name": "now"}}]},
         {"tools": [{"name": "now", "input_schema": {"type": "object", "properties": {}}}]},
     ),
-    ("tool_choice required", {"messages": [USER], "tools": [WEATHER], "tool_choice": "required"}, {"tool_choice": {"type": "any"}}),
-    ("tool_choice none", {"messages": [USER], "tools": [WEATHER], "tool_choice": "none"}, {"tool_choice": {"type": "none"}}),
+    (
+        "tool_choice required",
+        {"messages": [USER], "tools": [WEATHER], "tool_choice": "required"},
+        {"tool_choice": {"type": "any"}},
+    ),
+    (
+        "tool_choice none",
+        {"messages": [USER], "tools": [WEATHER], "tool_choice": "none"},
+        {"tool_choice": {"type": "none"}},
+    ),
     (
         "tool_choice naming a function",
-        {"messages": [USER], "tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+        {
+            "messages": [USER],
+            "tools": [WEATHER],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        },
         {"tool_choice": {"type": "tool", "name": "get_weather"}},
     ),
     (
@@ -106,49 +152,98 @@ REQUESTS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ),
     (
         "tool calls and their results; consecutive results and the next user message share one turn",
-        {"messages": [
-            USER,
-            {"role": "assistant", "content": "Let me look.", "tool_calls": [
-                {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}},
-            ]},
-            {"role": "tool", "tool_call_id": "call_a", "content": "18 C"},
-            {"role": "tool", "tool_call_id": "call_b", "content": [text("21 C")]},
-            {"role": "user", "content": "Which is warmer?"},
-        ]},
-        {"messages": [
-            user_turn(text(USER["content"])),
-            {"role": "assistant", "content": [
-                text("Let me look."),
-                {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {"city": "Paris"}},
-                {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Lyon"}},
-            ]},
-            user_turn({"type": "tool_result", "tool_use_id": "call_a", "content": "18 C"},
-                      {"type": "tool_result", "tool_use_id": "call_b", "content": [text("21 C")]},
-                      text("Which is warmer?")),
-        ]},
+        {
+            "messages": [
+                USER,
+                {
+                    "role": "assistant",
+                    "content": "Let me look.",
+                    "tool_calls": [
+                        {
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        },
+                        {
+                            "id": "call_b",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'},
+                        },
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_a", "content": "18 C"},
+                {"role": "tool", "tool_call_id": "call_b", "content": [text("21 C")]},
+                {"role": "user", "content": "Which is warmer?"},
+            ]
+        },
+        {
+            "messages": [
+                user_turn(text(USER["content"])),
+                {
+                    "role": "assistant",
+                    "content": [
+                        text("Let me look."),
+                        {"type": "tool_use", "id": "call_a", "name": "get_weather", "input": {"city": "Paris"}},
+                        {"type": "tool_use", "id": "call_b", "name": "get_weather", "input": {"city": "Lyon"}},
+                    ],
+                },
+                user_turn(
+                    {"type": "tool_result", "tool_use_id": "call_a", "content": "18 C"},
+                    {"type": "tool_result", "tool_use_id": "call_b", "content": [text("21 C")]},
+                    text("Which is warmer?"),
+                ),
+            ]
+        },
     ),
     (
         "an assistant message with only tool calls",
-        {"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_a", "type": "function", "function": {"name": "now", "arguments": ""}}]}]},
-        {"messages": [user_turn(text(USER["content"])),
-                      {"role": "assistant", "content": [{"type": "tool_use", "id": "call_a", "name": "now", "input": {}}]}]},
+        {
+            "messages": [
+                USER,
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "call_a", "type": "function", "function": {"name": "now", "arguments": ""}}],
+                },
+            ]
+        },
+        {
+            "messages": [
+                user_turn(text(USER["content"])),
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "call_a", "name": "now", "input": {}}]},
+            ]
+        },
     ),
     ("stop as a string", {"messages": [USER], "stop": "END"}, {"stop_sequences": ["END"]}),
     ("stop as a list", {"messages": [USER], "stop": ["END", "\n\nHuman:"]}, {"stop_sequences": ["END", "\n\nHuman:"]}),
     (
         "sampling and user passed on, fields without an Anthropic meaning dropped",
-        {"messages": [USER], "temperature": 0.2, "top_p": 0.9, "user": "user-7", "seed": 1, "logprobs": True,
-         "response_format": {"type": "json_object"}, "frequency_penalty": 0.5, "stream_options": {"include_usage": True},
-         "max_completion_tokens": 99, "n": 1},
-        {"model": "claude-sonnet-4-5", "max_tokens": 256, "messages": [user_turn(text(USER["content"]))],
-         "temperature": 0.2, "top_p": 0.9, "metadata": {"user_id": "user-7"}},
+        {
+            "messages": [USER],
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "user": "user-7",
+            "seed": 1,
+            "logprobs": True,
+            "response_format": {"type": "json_object"},
+            "frequency_penalty": 0.5,
+            "stream_options": {"include_usage": True},
+            "max_completion_tokens": 99,
+            "n": 1,
+        },
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 256,
+            "messages": [user_turn(text(USER["content"]))],
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "metadata": {"user_id": "user-7"},
+        },
     ),
 ]
 
 
-@pytest.mark.parametrize("body, expected", [case[1:] for case in REQUESTS], ids=[case[0] for case in REQUESTS])
+@pytest.mark.parametrize(("body", "expected"), [case[1:] for case in REQUESTS], ids=[case[0] for case in REQUESTS])
 def test_request_translation(body: dict[str, Any], expected: dict[str, Any]) -> None:
     before = copy.deepcopy(body)
     sent = build(body)
@@ -160,12 +255,21 @@ def test_request_translation(body: dict[str, Any], expected: dict[str, Any]) -> 
 
 
 def test_exact_body_streaming_and_headers() -> None:
-    call = UpstreamCall(body={"messages": [USER], "max_tokens": 10}, model="claude-sonnet-4-5", max_tokens=10,
-                        stream=True, request_id="req-42")
+    call = UpstreamCall(
+        body={"messages": [USER], "max_tokens": 10},
+        model="claude-sonnet-4-5",
+        max_tokens=10,
+        stream=True,
+        request_id="req-42",
+    )
     request = adapter().build_request(call)
     assert request.url == "https://api.anthropic.com/v1/messages"
-    assert orjson.loads(request.body) == {"model": "claude-sonnet-4-5", "max_tokens": 10,
-                                          "messages": [user_turn(text(USER["content"]))], "stream": True}
+    assert orjson.loads(request.body) == {
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 10,
+        "messages": [user_turn(text(USER["content"]))],
+        "stream": True,
+    }
     headers = {name.lower(): value for name, value in request.headers.items()}
     assert headers["x-api-key"] == API_KEY
     assert headers["anthropic-version"] == "2023-06-01"
@@ -177,25 +281,73 @@ def test_exact_body_streaming_and_headers() -> None:
 
 INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("n above 1", {"messages": [USER], "n": 2}, "n"),
-    ("tool arguments that are not JSON", {"messages": [USER, {"role": "assistant", "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{not json"}}]}]},
-     "messages[1].tool_calls[0].function.arguments"),
-    ("tool arguments that are not an object", {"messages": [USER, {"role": "assistant", "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]}]},
-     "messages[1].tool_calls[0].function.arguments"),
-    ("an image that is neither http nor data", {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "ftp://example.com/a.png"}}]}]}, "messages[0].content[0].image_url.url"),
-    ("a data URL that is not base64", {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}]}, "messages[0].content[0].image_url.url"),
-    ("an unsupported part", {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0].content[0]"),
+    (
+        "tool arguments that are not JSON",
+        {
+            "messages": [
+                USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
+                    ],
+                },
+            ]
+        },
+        "messages[1].tool_calls[0].function.arguments",
+    ),
+    (
+        "tool arguments that are not an object",
+        {
+            "messages": [
+                USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "[1]"}}],
+                },
+            ]
+        },
+        "messages[1].tool_calls[0].function.arguments",
+    ),
+    (
+        "an image that is neither http nor data",
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://example.com/a.png"}}]}
+            ]
+        },
+        "messages[0].content[0].image_url.url",
+    ),
+    (
+        "a data URL that is not base64",
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,abc"}}]}
+            ]
+        },
+        "messages[0].content[0].image_url.url",
+    ),
+    (
+        "an unsupported part",
+        {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+        "messages[0].content[0]",
+    ),
     ("an unknown role", {"messages": [{"role": "function", "name": "f", "content": "x"}]}, "messages[0].role"),
-    ("a tool message without tool_call_id", {"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
-    ("a tool_choice of no known shape", {"messages": [USER], "tools": [WEATHER], "tool_choice": "always"}, "tool_choice"),
+    (
+        "a tool message without tool_call_id",
+        {"messages": [{"role": "tool", "content": "x"}]},
+        "messages[0].tool_call_id",
+    ),
+    (
+        "a tool_choice of no known shape",
+        {"messages": [USER], "tools": [WEATHER], "tool_choice": "always"},
+        "tool_choice",
+    ),
     ("a tool that is not a function", {"messages": [USER], "tools": [{"type": "custom", "custom": {}}]}, "tools[0]"),
 ]
 
 
-@pytest.mark.parametrize("body, param", [case[1:] for case in INVALID], ids=[case[0] for case in INVALID])
+@pytest.mark.parametrize(("body", "param"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID])
 def test_requests_anthropic_cannot_take_are_refused(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as raised:
         build(body)
@@ -214,45 +366,73 @@ async def test_registered_as_kind_anthropic(tokenizers: Tokenizers) -> None:
 
 
 def message(content: list[dict[str, Any]], *, stop_reason: str | None = "end_turn", **usage: int) -> bytes:
-    return orjson.dumps({
-        "id": "msg_0123", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": content,
-        "stop_reason": stop_reason, "stop_sequence": None,
-        "usage": {"input_tokens": 12, "output_tokens": 5, **usage},
-    })
+    return orjson.dumps(
+        {
+            "id": "msg_0123",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-sonnet-4-5",
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 12, "output_tokens": 5, **usage},
+        }
+    )
 
 
 def test_text_response() -> None:
     completion = adapter().translate_response(message([text("Hello"), text(" there!")]))
     assert isinstance(completion.pop("created"), int)
     assert completion == {
-        "id": "chatcmpl-msg_0123", "object": "chat.completion", "model": "claude-sonnet-4-5",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there!", "refusal": None},
-                     "logprobs": None, "finish_reason": "stop"}],
+        "id": "chatcmpl-msg_0123",
+        "object": "chat.completion",
+        "model": "claude-sonnet-4-5",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello there!", "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17},
     }
 
 
 def test_tool_use_response() -> None:
-    payload = message([
-        {"type": "thinking", "thinking": "The user wants weather.", "signature": "sig"},
-        {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Paris"}},
-        {"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}},
-    ], stop_reason="tool_use")
+    payload = message(
+        [
+            {"type": "thinking", "thinking": "The user wants weather.", "signature": "sig"},
+            {"type": "tool_use", "id": "toolu_a", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_b", "name": "now", "input": {}},
+        ],
+        stop_reason="tool_use",
+    )
     choice = adapter().translate_response(payload)["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
-    assert choice["message"] == {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-        {"id": "toolu_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-        {"id": "toolu_b", "type": "function", "function": {"name": "now", "arguments": "{}"}},
-    ]}
+    assert choice["message"] == {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "tool_calls": [
+            {"id": "toolu_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
+            {"id": "toolu_b", "type": "function", "function": {"name": "now", "arguments": "{}"}},
+        ],
+    }
 
 
 STOP_REASONS = [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("pause_turn", "stop"), ("max_tokens", "length"),
-    ("model_context_window_exceeded", "length"), ("tool_use", "tool_calls"), ("refusal", "content_filter"),
+    ("end_turn", "stop"),
+    ("stop_sequence", "stop"),
+    ("pause_turn", "stop"),
+    ("max_tokens", "length"),
+    ("model_context_window_exceeded", "length"),
+    ("tool_use", "tool_calls"),
+    ("refusal", "content_filter"),
 ]
 
 
-@pytest.mark.parametrize("stop_reason, finish_reason", STOP_REASONS)
+@pytest.mark.parametrize(("stop_reason", "finish_reason"), STOP_REASONS)
 def test_stop_reasons(stop_reason: str, finish_reason: str, caplog: pytest.LogCaptureFixture) -> None:
     completion = adapter().translate_response(message([text("x")], stop_reason=stop_reason))
     assert completion["choices"][0]["finish_reason"] == finish_reason
@@ -268,14 +448,21 @@ def test_an_unknown_stop_reason_is_stop_and_logged_once(caplog: pytest.LogCaptur
 
 
 def test_usage_counts_cache_tokens_in_the_prompt() -> None:
-    payload = message([text("x")], input_tokens=10, cache_creation_input_tokens=200, cache_read_input_tokens=3000,
-                      output_tokens=7)
+    payload = message(
+        [text("x")], input_tokens=10, cache_creation_input_tokens=200, cache_read_input_tokens=3000, output_tokens=7
+    )
     usage = adapter().translate_response(payload)["usage"]
-    assert usage == {"prompt_tokens": 3210, "completion_tokens": 7, "total_tokens": 3217,
-                     "prompt_tokens_details": {"cached_tokens": 3000}}
+    assert usage == {
+        "prompt_tokens": 3210,
+        "completion_tokens": 7,
+        "total_tokens": 3217,
+        "prompt_tokens_details": {"cached_tokens": 3000},
+    }
 
 
-@pytest.mark.parametrize("payload", [b"<html>oops</html>", b"[]", b'{"type": "error", "error": {}}', b'{"type": "message"}'])
+@pytest.mark.parametrize(
+    "payload", [b"<html>oops</html>", b"[]", b'{"type": "error", "error": {}}', b'{"type": "message"}']
+)
 def test_a_response_that_is_not_a_message(payload: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
         adapter().translate_response(payload)
@@ -328,26 +515,61 @@ data: {"type":"message_stop"}
 
 
 def expected_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-    return {"id": "chatcmpl-msg_01Wx9pQ", "object": "chat.completion.chunk", "model": "claude-sonnet-4-5",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+    return {
+        "id": "chatcmpl-msg_01Wx9pQ",
+        "object": "chat.completion.chunk",
+        "model": "claude-sonnet-4-5",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
 
 
 EXPECTED_CHUNKS = [
-    {**expected_chunk({"role": "assistant", "content": ""}),  # the role and finish chunks carry the usage so far
-     "usage": {"prompt_tokens": 592, "completion_tokens": 2, "total_tokens": 594,
-               "prompt_tokens_details": {"cached_tokens": 20}}},
+    {
+        **expected_chunk({"role": "assistant", "content": ""}),  # the role and finish chunks carry the usage so far
+        "usage": {
+            "prompt_tokens": 592,
+            "completion_tokens": 2,
+            "total_tokens": 594,
+            "prompt_tokens_details": {"cached_tokens": 20},
+        },
+    },
     expected_chunk({"content": "Okay"}),
     expected_chunk({"content": ", let me check."}),
-    expected_chunk({"tool_calls": [{"index": 0, "id": "toolu_01Ab", "type": "function",
-                                    "function": {"name": "get_weather", "arguments": ""}}]}),
+    expected_chunk(
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "toolu_01Ab",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": ""},
+                }
+            ]
+        }
+    ),
     expected_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": "Par'}}]}),
     expected_chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'is"}'}}]}),
-    {**expected_chunk({}, "tool_calls"),
-     "usage": {"prompt_tokens": 592, "completion_tokens": 89, "total_tokens": 681,
-               "prompt_tokens_details": {"cached_tokens": 20}}},
-    {"id": "chatcmpl-msg_01Wx9pQ", "object": "chat.completion.chunk", "model": "claude-sonnet-4-5", "choices": [],
-     "usage": {"prompt_tokens": 592, "completion_tokens": 89, "total_tokens": 681,
-               "prompt_tokens_details": {"cached_tokens": 20}}},
+    {
+        **expected_chunk({}, "tool_calls"),
+        "usage": {
+            "prompt_tokens": 592,
+            "completion_tokens": 89,
+            "total_tokens": 681,
+            "prompt_tokens_details": {"cached_tokens": 20},
+        },
+    },
+    {
+        "id": "chatcmpl-msg_01Wx9pQ",
+        "object": "chat.completion.chunk",
+        "model": "claude-sonnet-4-5",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 592,
+            "completion_tokens": 89,
+            "total_tokens": 681,
+            "prompt_tokens_details": {"cached_tokens": 20},
+        },
+    },
 ]
 
 
@@ -357,7 +579,7 @@ def translate_stream(raw: bytes, *, read_size: int | None = None) -> tuple[list[
     size = read_size or len(raw)
     chunks: list[dict[str, Any]] = []
     for start in range(0, len(raw), size):
-        for event in decoder.decode(raw[start:start + size]):
+        for event in decoder.decode(raw[start : start + size]):
             chunks += translator.translate(event)
     for event in decoder.flush():
         chunks += translator.translate(event)
@@ -377,20 +599,40 @@ def event(data: dict[str, Any]) -> SSEEvent:
     return SSEEvent(orjson.dumps(data), data.get("type"))
 
 
-START = {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                                              "content": [], "usage": {"input_tokens": 5, "output_tokens": 1}}}
+START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "m",
+        "content": [],
+        "usage": {"input_tokens": 5, "output_tokens": 1},
+    },
+}
 
 
 def test_message_delta_usage_replaces_the_running_totals() -> None:
     translator = adapter().stream_translator()
     translator.translate(event(START))
     assert translator.translate(event({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 3}})) == []
-    finish = translator.translate(event({"type": "message_delta", "delta": {"stop_reason": "max_tokens"},
-                                         "usage": {"input_tokens": 50, "cache_read_input_tokens": 4, "output_tokens": 9}}))
+    finish = translator.translate(
+        event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "max_tokens"},
+                "usage": {"input_tokens": 50, "cache_read_input_tokens": 4, "output_tokens": 9},
+            }
+        )
+    )
     assert finish[0]["choices"][0]["finish_reason"] == "length"
     [usage_chunk] = translator.translate(event({"type": "message_stop"}))
-    assert usage_chunk["usage"] == {"prompt_tokens": 54, "completion_tokens": 9, "total_tokens": 63,
-                                    "prompt_tokens_details": {"cached_tokens": 4}}
+    assert usage_chunk["usage"] == {
+        "prompt_tokens": 54,
+        "completion_tokens": 9,
+        "total_tokens": 63,
+        "prompt_tokens_details": {"cached_tokens": 4},
+    }
 
 
 def test_unknown_events_and_deltas_are_ignored() -> None:
@@ -411,11 +653,20 @@ def test_unknown_events_and_deltas_are_ignored() -> None:
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
-@pytest.mark.parametrize("kind, status", [
-    ("overloaded_error", 529), ("rate_limit_error", 429), ("api_error", 500), ("invalid_request_error", 400),
-    ("request_too_large", 413), ("authentication_error", 401), ("permission_error", 403), ("not_found_error", 404),
-    ("something_new_error", 502),
-])
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("overloaded_error", 529),
+        ("rate_limit_error", 429),
+        ("api_error", 500),
+        ("invalid_request_error", 400),
+        ("request_too_large", 413),
+        ("authentication_error", 401),
+        ("permission_error", 403),
+        ("not_found_error", 404),
+        ("something_new_error", 502),
+    ],
+)
 def test_an_error_event_raises_with_the_status_of_its_type(kind: str, status: int) -> None:
     translator = adapter().stream_translator()
     translator.translate(event(START))
@@ -436,9 +687,15 @@ def test_an_event_that_is_not_json() -> None:
 
 def test_overloaded_keeps_its_529() -> None:
     error = adapter().map_error(529, orjson.dumps(OVERLOADED))
-    assert (error.status, error.message, error.type, error.code) == (529, "Overloaded", "overloaded_error", "overloaded_error")
-    assert error.body() == {"error": {"message": "Overloaded", "type": "overloaded_error", "param": None,
-                                      "code": "overloaded_error"}}
+    assert (error.status, error.message, error.type, error.code) == (
+        529,
+        "Overloaded",
+        "overloaded_error",
+        "overloaded_error",
+    )
+    assert error.body() == {
+        "error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": "overloaded_error"}
+    }
 
 
 def test_an_html_body_is_never_shown() -> None:

@@ -10,25 +10,32 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import Gateway, GatewayFactory, Upstream
+
 from gateway.tokens import Tokenizers
 
 API_KEY = "sk-ant-test-key"
 MODEL = "claude-sonnet-4-5"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is the weather in Paris?"}]
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 USAGE = {"input_tokens": 30, "cache_creation_input_tokens": 200, "cache_read_input_tokens": 1000, "output_tokens": 1}
 
 
 @pytest.fixture
 async def claude(upstream: Upstream, gateway_factory: GatewayFactory) -> Gateway:
     """The gateway with the model `claude` routed to a fake Anthropic upstream."""
-    return await gateway_factory({
-        "providers": {"claude": {"kind": "anthropic", "base_url": upstream.url, "api_key": API_KEY}},
-        "routes": [{"model": "claude", "provider": "claude", "upstream_model": MODEL}],
-    })
+    return await gateway_factory(
+        {
+            "providers": {"claude": {"kind": "anthropic", "base_url": upstream.url, "api_key": API_KEY}},
+            "routes": [{"model": "claude", "provider": "claude", "upstream_model": MODEL}],
+        }
+    )
 
 
 # ---------------------------------------------------------------- the fake Messages API
@@ -55,10 +62,18 @@ def message_handler(content: list[dict[str, Any]], *, stop_reason: str = "end_tu
         refusal = refusal_of(request)
         if refusal is not None:
             return refusal
-        return web.json_response({
-            "id": "msg_e2e", "type": "message", "role": "assistant", "model": MODEL, "content": content,
-            "stop_reason": stop_reason, "stop_sequence": None, "usage": {**USAGE, "output_tokens": output_tokens},
-        })
+        return web.json_response(
+            {
+                "id": "msg_e2e",
+                "type": "message",
+                "role": "assistant",
+                "model": MODEL,
+                "content": content,
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": {**USAGE, "output_tokens": output_tokens},
+            }
+        )
 
     return handle
 
@@ -83,6 +98,7 @@ def stream_handler(events: Iterable[dict[str, Any]]):
 
 def paced_stream_handler(events: Iterable[dict[str, Any]], pause: float):
     """Like stream_handler, with `pause` seconds between events: a model that thinks aloud slowly."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
@@ -103,34 +119,65 @@ def error_handler(kind: str, message: str, status: int):
 
 
 def message_start() -> dict[str, Any]:
-    return {"type": "message_start", "message": {"id": "msg_e2e", "type": "message", "role": "assistant", "model": MODEL,
-                                                 "content": [], "stop_reason": None, "stop_sequence": None, "usage": USAGE}}
+    return {
+        "type": "message_start",
+        "message": {
+            "id": "msg_e2e",
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": USAGE,
+        },
+    }
 
 
 def text_block(index: int, pieces: Iterable[str]) -> list[dict[str, Any]]:
     return [
         {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
-        *({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}} for piece in pieces),
+        *(
+            {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
+            for piece in pieces
+        ),
         {"type": "content_block_stop", "index": index},
     ]
 
 
 def tool_block(index: int, tool_id: str, name: str, pieces: Iterable[str]) -> list[dict[str, Any]]:
     return [
-        {"type": "content_block_start", "index": index,
-         "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}}},
-        *({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}
-          for piece in pieces),
+        {
+            "type": "content_block_start",
+            "index": index,
+            "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}},
+        },
+        *(
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": piece},
+            }
+            for piece in pieces
+        ),
         {"type": "content_block_stop", "index": index},
     ]
 
 
 def ending(stop_reason: str, output_tokens: int) -> list[dict[str, Any]]:
-    return [{"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-             "usage": {"output_tokens": output_tokens}}, {"type": "message_stop"}]
+    return [
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+            "usage": {"output_tokens": output_tokens},
+        },
+        {"type": "message_stop"},
+    ]
 
 
-def text_stream(pieces: Iterable[str], *, stop_reason: str = "end_turn", output_tokens: int = 7) -> list[dict[str, Any]]:
+def text_stream(
+    pieces: Iterable[str], *, stop_reason: str = "end_turn", output_tokens: int = 7
+) -> list[dict[str, Any]]:
     return [message_start(), {"type": "ping"}, *text_block(0, pieces), *ending(stop_reason, output_tokens)]
 
 
@@ -158,16 +205,21 @@ async def test_text_not_streamed(upstream: Upstream, claude: Gateway) -> None:
     assert result.choices[0].message.content == "Sunny, 21 C."
     assert result.choices[0].finish_reason == "stop"
     assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.total_tokens) == (1230, 7, 1237)
-    assert sent_body(upstream) == {"model": MODEL, "max_tokens": 50, "system": "Be brief.",
-                                   "messages": [{"role": "user", "content": [{"type": "text", "text": MESSAGES[1]["content"]}]}]}
+    assert sent_body(upstream) == {
+        "model": MODEL,
+        "max_tokens": 50,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": MESSAGES[1]["content"]}]}],
+    }
     headers = upstream.requests[0]["headers"]
     assert headers["x-request-id"] and "sk-client-key-never-forwarded" not in str(list(headers.items()))
 
 
 async def test_text_streamed_with_usage(upstream: Upstream, claude: Gateway) -> None:
     upstream.handler = stream_handler(text_stream(["Sun", "ny, ", "21 C."], output_tokens=6))
-    stream = await claude.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True,
-                                                           stream_options={"include_usage": True})
+    stream = await claude.client().chat.completions.create(
+        model="claude", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     content, finish, usages = await collect(stream)
     assert (content, finish) == ("Sunny, 21 C.", "stop")
     assert [(usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) for usage in usages] == [(1230, 6, 1236)]
@@ -177,8 +229,9 @@ async def test_text_streamed_with_usage(upstream: Upstream, claude: Gateway) -> 
 
 async def test_a_stream_ending_without_message_stop_still_has_its_usage(upstream: Upstream, claude: Gateway) -> None:
     upstream.handler = stream_handler(text_stream(["Sunny."], output_tokens=3)[:-1])
-    stream = await claude.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True,
-                                                           stream_options={"include_usage": True})
+    stream = await claude.client().chat.completions.create(
+        model="claude", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     content, finish, usages = await collect(stream)
     assert (content, finish) == ("Sunny.", "stop")
     assert [(usage.prompt_tokens, usage.completion_tokens) for usage in usages] == [(1230, 3)]
@@ -188,13 +241,17 @@ async def test_a_stream_ending_without_message_stop_still_has_its_usage(upstream
 
 
 async def test_tool_calls_not_streamed(upstream: Upstream, claude: Gateway) -> None:
-    upstream.handler = message_handler([
-        {"type": "text", "text": "Let me check."},
-        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
-        {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Lyon"}},
-    ], stop_reason="tool_use")
-    result = await claude.client().chat.completions.create(model="claude", messages=MESSAGES, tools=[WEATHER],
-                                                           tool_choice="required", parallel_tool_calls=False)
+    upstream.handler = message_handler(
+        [
+            {"type": "text", "text": "Let me check."},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Lyon"}},
+        ],
+        stop_reason="tool_use",
+    )
+    result = await claude.client().chat.completions.create(
+        model="claude", messages=MESSAGES, tools=[WEATHER], tool_choice="required", parallel_tool_calls=False
+    )
     choice = result.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me check."
     calls = [(call.id, call.function.name, orjson.loads(call.function.arguments)) for call in choice.message.tool_calls]
@@ -205,14 +262,16 @@ async def test_tool_calls_not_streamed(upstream: Upstream, claude: Gateway) -> N
 
 
 async def test_tool_calls_streamed_are_reassembled_by_the_sdk(upstream: Upstream, claude: Gateway) -> None:
-    upstream.handler = stream_handler([
-        message_start(),
-        *text_block(0, ["Checking", " both."]),
-        *tool_block(1, "toolu_1", "get_weather", ["", '{"ci', 'ty": "Par', 'is"}']),
-        {"type": "ping"},
-        *tool_block(2, "toolu_2", "get_weather", ['{"city": ', '"Lyon"}']),
-        *ending("tool_use", 40),
-    ])
+    upstream.handler = stream_handler(
+        [
+            message_start(),
+            *text_block(0, ["Checking", " both."]),
+            *tool_block(1, "toolu_1", "get_weather", ["", '{"ci', 'ty": "Par', 'is"}']),
+            {"type": "ping"},
+            *tool_block(2, "toolu_2", "get_weather", ['{"city": ', '"Lyon"}']),
+            *ending("tool_use", 40),
+        ]
+    )
     async with claude.client().chat.completions.stream(model="claude", messages=MESSAGES, tools=[WEATHER]) as stream:
         completion = await stream.get_final_completion()
     choice = completion.choices[0]
@@ -223,13 +282,27 @@ async def test_tool_calls_streamed_are_reassembled_by_the_sdk(upstream: Upstream
 
 async def test_a_tool_round_trip_is_sent_as_tool_use_and_tool_result(upstream: Upstream, claude: Gateway) -> None:
     upstream.handler = message_handler([{"type": "text", "text": "Paris is at 18 C."}])
-    messages = [*MESSAGES,
-                {"role": "assistant", "content": None, "tool_calls": [
-                    {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-                {"role": "tool", "tool_call_id": "toolu_1", "content": "18 C"}]
+    messages = [
+        *MESSAGES,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "18 C"},
+    ]
     await claude.client().chat.completions.create(model="claude", messages=messages, tools=[WEATHER])
     assert sent_body(upstream)["messages"][1:] == [
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+        },
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18 C"}]},
     ]
 
@@ -237,17 +310,27 @@ async def test_a_tool_round_trip_is_sent_as_tool_use_and_tool_result(upstream: U
 # ---------------------------------------------------------------- stop reasons
 
 
-@pytest.mark.parametrize("stop_reason, finish_reason", [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("pause_turn", "stop"), ("max_tokens", "length"),
-    ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("a_reason_from_the_future", "stop"),
-])
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("pause_turn", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("a_reason_from_the_future", "stop"),
+    ],
+)
 async def test_each_stop_reason(upstream: Upstream, claude: Gateway, stop_reason: str, finish_reason: str) -> None:
     client = claude.client()
     upstream.handler = message_handler([{"type": "text", "text": "Hi"}], stop_reason=stop_reason)
     result = await client.chat.completions.create(model="claude", messages=MESSAGES)
     assert result.choices[0].finish_reason == finish_reason
     upstream.handler = stream_handler(text_stream(["Hi"], stop_reason=stop_reason))
-    _, finish, usages = await collect(await client.chat.completions.create(model="claude", messages=MESSAGES, stream=True))
+    _, finish, usages = await collect(
+        await client.chat.completions.create(model="claude", messages=MESSAGES, stream=True)
+    )
     assert finish == finish_reason
     assert usages == [], "usage goes out only when the client asked for it"
 
@@ -261,7 +344,12 @@ async def test_overloaded_keeps_529(upstream: Upstream, claude: Gateway) -> None
         await claude.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True)
     error = raised.value
     assert error.status_code == 529
-    assert error.body == {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": "overloaded_error"}
+    assert error.body == {
+        "message": "Overloaded",
+        "type": "overloaded_error",
+        "param": None,
+        "code": "overloaded_error",
+    }
 
 
 async def test_a_400_is_a_bad_request(upstream: Upstream, claude: Gateway) -> None:
@@ -283,10 +371,13 @@ async def test_an_html_error_page_is_not_shown(upstream: Upstream, claude: Gatew
 
 
 async def test_an_error_event_mid_stream(upstream: Upstream, claude: Gateway) -> None:
-    upstream.handler = stream_handler([
-        message_start(), *text_block(0, ["Sun", "ny"]),
-        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
-    ])
+    upstream.handler = stream_handler(
+        [
+            message_start(),
+            *text_block(0, ["Sun", "ny"]),
+            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+        ]
+    )
     stream = await claude.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True)
     content = ""
     with pytest.raises(openai.APIError) as raised:
@@ -296,24 +387,34 @@ async def test_an_error_event_mid_stream(upstream: Upstream, claude: Gateway) ->
     assert raised.value.message == "Overloaded" and raised.value.code == "overloaded_error"
 
 
-async def test_pings_and_thinking_keep_a_long_quiet_stream_alive(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_pings_and_thinking_keep_a_long_quiet_stream_alive(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
     """Thinking and pings make no OpenAI chunk, but they are the upstream at work: idle_timeout must not fire."""
-    gateway = await gateway_factory({
-        "limits": {"idle_timeout": 0.3},
-        "providers": {"claude": {"kind": "anthropic", "base_url": upstream.url, "api_key": API_KEY}},
-        "routes": [{"model": "claude", "provider": "claude", "upstream_model": MODEL}],
-    })
+    gateway = await gateway_factory(
+        {
+            "limits": {"idle_timeout": 0.3},
+            "providers": {"claude": {"kind": "anthropic", "base_url": upstream.url, "api_key": API_KEY}},
+            "routes": [{"model": "claude", "provider": "claude", "upstream_model": MODEL}],
+        }
+    )
     thinking = [
         {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
-        *({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": f"step {i}. "}}
-          for i in range(4)),
+        *(
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": f"step {i}. "}}
+            for i in range(4)
+        ),
         {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}},
         {"type": "content_block_stop", "index": 0},
         {"type": "ping"},
     ]
     # 8 events of no chunk, 0.15 s apart: 1.2 s without a chunk, against an idle_timeout of 0.3 s
-    upstream.handler = paced_stream_handler([message_start(), *thinking, *text_block(1, ["Done."]), *ending("end_turn", 9)], 0.15)
-    text, finish, _ = await collect(await gateway.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True))
+    upstream.handler = paced_stream_handler(
+        [message_start(), *thinking, *text_block(1, ["Done."]), *ending("end_turn", 9)], 0.15
+    )
+    text, finish, _ = await collect(
+        await gateway.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True)
+    )
     assert (text, finish) == ("Done.", "stop")
 
 
@@ -326,11 +427,13 @@ async def test_n_above_1_is_refused_before_any_upstream_request(upstream: Upstre
 # ---------------------------------------------------------------- max_tokens
 
 
-async def test_a_stream_that_ignores_max_tokens_is_cut_exactly(upstream: Upstream, claude: Gateway,
-                                                              tokenizers: Tokenizers) -> None:
+async def test_a_stream_that_ignores_max_tokens_is_cut_exactly(
+    upstream: Upstream, claude: Gateway, tokenizers: Tokenizers
+) -> None:
     upstream.handler = stream_handler(text_stream([f" word{i}" for i in range(200)], output_tokens=400))
-    stream = await claude.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True, max_tokens=7,
-                                                           stream_options={"include_usage": True})
+    stream = await claude.client().chat.completions.create(
+        model="claude", messages=MESSAGES, stream=True, max_tokens=7, stream_options={"include_usage": True}
+    )
     content, finish, usages = await collect(stream)
     assert tokenizers.for_model(MODEL).count(content) == 7
     assert finish == "length"
@@ -338,10 +441,12 @@ async def test_a_stream_that_ignores_max_tokens_is_cut_exactly(upstream: Upstrea
     assert (usages[0].prompt_tokens, usages[0].completion_tokens) == (1230, 7)
 
 
-async def test_a_message_that_ignores_max_tokens_is_cut_exactly(upstream: Upstream, claude: Gateway,
-                                                               tokenizers: Tokenizers) -> None:
-    upstream.handler = message_handler([{"type": "text", "text": "".join(f" word{i}" for i in range(200))}],
-                                       output_tokens=400)
+async def test_a_message_that_ignores_max_tokens_is_cut_exactly(
+    upstream: Upstream, claude: Gateway, tokenizers: Tokenizers
+) -> None:
+    upstream.handler = message_handler(
+        [{"type": "text", "text": "".join(f" word{i}" for i in range(200))}], output_tokens=400
+    )
     result = await claude.client().chat.completions.create(model="claude", messages=MESSAGES, max_completion_tokens=9)
     assert tokenizers.for_model(MODEL).count(result.choices[0].message.content) == 9
     assert result.choices[0].finish_reason == "length"

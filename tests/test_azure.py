@@ -8,7 +8,6 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import Gateway, GatewayFactory, Upstream
 from fakes import Handler, completion, json_handler, sse_handler, text_stream
 from test_limits_e2e import collect
@@ -18,10 +17,27 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 def azure_tree(url: str) -> dict:
     return {
-        "providers": {"azure": {"kind": "azure", "base_url": url, "api_key": "azure-secret-key", "api_version": "2024-10-21",
-                                "deployment": "provider-deployment"}},
+        "providers": {
+            "azure": {
+                "kind": "azure",
+                "base_url": url,
+                "api_key": "azure-secret-key",
+                "api_version": "2024-10-21",
+                "deployment": "provider-deployment",
+            }
+        },
         "routes": [
-            {"model": "gpt-4o", "targets": [{"provider": "azure", "model": "gpt-4o", "deployment": "my-gpt4o", "api_version": "2025-01-01-preview"}]},
+            {
+                "model": "gpt-4o",
+                "targets": [
+                    {
+                        "provider": "azure",
+                        "model": "gpt-4o",
+                        "deployment": "my-gpt4o",
+                        "api_version": "2025-01-01-preview",
+                    }
+                ],
+            },
             {"model": "default-deployment", "provider": "azure", "upstream_model": "gpt-4o-mini"},
         ],
     }
@@ -39,7 +55,9 @@ async def test_azure_deployment_url_and_key(upstream: Upstream, gateway_factory:
     assert sent["headers"]["api-key"] == "azure-secret-key" and "Authorization" not in sent["headers"]
 
     upstream.handler = sse_handler(text_stream(["streamed", " from azure"]))
-    texts, finishes, _ = await collect(await client.chat.completions.create(model="default-deployment", messages=MESSAGES, stream=True))
+    texts, finishes, _ = await collect(
+        await client.chat.completions.create(model="default-deployment", messages=MESSAGES, stream=True)
+    )
     assert texts[0] == "streamed from azure" and finishes[0] == "stop"
     sent = upstream.requests[-1]
     assert sent["path"] == "/openai/deployments/provider-deployment/chat/completions"
@@ -50,20 +68,33 @@ async def test_azure_deployment_url_and_key(upstream: Upstream, gateway_factory:
 
 API_KEY = "azure-secret-key"
 MODEL_VERSION = "gpt-4o-2024-08-06"  # what Azure names in its responses: the deployed model's version
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 SAFE = {"filtered": False, "severity": "safe"}
 FILTERS = {"hate": SAFE, "self_harm": SAFE, "sexual": SAFE, "violence": SAFE}
 FILTERED = {**FILTERS, "violence": {"filtered": True, "severity": "medium"}}
-PROMPT_FILTERS = [{"prompt_index": 0, "content_filter_results": {**FILTERS, "jailbreak": {"filtered": False, "detected": False}}}]
+PROMPT_FILTERS = [
+    {"prompt_index": 0, "content_filter_results": {**FILTERS, "jailbreak": {"filtered": False, "detected": False}}}
+]
 USAGE = {"completion_tokens": 3, "prompt_tokens": 20, "total_tokens": 23}
-RATE_LIMITED = ("Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2025-01-01-preview have "
-                "exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 2 seconds.")
+RATE_LIMITED = (
+    "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version 2025-01-01-preview have "
+    "exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after 2 seconds."
+)
 
 
-def azure_error(http_status: int, code: str, message: str, *, headers: dict | None = None, **extra: Any) -> web.Response:
+def azure_error(
+    http_status: int, code: str, message: str, *, headers: dict | None = None, **extra: Any
+) -> web.Response:
     """Azure's error body: `code` and `message`, sometimes more (`param`, `status`, `innererror`)."""
-    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=http_status, headers=headers)
+    return web.json_response(
+        {"error": {"code": code, "message": message, **extra}}, status=http_status, headers=headers
+    )
 
 
 def error_handler(http_status: int, code: str, message: str, **options: Any) -> Handler:
@@ -91,16 +122,29 @@ def azure(handler: Handler) -> Handler:
     return handle
 
 
-def azure_completion(content: str | None, *, finish_reason: str = "stop", tool_calls: list | None = None,
-                     filters: dict | None = FILTERS) -> dict[str, Any]:
+def azure_completion(
+    content: str | None, *, finish_reason: str = "stop", tool_calls: list | None = None, filters: dict | None = FILTERS
+) -> dict[str, Any]:
     message: dict[str, Any] = {"content": content, "refusal": None, "role": "assistant"}
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
-        "choices": [{"content_filter_results": filters or {}, "finish_reason": finish_reason, "index": 0, "logprobs": None,
-                     "message": message}],
-        "created": 1_727_000_000, "id": "chatcmpl-azure", "model": MODEL_VERSION, "object": "chat.completion",
-        "prompt_filter_results": PROMPT_FILTERS, "system_fingerprint": "fp_azure", "usage": USAGE,
+        "choices": [
+            {
+                "content_filter_results": filters or {},
+                "finish_reason": finish_reason,
+                "index": 0,
+                "logprobs": None,
+                "message": message,
+            }
+        ],
+        "created": 1_727_000_000,
+        "id": "chatcmpl-azure",
+        "model": MODEL_VERSION,
+        "object": "chat.completion",
+        "prompt_filter_results": PROMPT_FILTERS,
+        "system_fingerprint": "fp_azure",
+        "usage": USAGE,
     }
 
 
@@ -109,16 +153,30 @@ def prompt_filter_chunk() -> dict[str, Any]:
     return {"choices": [], "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": PROMPT_FILTERS}
 
 
-def azure_chunk(delta: dict[str, Any], *, finish_reason: str | None = None, filters: dict | None = None) -> dict[str, Any]:
+def azure_chunk(
+    delta: dict[str, Any], *, finish_reason: str | None = None, filters: dict | None = None
+) -> dict[str, Any]:
     return {
-        "choices": [{"content_filter_results": filters or {}, "delta": delta, "finish_reason": finish_reason, "index": 0,
-                     "logprobs": None}],
-        "created": 1_727_000_000, "id": "chatcmpl-azure", "model": MODEL_VERSION, "object": "chat.completion.chunk",
+        "choices": [
+            {
+                "content_filter_results": filters or {},
+                "delta": delta,
+                "finish_reason": finish_reason,
+                "index": 0,
+                "logprobs": None,
+            }
+        ],
+        "created": 1_727_000_000,
+        "id": "chatcmpl-azure",
+        "model": MODEL_VERSION,
+        "object": "chat.completion.chunk",
         "system_fingerprint": "fp_azure",
     }
 
 
-def azure_text_stream(pieces: list[str], *, finish_reason: str = "stop", filters: dict | None = None) -> list[dict[str, Any]]:
+def azure_text_stream(
+    pieces: list[str], *, finish_reason: str = "stop", filters: dict | None = None
+) -> list[dict[str, Any]]:
     return [
         prompt_filter_chunk(),
         azure_chunk({"content": "", "refusal": None, "role": "assistant"}),
@@ -133,8 +191,10 @@ def tool_call_chunks(index: int, call_id: str, city_pieces: list[str]) -> list[d
     delta: dict[str, Any] = {"tool_calls": [first]}
     if index == 0:
         delta = {"content": None, "refusal": None, "role": "assistant", **delta}
-    return [azure_chunk(delta), *(azure_chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
-                                  for piece in city_pieces)]
+    return [
+        azure_chunk(delta),
+        *(azure_chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in city_pieces),
+    ]
 
 
 def azure_stream(events: list[dict[str, Any] | bytes]) -> Handler:
@@ -142,14 +202,22 @@ def azure_stream(events: list[dict[str, Any] | bytes]) -> Handler:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
-        usage = [{**azure_chunk({}), "choices": [], "usage": USAGE}] if (body.get("stream_options") or {}).get("include_usage") else []
+        usage = (
+            [{**azure_chunk({}), "choices": [], "usage": USAGE}]
+            if (body.get("stream_options") or {}).get("include_usage")
+            else []
+        )
         return await sse_handler([*events, *usage])(request)
 
     return azure(handle)
 
 
 def tool_call(call_id: str, city: str) -> dict[str, Any]:
-    return {"function": {"arguments": orjson.dumps({"city": city}).decode(), "name": "get_weather"}, "id": call_id, "type": "function"}
+    return {
+        "function": {"arguments": orjson.dumps({"city": city}).decode(), "name": "get_weather"},
+        "id": call_id,
+        "type": "function",
+    }
 
 
 def assert_no_key(error: openai.APIError) -> None:
@@ -174,8 +242,16 @@ def sent_body(upstream: Upstream) -> dict[str, Any]:
 
 
 async def test_tool_calls_not_streamed(upstream: Upstream, azure_gateway: Gateway) -> None:
-    upstream.handler = azure(json_handler(azure_completion(
-        None, finish_reason="tool_calls", tool_calls=[tool_call("call_1", "Paris"), tool_call("call_2", "Lyon")], filters=None)))
+    upstream.handler = azure(
+        json_handler(
+            azure_completion(
+                None,
+                finish_reason="tool_calls",
+                tool_calls=[tool_call("call_1", "Paris"), tool_call("call_2", "Lyon")],
+                filters=None,
+            )
+        )
+    )
     result = await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER])
     choice = result.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
@@ -186,7 +262,7 @@ async def test_tool_calls_not_streamed(upstream: Upstream, azure_gateway: Gatewa
 
 TOOL_STREAM = [
     prompt_filter_chunk(),
-    *tool_call_chunks(0, "call_1", ['{"', 'city', '":"', 'Par', 'is"}']),
+    *tool_call_chunks(0, "call_1", ['{"', "city", '":"', "Par", 'is"}']),
     *tool_call_chunks(1, "call_2", ['{"city":', '"Lyon"}']),
     azure_chunk({}, finish_reason="tool_calls"),
 ]
@@ -194,7 +270,9 @@ TOOL_STREAM = [
 
 async def test_tool_calls_streamed_arrive_in_pieces(upstream: Upstream, azure_gateway: Gateway) -> None:
     upstream.handler = azure_stream(TOOL_STREAM)
-    stream = await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, tools=[WEATHER], stream=True)
+    stream = await azure_gateway.client().chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, tools=[WEATHER], stream=True
+    )
     calls: dict[int, dict[str, Any]] = {}
     finish = None
     async for item in stream:
@@ -208,14 +286,18 @@ async def test_tool_calls_streamed_arrive_in_pieces(upstream: Upstream, azure_ga
                     call["arguments"] += delta.function.arguments
                     call["pieces"] += 1
     assert finish == "tool_calls"
-    assert calls == {0: {"id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}', "pieces": 5},
-                     1: {"id": "call_2", "name": "get_weather", "arguments": '{"city":"Lyon"}', "pieces": 2}}
+    assert calls == {
+        0: {"id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}', "pieces": 5},
+        1: {"id": "call_2", "name": "get_weather", "arguments": '{"city":"Lyon"}', "pieces": 2},
+    }
     assert sent_body(upstream)["stream"] is True
 
 
 async def test_tool_calls_streamed_are_reassembled_by_the_sdk(upstream: Upstream, azure_gateway: Gateway) -> None:
     upstream.handler = azure_stream(TOOL_STREAM)
-    async with azure_gateway.client().chat.completions.stream(model="gpt-4o", messages=MESSAGES, tools=[WEATHER]) as stream:
+    async with azure_gateway.client().chat.completions.stream(
+        model="gpt-4o", messages=MESSAGES, tools=[WEATHER]
+    ) as stream:
         final = await stream.get_final_completion()
     choice = final.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -227,27 +309,36 @@ async def test_tool_calls_streamed_are_reassembled_by_the_sdk(upstream: Upstream
 
 
 @pytest.mark.parametrize("finish_reason", ["stop", "length", "tool_calls", "content_filter"])
-async def test_each_finish_reason_reaches_the_client(upstream: Upstream, azure_gateway: Gateway, finish_reason: str) -> None:
+async def test_each_finish_reason_reaches_the_client(
+    upstream: Upstream, azure_gateway: Gateway, finish_reason: str
+) -> None:
     client = azure_gateway.client()
     filters = FILTERED if finish_reason == "content_filter" else FILTERS
     tool_calls = [tool_call("call_1", "Paris")] if finish_reason == "tool_calls" else None
-    upstream.handler = azure(json_handler(azure_completion("Hi", finish_reason=finish_reason, tool_calls=tool_calls, filters=filters)))
+    upstream.handler = azure(
+        json_handler(azure_completion("Hi", finish_reason=finish_reason, tool_calls=tool_calls, filters=filters))
+    )
     result = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert result.choices[0].finish_reason == finish_reason and result.choices[0].message.content == "Hi"
     assert result.choices[0].model_extra["content_filter_results"] == filters  # Azure's annotation is the client's too
 
     upstream.handler = azure_stream(azure_text_stream(["H", "i"], finish_reason=finish_reason, filters=filters))
-    chunks = [item async for item in await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)]
+    chunks = [
+        item async for item in await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
+    ]
     ends = [choice for item in chunks for choice in item.choices if choice.finish_reason]
     assert [choice.finish_reason for choice in ends] == [finish_reason]
     assert ends[0].model_extra["content_filter_results"] == filters
     assert "".join(choice.delta.content or "" for item in chunks for choice in item.choices) == "Hi"
 
 
-async def test_a_stream_opening_with_a_prompt_filter_annotation_passes_through(upstream: Upstream, azure_gateway: Gateway) -> None:
+async def test_a_stream_opening_with_a_prompt_filter_annotation_passes_through(
+    upstream: Upstream, azure_gateway: Gateway
+) -> None:
     upstream.handler = azure_stream(azure_text_stream(["Bonjour", " from", " Azure"]))
-    stream = await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True,
-                                                                   stream_options={"include_usage": True})
+    stream = await azure_gateway.client().chat.completions.create(
+        model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     chunks = [item async for item in stream]
     assert chunks[0].choices == [] and chunks[0].model_extra["prompt_filter_results"] == PROMPT_FILTERS
     assert "".join(choice.delta.content or "" for item in chunks for choice in item.choices) == "Bonjour from Azure"
@@ -257,12 +348,25 @@ async def test_a_stream_opening_with_a_prompt_filter_annotation_passes_through(u
     assert sent_body(upstream)["stream_options"]["include_usage"] is True
 
 
-async def test_the_last_content_filter_annotation_after_the_finish_reaches_the_client(upstream: Upstream,
-                                                                                       azure_gateway: Gateway) -> None:
+async def test_the_last_content_filter_annotation_after_the_finish_reaches_the_client(
+    upstream: Upstream, azure_gateway: Gateway
+) -> None:
     """Azure's asynchronous filter annotates the end of the text after the finish chunk."""
-    late = {"choices": [{"index": 0, "finish_reason": None, "content_filter_results": FILTERED,
-                         "content_filter_offsets": {"check_offset": 2, "start_offset": 0, "end_offset": 2}}],
-            "created": 0, "id": "", "model": "", "object": "", "usage": None}
+    late = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": None,
+                "content_filter_results": FILTERED,
+                "content_filter_offsets": {"check_offset": 2, "start_offset": 0, "end_offset": 2},
+            }
+        ],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "usage": None,
+    }
     upstream.handler = azure_stream([*azure_text_stream(["Hi"]), late])
     stream = await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
     chunks = [item async for item in stream]
@@ -275,12 +379,21 @@ async def test_the_last_content_filter_annotation_after_the_finish_reaches_the_c
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_content_filter_400_is_a_bad_request_with_azures_message(upstream: Upstream, azure_gateway: Gateway,
-                                                                         stream: bool) -> None:
-    message = ("The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
-               "Please modify your prompt and retry.")
-    upstream.handler = error_handler(400, "content_filter", message, param="prompt", status=400,
-                                     innererror={"code": "ResponsibleAIPolicyViolation", "content_filter_result": FILTERED})
+async def test_a_content_filter_400_is_a_bad_request_with_azures_message(
+    upstream: Upstream, azure_gateway: Gateway, stream: bool
+) -> None:
+    message = (
+        "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
+        "Please modify your prompt and retry."
+    )
+    upstream.handler = error_handler(
+        400,
+        "content_filter",
+        message,
+        param="prompt",
+        status=400,
+        innererror={"code": "ResponsibleAIPolicyViolation", "content_filter_result": FILTERED},
+    )
     with pytest.raises(openai.BadRequestError) as raised:
         await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=stream)
     error = raised.value
@@ -301,7 +414,9 @@ async def test_a_429_is_a_rate_limit_error(upstream: Upstream, azure_gateway: Ga
 
 
 async def test_an_html_500_is_not_shown(upstream: Upstream, azure_gateway: Gateway) -> None:
-    page = "<!DOCTYPE html><html><head><title>500 - Internal server error.</title></head><body>Server Error</body></html>"
+    page = (
+        "<!DOCTYPE html><html><head><title>500 - Internal server error.</title></head><body>Server Error</body></html>"
+    )
 
     async def html(request: web.Request) -> web.Response:
         return web.Response(status=500, text=page, content_type="text/html")
@@ -311,23 +426,39 @@ async def test_an_html_500_is_not_shown(upstream: Upstream, azure_gateway: Gatew
         await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES)
     error = raised.value
     assert error.status_code == 500 and isinstance(error.body, dict)
-    assert "<html" not in error.message and "<html" not in error.response.text and "Server Error" not in error.response.text
+    assert (
+        "<html" not in error.message
+        and "<html" not in error.response.text
+        and "Server Error" not in error.response.text
+    )
     assert "500" in error.body["message"]
     assert_no_key(error)
 
 
 async def echo_key_json(request: web.Request) -> web.StreamResponse:
-    return azure_error(401, "401", f"Access denied: the key {request.headers['api-key']} is not valid for this resource.")
+    return azure_error(
+        401, "401", f"Access denied: the key {request.headers['api-key']} is not valid for this resource."
+    )
 
 
 async def echo_key_html(request: web.Request) -> web.StreamResponse:
-    return web.Response(status=503, text=f"<html><body>api-key: {request.headers['api-key']}</body></html>", content_type="text/html")
+    return web.Response(
+        status=503, text=f"<html><body>api-key: {request.headers['api-key']}</body></html>", content_type="text/html"
+    )
 
 
 async def echo_key_mid_stream(request: web.Request) -> web.StreamResponse:
-    error = {"error": {"message": f"Backend failed for api-key={request.headers['api-key']}", "type": "server_error",
-                       "param": None, "code": None}}
-    return await sse_handler([prompt_filter_chunk(), azure_chunk({"role": "assistant", "content": "Hel"}), error], done=False)(request)
+    error = {
+        "error": {
+            "message": f"Backend failed for api-key={request.headers['api-key']}",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    return await sse_handler(
+        [prompt_filter_chunk(), azure_chunk({"role": "assistant", "content": "Hel"}), error], done=False
+    )(request)
 
 
 @pytest.mark.parametrize("echo", [echo_key_json, echo_key_html, echo_key_mid_stream])

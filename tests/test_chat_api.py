@@ -10,9 +10,9 @@ import jsonschema
 import openai
 import orjson
 import pytest
-
-from fakes import chunk, completion, json_handler, sse_handler, text_stream
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
+from fakes import chunk, completion, json_handler, sse_handler, text_stream
+
 from gateway import __version__
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "chat-schemas.json"
@@ -36,7 +36,9 @@ def assert_valid(name: str, value: object) -> None:
 
 
 async def test_non_streaming_through_the_sdk(upstream: Upstream, routed: Gateway) -> None:
-    upstream.handler = json_handler(completion("Hello there!", usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}))
+    upstream.handler = json_handler(
+        completion("Hello there!", usage={"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12})
+    )
     result = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES)
     assert result.choices[0].message.content == "Hello there!"
     assert result.choices[0].finish_reason == "stop"
@@ -59,7 +61,9 @@ async def test_streaming_through_the_sdk(upstream: Upstream, routed: Gateway) ->
     assert finish == "stop"
 
 
-async def test_streams_and_completions_share_one_keep_alive_upstream_connection(upstream: Upstream, routed: Gateway) -> None:
+async def test_streams_and_completions_share_one_keep_alive_upstream_connection(
+    upstream: Upstream, routed: Gateway
+) -> None:
     client = routed.client()
     for stream in (True, False, True, False):
         upstream.handler = sse_handler(text_stream(["Hi", "!"])) if stream else json_handler(completion("Hi!"))
@@ -72,9 +76,19 @@ async def test_streams_and_completions_share_one_keep_alive_upstream_connection(
     assert len({request["peer"] for request in upstream.requests}) == 1
 
 
-async def test_every_field_is_forwarded_untouched_and_the_client_key_is_not(upstream: Upstream, routed: Gateway) -> None:
+async def test_every_field_is_forwarded_untouched_and_the_client_key_is_not(
+    upstream: Upstream, routed: Gateway
+) -> None:
     upstream.handler = json_handler(completion("ok"))
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     await routed.client().chat.completions.create(
         model="test-model",
         messages=MESSAGES,
@@ -92,8 +106,16 @@ async def test_every_field_is_forwarded_untouched_and_the_client_key_is_not(upst
     )
     sent = orjson.loads(upstream.requests[0]["body"])
     for key, value in {
-        "tools": tools, "tool_choice": "auto", "response_format": {"type": "json_object"}, "n": 1, "stop": ["END"],
-        "temperature": 0.3, "seed": 42, "logprobs": True, "top_logprobs": 2, "user": "user-1",
+        "tools": tools,
+        "tool_choice": "auto",
+        "response_format": {"type": "json_object"},
+        "n": 1,
+        "stop": ["END"],
+        "temperature": 0.3,
+        "seed": 42,
+        "logprobs": True,
+        "top_logprobs": 2,
+        "user": "user-1",
         "vendor_specific": {"keep": ["me", 1]},
     }.items():
         assert sent[key] == value, key
@@ -103,7 +125,8 @@ async def test_every_field_is_forwarded_untouched_and_the_client_key_is_not(upst
 
 
 async def test_upstream_requests_name_the_gateway_and_configured_headers_replace_defaults(
-        upstream: Upstream, routed: Gateway, gateway_factory: GatewayFactory) -> None:
+    upstream: Upstream, routed: Gateway, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = json_handler(completion())
     await routed.client().chat.completions.create(model="test-model", messages=MESSAGES)
     assert upstream.requests[-1]["headers"].getall("User-Agent") == [f"llm-gateway/{__version__}"]
@@ -125,12 +148,27 @@ async def test_tool_calls_streamed_and_not(upstream: Upstream, routed: Gateway) 
     assert result.choices[0].finish_reason == "tool_calls"
     assert result.choices[0].message.tool_calls[0].function.arguments == '{"city": "Paris"}'
 
-    upstream.handler = sse_handler([
-        chunk({"role": "assistant", "content": None, "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
-        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
-        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
-        chunk({}, finish_reason="tool_calls"),
-    ])
+    upstream.handler = sse_handler(
+        [
+            chunk(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "index": 0,
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""},
+                        }
+                    ],
+                }
+            ),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}),
+            chunk({}, finish_reason="tool_calls"),
+        ]
+    )
     stream = await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
     arguments, name, finish = "", None, None
     async for item in stream:
@@ -153,7 +191,9 @@ async def test_route_upstream_model_and_default_model(upstream: Upstream, gatewa
     assert orjson.loads(upstream.requests[0]["body"])["model"] == "real-upstream-name"
 
 
-async def test_globs_route_in_file_order_and_exact_names_win(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_globs_route_in_file_order_and_exact_names_win(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = json_handler(completion("from upstream"))
     tree = openai_route_config(upstream.url)
     tree["routes"] = [
@@ -162,7 +202,9 @@ async def test_globs_route_in_file_order_and_exact_names_win(upstream: Upstream,
         {"model": "gpt-4o", "provider": "demo"},
     ]
     client = (await gateway_factory(tree)).client()
-    assert (await client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)).choices[0].message.content == "from upstream"
+    assert (await client.chat.completions.create(model="gpt-4.1", messages=MESSAGES)).choices[
+        0
+    ].message.content == "from upstream"
     exact = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert exact.choices[0].message.content.startswith("Hello! I am the gateway's built-in mock model.")
     with pytest.raises(openai.NotFoundError):
@@ -175,8 +217,11 @@ async def test_globs_route_in_file_order_and_exact_names_win(upstream: Upstream,
 async def test_quick_start_paths_models_health_and_request_ids(upstream: Upstream, routed: Gateway) -> None:
     upstream.handler = json_handler(completion("ok"))
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{routed.url}/api/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES},
-                             headers={"x-request-id": "req-abc-123"}) as response:
+        async with http.post(
+            f"{routed.url}/api/v1/chat/completions",
+            json={"model": "test-model", "messages": MESSAGES},
+            headers={"x-request-id": "req-abc-123"},
+        ) as response:
             assert response.status == 200
             assert response.headers["x-request-id"] == "req-abc-123"
             assert (await response.json())["choices"][0]["message"]["content"] == "ok"
@@ -206,8 +251,10 @@ async def test_demo_route_is_valid_openai_json_and_sse(routed: Gateway) -> None:
         body = {"model": "demo", "messages": MESSAGES, "max_tokens": 12}
         async with http.post(f"{routed.url}/v1/chat/completions", json=body) as response:
             assert_valid("CreateChatCompletionResponse", await response.json())
-        async with http.post(f"{routed.url}/v1/chat/completions", json={**body, "stream": True,
-                             "stream_options": {"include_usage": True}}) as response:
+        async with http.post(
+            f"{routed.url}/v1/chat/completions",
+            json={**body, "stream": True, "stream_options": {"include_usage": True}},
+        ) as response:
             assert response.headers["Content-Type"].startswith("text/event-stream")
             raw = await response.read()
     events = [event for event in raw.split(b"\n\n") if event]
@@ -222,17 +269,25 @@ async def test_cors_preflight_and_headers(upstream: Upstream, gateway_factory: G
     tree["server"] = {"cors_origins": ["http://localhost:3000"]}
     gateway = await gateway_factory(tree)
     async with aiohttp.ClientSession() as http:
-        preflight = {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "authorization, content-type"}
+        preflight = {
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        }
         async with http.options(f"{gateway.url}/v1/chat/completions", headers=preflight) as response:
             assert response.status == 204
             assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
             assert "POST" in response.headers["Access-Control-Allow-Methods"]
             assert "authorization" in response.headers["Access-Control-Allow-Headers"]
-        async with http.options(f"{gateway.url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"}) as response:
+        async with http.options(
+            f"{gateway.url}/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"}
+        ) as response:
             assert response.status == 403 and "Access-Control-Allow-Origin" not in response.headers
-        async with http.post(f"{gateway.url}/v1/chat/completions", headers={"Origin": "http://localhost:3000"},
-                             json={"model": "demo", "messages": MESSAGES, "stream": True}) as response:
+        async with http.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers={"Origin": "http://localhost:3000"},
+            json={"model": "demo", "messages": MESSAGES, "stream": True},
+        ) as response:
             assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
             await response.read()
 
@@ -286,27 +341,47 @@ async def test_unknown_model_is_404_model_not_found(routed: Gateway) -> None:
 @pytest.mark.parametrize("stream", [False, True])
 async def test_upstream_errors_keep_their_status_and_message(upstream: Upstream, routed: Gateway, stream: bool) -> None:
     client = routed.client()
-    upstream.handler = json_handler({"error": {"message": "Rate limit reached for gpt-4o-mini", "type": "requests", "code": "rate_limit_exceeded"}}, status=429)
+    upstream.handler = json_handler(
+        {"error": {"message": "Rate limit reached for gpt-4o-mini", "type": "requests", "code": "rate_limit_exceeded"}},
+        status=429,
+    )
     with pytest.raises(openai.RateLimitError) as raised:
         await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=stream)
     assert raised.value.code == "rate_limit_exceeded" and "Rate limit reached" in raised.value.message
 
-    upstream.handler = json_handler({"error": {"message": "Invalid 'messages'", "type": "invalid_request_error", "param": "messages", "code": None}}, status=400)
+    upstream.handler = json_handler(
+        {
+            "error": {
+                "message": "Invalid 'messages'",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": None,
+            }
+        },
+        status=400,
+    )
     with pytest.raises(openai.BadRequestError) as bad:
         await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=stream)
     assert bad.value.param == "messages"
 
-    upstream.handler = json_handler("<html><body><h1>502 Bad Gateway</h1></body></html>", status=502, content_type="text/html")
+    upstream.handler = json_handler(
+        "<html><body><h1>502 Bad Gateway</h1></body></html>", status=502, content_type="text/html"
+    )
     with pytest.raises(openai.InternalServerError) as html:
         await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=stream)
     assert html.value.status_code == 502 and "<html" not in str(html.value.body) and "HTTP 502" in html.value.message
 
 
 async def test_upstream_error_that_echoes_the_api_key_is_redacted(upstream: Upstream, routed: Gateway) -> None:
-    upstream.handler = json_handler({"error": {"message": "Incorrect API key provided: sk-upstream-secret-key", "code": "invalid_api_key"}}, status=401)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES}) as response:
-            text = await response.text()
+    upstream.handler = json_handler(
+        {"error": {"message": "Incorrect API key provided: sk-upstream-secret-key", "code": "invalid_api_key"}},
+        status=401,
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES}) as response,
+    ):
+        text = await response.text()
     assert response.status == 401 and "sk-upstream-secret-key" not in text and "[redacted]" in text
 
 
@@ -327,9 +402,9 @@ async def test_unknown_path_is_an_openai_shaped_404(routed: Gateway) -> None:
             assert response.status == 405 and "error" in await response.json()
 
 
-
 async def test_a_gateway_bug_is_an_openai_shaped_500_that_hides_the_details(
-        routed: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    routed: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("internal detail sk-upstream-secret-key")
 
@@ -342,9 +417,16 @@ async def test_a_gateway_bug_is_an_openai_shaped_500_that_hides_the_details(
 
 
 async def test_an_unchanged_completion_is_passed_on_byte_for_byte(upstream: Upstream, routed: Gateway) -> None:
-    original = orjson.dumps({**completion("Hi!", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
-                             "service_tier": "default", "x_vendor": {"kept": [1, 2]}})
+    original = orjson.dumps(
+        {
+            **completion("Hi!", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}),
+            "service_tier": "default",
+            "x_vendor": {"kept": [1, 2]},
+        }
+    )
     upstream.handler = json_handler(original)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES}) as response:
-            assert await response.read() == original
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES}) as response,
+    ):
+        assert await response.read() == original

@@ -15,15 +15,23 @@ import openai
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start_gateway(*args: str, env: dict[str, str] | None = None, seen: list[dict] | None = None) -> tuple[subprocess.Popen, str]:
+def start_gateway(
+    *args: str, env: dict[str, str] | None = None, seen: list[dict] | None = None
+) -> tuple[subprocess.Popen, str]:
     """Start `python -m gateway --port 0 ...`; returns the process and its base URL, read from its log.
 
     The log lines read on the way are added to `seen`.
     """
     full_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
     full_env.update(env or {})
-    process = subprocess.Popen([sys.executable, "-m", "gateway", "--port", "0", *args], cwd=REPO, env=full_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--port", "0", *args],
+        cwd=REPO,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     assert process.stdout is not None
     for line in process.stdout:
@@ -54,7 +62,9 @@ def sdk_client(url: str) -> openai.OpenAI:
 
 
 def ask(client: openai.OpenAI, model: str = "one", max_tokens: int = 2) -> object:
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=max_tokens)
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=max_tokens
+    )
 
 
 def test_run_the_repository_config_and_answer_on_the_demo_route_without_a_key() -> None:
@@ -63,7 +73,9 @@ def test_run_the_repository_config_and_answer_on_the_demo_route_without_a_key() 
         client = sdk_client(url)
         reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}], max_tokens=8)
         assert reply.choices[0].finish_reason == "length" and reply.usage.completion_tokens == 8
-        stream = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=3)
+        stream = client.chat.completions.create(
+            model="demo", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=3
+        )
         assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == "Hello! I"
     finally:
         process.send_signal(signal.SIGTERM)
@@ -77,13 +89,17 @@ def test_sighup_reloads_the_config_file(tmp_path: Path) -> None:
     try:
         client = sdk_client(url)
         assert [model.id for model in client.models.list()] == ["one"]
-        config.write_text("providers: {demo: {kind: mock}}\nroutes:\n  - {model: one, provider: demo}\n  - {model: two, provider: demo}\n")
+        config.write_text(
+            "providers: {demo: {kind: mock}}\nroutes:\n  - {model: one, provider: demo}\n  - {model: two, provider: demo}\n"
+        )
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
         while [model.id for model in client.models.list()] != ["one", "two"]:
             assert time.monotonic() < deadline, "SIGHUP did not reload the config"
             time.sleep(0.05)
-        assert client.chat.completions.create(model="two", messages=[{"role": "user", "content": "hi"}], max_tokens=2).choices
+        assert client.chat.completions.create(
+            model="two", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        ).choices
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0

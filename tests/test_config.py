@@ -34,22 +34,31 @@ def test_the_repository_config_loads_with_no_api_key() -> None:
 
 
 def test_env_references_and_defaults() -> None:
-    tree = {"providers": {"p": {"kind": "openai", "base_url": "${BASE:-http://127.0.0.1:9/v1}", "api_key": "${KEY}"}},
-            "routes": [{"model": "m", "provider": "p"}]}
+    tree = {
+        "providers": {"p": {"kind": "openai", "base_url": "${BASE:-http://127.0.0.1:9/v1}", "api_key": "${KEY}"}},
+        "routes": [{"model": "m", "provider": "p"}],
+    }
     config = parse(tree, {"KEY": "sk-123"})
     assert config.providers["p"].api_key == "sk-123" and config.providers["p"].base_url == "http://127.0.0.1:9/v1"
     assert "sk-123" not in repr(config)
-    assert problems(tree) == ["gw.yaml: providers.p.api_key: environment variable KEY is not set (write ${KEY:-default} for a default)"]
+    assert problems(tree) == [
+        "gw.yaml: providers.p.api_key: environment variable KEY is not set (write ${KEY:-default} for a default)"
+    ]
 
 
 def test_env_references_fill_numbers_and_booleans() -> None:
-    tree = {"server": {"port": "${GW_PORT:-18080}", "watch_config": "${GW_WATCH:-true}"},
-            "limits": {"timeout": "${GW_TIMEOUT:-2.5}", "max_tokens": "${GW_MAX}"},
-            "providers": {"p": {"kind": "mock"}}, "routes": [{"model": "m", "provider": "p", "max_tokens": "${ROUTE_MAX:-100}"}]}
+    tree = {
+        "server": {"port": "${GW_PORT:-18080}", "watch_config": "${GW_WATCH:-true}"},
+        "limits": {"timeout": "${GW_TIMEOUT:-2.5}", "max_tokens": "${GW_MAX}"},
+        "providers": {"p": {"kind": "mock"}},
+        "routes": [{"model": "m", "provider": "p", "max_tokens": "${ROUTE_MAX:-100}"}],
+    }
     config = parse(tree, {"GW_MAX": "300"})
     assert (config.server.port, config.server.watch_config, config.limits.timeout) == (18080, True, 2.5)
     assert (config.limits.max_tokens, config.routes[0].limits.max_tokens) == (300, 100)
-    assert problems(tree, {"GW_MAX": "lots"}) == ["gw.yaml: limits.max_tokens (from ${GW_MAX}): must be an integer, got 'lots'"]
+    assert problems(tree, {"GW_MAX": "lots"}) == [
+        "gw.yaml: limits.max_tokens (from ${GW_MAX}): must be an integer, got 'lots'"
+    ]
 
 
 def test_every_problem_is_reported_with_its_key_path() -> None:
@@ -57,7 +66,12 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
         "server": {"port": "eighty", "colour": "blue"},
         "limits": {"timeout": -1},
         "providers": {"p": {"kind": "openia", "base_url": "ftp://x"}},
-        "routes": [{"model": "a", "provider": "p"}, {"model": "b"}, {"model": "c", "provider": "nope"}, {"model": "a", "provider": "p"}],
+        "routes": [
+            {"model": "a", "provider": "p"},
+            {"model": "b"},
+            {"model": "c", "provider": "nope"},
+            {"model": "a", "provider": "p"},
+        ],
     }
     found = problems(tree)
     expected = [
@@ -76,11 +90,18 @@ def test_every_problem_is_reported_with_its_key_path() -> None:
 
 
 def test_what_goes_into_upstream_headers_is_checked_at_load() -> None:
-    tree = {"providers": {
-                "p": {"kind": "openai", "base_url": "http://127.0.0.1:99999/v1", "api_key": "${KEY}",
-                      "headers": {"X-Team": "a\r\nX-Injected: 1", "Bad Name": "x", "X-Fine": "ok"}},
-                "q": {"kind": "openai", "base_url": "https:///v1"}},
-            "routes": [{"model": "m", "provider": "p"}]}
+    tree = {
+        "providers": {
+            "p": {
+                "kind": "openai",
+                "base_url": "http://127.0.0.1:99999/v1",
+                "api_key": "${KEY}",
+                "headers": {"X-Team": "a\r\nX-Injected: 1", "Bad Name": "x", "X-Fine": "ok"},
+            },
+            "q": {"kind": "openai", "base_url": "https:///v1"},
+        },
+        "routes": [{"model": "m", "provider": "p"}],
+    }
     found = problems(tree, {"KEY": "sk-secret-1234\n"})
     assert found == [
         "gw.yaml: providers.p.base_url: must name a host and, if any, a port from 1 to 65535, got 'http://127.0.0.1:99999/v1'",
@@ -93,10 +114,21 @@ def test_what_goes_into_upstream_headers_is_checked_at_load() -> None:
 
 
 def test_quick_start_environment_overrides_the_file_and_flags_override_both() -> None:
-    tree = {"server": {"port": 8000}, "limits": {"timeout": 60, "max_tokens": 4096}, "default_model": "a",
-            "providers": {"d": {"kind": "mock"}}, "routes": [{"model": "a", "provider": "d"}, {"model": "b", "provider": "d"}]}
-    env = {"HOST": "0.0.0.0", "PORT": "9000", "LLM_TIMEOUT": "12.5", "DEFAULT_MODEL": "b", "MAX_TOKENS_LIMIT": "256",
-           "CORS_ORIGINS": "http://a.test, http://b.test"}
+    tree = {
+        "server": {"port": 8000},
+        "limits": {"timeout": 60, "max_tokens": 4096},
+        "default_model": "a",
+        "providers": {"d": {"kind": "mock"}},
+        "routes": [{"model": "a", "provider": "d"}, {"model": "b", "provider": "d"}],
+    }
+    env = {
+        "HOST": "0.0.0.0",
+        "PORT": "9000",
+        "LLM_TIMEOUT": "12.5",
+        "DEFAULT_MODEL": "b",
+        "MAX_TOKENS_LIMIT": "256",
+        "CORS_ORIGINS": "http://a.test, http://b.test",
+    }
     config = parse(tree, env)
     assert (config.server.host, config.server.port) == ("0.0.0.0", 9000)
     assert (config.limits.timeout, config.limits.max_tokens, config.default_model) == (12.5, 256, "b")
@@ -106,15 +138,20 @@ def test_quick_start_environment_overrides_the_file_and_flags_override_both() ->
 
 
 def test_a_route_can_only_tighten_the_global_limits() -> None:
-    tree = {"limits": {"max_tokens": 100, "timeout": 10}, "providers": {"d": {"kind": "mock"}},
-            "routes": [{"model": "a", "provider": "d", "max_tokens": 5000, "timeout": 3, "idle_timeout": 2}]}
+    tree = {
+        "limits": {"max_tokens": 100, "timeout": 10},
+        "providers": {"d": {"kind": "mock"}},
+        "routes": [{"model": "a", "provider": "d", "max_tokens": 5000, "timeout": 3, "idle_timeout": 2}],
+    }
     assert parse(tree).routes[0].limits == Limits(max_tokens=100, timeout=3, idle_timeout=2)
 
 
 def gateway_cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
     full_env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60
+    )
 
 
 def test_check_prints_the_routing_table() -> None:
@@ -126,7 +163,9 @@ def test_check_prints_the_routing_table() -> None:
 
 def test_check_of_an_invalid_file_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("providers:\n  p: {kind: openai}\nroutes:\n  - {model: a, provider: p}\n  - {model: b, provider: q}\n")
+    bad.write_text(
+        "providers:\n  p: {kind: openai}\nroutes:\n  - {model: a, provider: p}\n  - {model: b, provider: q}\n"
+    )
     result = gateway_cli("--check", "--config", str(bad))
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

@@ -11,7 +11,6 @@ import subprocess
 import tempfile
 
 import pytest
-
 from conftest import require_tool
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -38,9 +37,7 @@ HISTOGRAMS = {
 }
 # A classic histogram is only exposed as _bucket/_sum/_count series, so the
 # bare histogram name would select nothing and is not accepted here.
-ALLOWED_METRICS = PLAIN_METRICS | {
-    h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")
-}
+ALLOWED_METRICS = PLAIN_METRICS | {h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 METRIC_RE = re.compile(r"gateway_[a-z_]+")
 
 PROMTOOL_TIMEOUT = 30

@@ -6,19 +6,19 @@ import copy
 import random
 
 import pytest
-
 from fakes import chunk, completion, text_stream, usage_chunk
+
 from gateway.limits import StreamLimiter, TextCount, limit_completion
 from gateway.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
 
 TEXTS = [
     "Hello there! How are you doing today? I'm fine, thanks.",
     "  leading spaces,\n\nnewlines\r\n and\ttabs   trailing   ",
-    "Numbers 1234567 and 3.14159, URLs https://example.com/a?b=c#d, emoji \U0001F600\U0001F389 and accents: déjà vu, naïve.",
+    "Numbers 1234567 and 3.14159, URLs https://example.com/a?b=c#d, emoji \U0001f600\U0001f389 and accents: déjà vu, naïve.",
     "日本語のテキストと中文文本，以及한국어 텍스트。",
     "def f(x):\n    return x ** 2  # squares\n\nprint(f(12))\n",
     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa bbbbbbbbbbbbbbbbbbbbbbbbbbbb",
-    "Hello    12 more    words\t\t\t7   \U0001F44D\U0001F3FD    1",  # whitespace runs a digit splits
+    "Hello    12 more    words\t\t\t7   \U0001f44d\U0001f3fd    1",  # whitespace runs a digit splits
 ]
 
 
@@ -80,7 +80,11 @@ def stream_through(limiter: StreamLimiter, chunks: list[dict]) -> list[dict]:
 
 
 def content_of(chunks: list[dict], index: int = 0) -> str:
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"] and c["choices"][0]["index"] == index)
+    return "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in chunks
+        if c["choices"] and c["choices"][0]["index"] == index
+    )
 
 
 def test_stream_cut_per_choice_with_n_2(counter: TiktokenCounter) -> None:
@@ -97,18 +101,34 @@ def test_stream_cut_per_choice_with_n_2(counter: TiktokenCounter) -> None:
 
 def test_tool_call_arguments_and_refusals_count(counter: TiktokenCounter) -> None:
     arguments = '{"city": "Paris", "unit": "celsius", "days": 5}'
-    chunks = [chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "weather", "arguments": ""}}]})]
+    chunks = [
+        chunk(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"index": 0, "id": "c1", "type": "function", "function": {"name": "weather", "arguments": ""}}
+                ],
+            }
+        )
+    ]
     chunks += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": a}}]}) for a in random_deltas(arguments, 1)]
     chunks.append(chunk({}, finish_reason="tool_calls"))
     limiter = StreamLimiter(max_tokens=6, counter=counter, choices=1, prompt_tokens=lambda: 1)
     out = stream_through(limiter, chunks)
-    sent = "".join(tc["function"].get("arguments", "") for c in out for tc in c["choices"][0]["delta"].get("tool_calls", []))
+    sent = "".join(
+        tc["function"].get("arguments", "") for c in out for tc in c["choices"][0]["delta"].get("tool_calls", [])
+    )
     assert arguments.startswith(sent) and counter.count(sent) in (5, 6)
     assert out[-1]["choices"][0]["finish_reason"] == "length"
 
     refusal = StreamLimiter(max_tokens=3, counter=counter, choices=1, prompt_tokens=lambda: 1)
-    out = stream_through(refusal, [chunk({"refusal": "I can't help with that request, sorry."}), chunk({}, finish_reason="stop")])
-    assert counter.count(out[0]["choices"][0]["delta"]["refusal"]) == 3 and out[0]["choices"][0]["finish_reason"] == "length"
+    out = stream_through(
+        refusal, [chunk({"refusal": "I can't help with that request, sorry."}), chunk({}, finish_reason="stop")]
+    )
+    assert (
+        counter.count(out[0]["choices"][0]["delta"]["refusal"]) == 3
+        and out[0]["choices"][0]["finish_reason"] == "length"
+    )
 
 
 def test_upstream_usage_is_passed_on_when_nothing_was_cut(counter: TiktokenCounter) -> None:
@@ -120,7 +140,11 @@ def test_upstream_usage_is_passed_on_when_nothing_was_cut(counter: TiktokenCount
 
     own = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
     stream_through(own, text_stream(["Hi", " there"]))
-    assert own.usage() == {"prompt_tokens": 12, "completion_tokens": counter.count("Hi there"), "total_tokens": 12 + counter.count("Hi there")}
+    assert own.usage() == {
+        "prompt_tokens": 12,
+        "completion_tokens": counter.count("Hi there"),
+        "total_tokens": 12 + counter.count("Hi there"),
+    }
 
 
 def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
@@ -137,13 +161,21 @@ def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
 
     missing = completion("short answer")
     assert limit_completion(missing, max_tokens=50, counter=counter, prompt_tokens=lambda: 9) == (False, True)
-    assert missing["usage"] == {"prompt_tokens": 9, "completion_tokens": counter.count("short answer"), "total_tokens": 9 + counter.count("short answer")}
+    assert missing["usage"] == {
+        "prompt_tokens": 9,
+        "completion_tokens": counter.count("short answer"),
+        "total_tokens": 9 + counter.count("short answer"),
+    }
 
 
 def test_prompt_tokens_follow_openais_recipe(tokenizers: Tokenizers) -> None:
     counter = tokenizers.for_model("gpt-4o")
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "name": "bob", "content": "Hi"}]
-    expected = 3 + (3 + counter.count("system") + counter.count("You are terse.")) + (3 + counter.count("user") + 1 + counter.count("bob") + counter.count("Hi"))
+    expected = (
+        3
+        + (3 + counter.count("system") + counter.count("You are terse."))
+        + (3 + counter.count("user") + 1 + counter.count("bob") + counter.count("Hi"))
+    )
     assert count_prompt_tokens(messages, counter) == expected
 
 
@@ -159,8 +191,16 @@ def test_annotations_after_the_end_pass_but_text_does_not(counter: TiktokenCount
     limiter = StreamLimiter(max_tokens=50, counter=counter, choices=1, prompt_tokens=lambda: 1)
     finished = stream_through(limiter, text_stream(["Hello", " there"]))
     assert finished[-1]["choices"][0]["finish_reason"] == "stop"
-    annotation = {"choices": [{"index": 0, "finish_reason": None, "content_filter_results": {"hate": {"filtered": False}},
-                               "content_filter_offsets": {"check_offset": 2, "start_offset": 0, "end_offset": 11}}]}
+    annotation = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": None,
+                "content_filter_results": {"hate": {"filtered": False}},
+                "content_filter_offsets": {"check_offset": 2, "start_offset": 0, "end_offset": 11},
+            }
+        ]
+    }
     assert stream_through(limiter, [annotation]) == [annotation]
     assert stream_through(limiter, [chunk({"content": "more text"})]) == []
     assert limiter.completion_tokens == counter.count("Hello there")
@@ -184,7 +224,7 @@ def test_a_stream_never_delivers_more_than_the_limit(counter: TiktokenCounter, t
 
 
 def test_one_more_byte_can_be_two_more_tokens(counter: TiktokenCounter) -> None:
-    """"Hello    " is 2 tokens and "Hello    1" is 4: the uncounted deltas may not rely on bytes alone."""
+    """ "Hello    " is 2 tokens and "Hello    1" is 4: the uncounted deltas may not rely on bytes alone."""
     assert (counter.count("Hello    "), counter.count("Hello    1")) == (2, 4)
     limiter = StreamLimiter(max_tokens=3, counter=counter, choices=1, prompt_tokens=lambda: 0)
     out = stream_through(limiter, text_stream(["Hello", "    ", "1", "2", " more", " words"]))

@@ -12,9 +12,9 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
 from fakes import chunk, completion, json_handler, sse_handler, text_stream
+
 from gateway.tokens import Tokenizers
 
 MESSAGES = [{"role": "user", "content": "Tell me a story"}]
@@ -49,10 +49,14 @@ async def raw_stream(url: str, body: dict) -> tuple[int, list[bytes]]:
 # ---------------------------------------------------------------- max_tokens
 
 
-async def test_an_upstream_that_ignores_max_tokens_is_cut_exactly(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
+async def test_an_upstream_that_ignores_max_tokens_is_cut_exactly(
+    upstream: Upstream, routed: Gateway, tokenizers: Tokenizers
+) -> None:
     upstream.handler = sse_handler(text_stream(WORDS), delay=0.01)
     started = now()
-    stream = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True, max_tokens=7)
+    stream = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, stream=True, max_tokens=7
+    )
     texts, finishes, _ = await collect(stream)
     assert tokenizers.for_model("test-model").count(texts[0]) == 7
     assert finishes[0] == "length"
@@ -61,19 +65,28 @@ async def test_an_upstream_that_ignores_max_tokens_is_cut_exactly(upstream: Upst
     assert upstream.disconnects[0] - started < 60 * 0.01
 
 
-async def test_a_cut_holds_where_one_more_byte_is_two_more_tokens(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
+async def test_a_cut_holds_where_one_more_byte_is_two_more_tokens(
+    upstream: Upstream, routed: Gateway, tokenizers: Tokenizers
+) -> None:
     upstream.handler = sse_handler(text_stream(["Hello", "    ", "1", "2", " more", " words"]))
     stream = await routed.client().chat.completions.create(
-        model="test-model", messages=MESSAGES, stream=True, max_tokens=3, stream_options={"include_usage": True})
+        model="test-model", messages=MESSAGES, stream=True, max_tokens=3, stream_options={"include_usage": True}
+    )
     texts, finishes, usages = await collect(stream)
     delivered = tokenizers.for_model("test-model").count(texts[0])
     assert delivered <= 3 and finishes[0] == "length"
     assert usages[0][0].completion_tokens == delivered
 
 
-async def test_non_streaming_cut_with_usage_corrected(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
-    upstream.handler = json_handler(completion("".join(WORDS), usage={"prompt_tokens": 12, "completion_tokens": 120, "total_tokens": 132}))
-    result = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES, max_completion_tokens=9)
+async def test_non_streaming_cut_with_usage_corrected(
+    upstream: Upstream, routed: Gateway, tokenizers: Tokenizers
+) -> None:
+    upstream.handler = json_handler(
+        completion("".join(WORDS), usage={"prompt_tokens": 12, "completion_tokens": 120, "total_tokens": 132})
+    )
+    result = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, max_completion_tokens=9
+    )
     assert tokenizers.for_model("test-model").count(result.choices[0].message.content) == 9
     assert result.choices[0].finish_reason == "length"
     assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.total_tokens) == (12, 9, 21)
@@ -81,8 +94,9 @@ async def test_non_streaming_cut_with_usage_corrected(upstream: Upstream, routed
 
 async def test_n_2_counts_each_choice(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
     upstream.handler = sse_handler(text_stream(WORDS[:20], choices=2))
-    stream = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True, n=2, max_tokens=5,
-                                                           stream_options={"include_usage": True})
+    stream = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, stream=True, n=2, max_tokens=5, stream_options={"include_usage": True}
+    )
     texts, finishes, usages = await collect(stream)
     counter = tokenizers.for_model("test-model")
     assert [counter.count(texts[i]) for i in (0, 1)] == [5, 5] and finishes == {0: "length", 1: "length"}
@@ -91,22 +105,40 @@ async def test_n_2_counts_each_choice(upstream: Upstream, routed: Gateway, token
 
 async def test_tool_call_arguments_are_counted(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
     arguments = '{"query": "' + " ".join(f"term{i}" for i in range(40)) + '"}'
-    events = [chunk({"role": "assistant", "tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "search", "arguments": ""}}]})]
-    events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[i : i + 3]}}]}) for i in range(0, len(arguments), 3)]
+    events = [
+        chunk(
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"index": 0, "id": "c1", "type": "function", "function": {"name": "search", "arguments": ""}}
+                ],
+            }
+        )
+    ]
+    events += [
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[i : i + 3]}}]})
+        for i in range(0, len(arguments), 3)
+    ]
     events.append(chunk({}, finish_reason="tool_calls"))
     upstream.handler = sse_handler(events)
-    stream = await routed.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True, max_tokens=8)
+    stream = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, stream=True, max_tokens=8
+    )
     sent, finish = "", None
     async for item in stream:
         for choice in item.choices:
             sent += "".join(call.function.arguments or "" for call in choice.delta.tool_calls or [])
             finish = choice.finish_reason or finish
-    assert arguments.startswith(sent) and tokenizers.for_model("test-model").count(sent) in (7, 8) and finish == "length"
+    assert (
+        arguments.startswith(sent) and tokenizers.for_model("test-model").count(sent) in (7, 8) and finish == "length"
+    )
 
 
 async def test_clamping_is_reported_and_sent_upstream(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
     upstream.handler = json_handler(completion("ok"))
-    tree = openai_route_config(upstream.url, max_tokens=512, provider_options={"max_tokens_field": "max_completion_tokens"})
+    tree = openai_route_config(
+        upstream.url, max_tokens=512, provider_options={"max_tokens_field": "max_completion_tokens"}
+    )
     tree["limits"] = {"max_tokens": 1000}
     gateway = await gateway_factory(tree)
     async with aiohttp.ClientSession() as http:
@@ -121,25 +153,39 @@ async def test_clamping_is_reported_and_sent_upstream(upstream: Upstream, gatewa
 # ---------------------------------------------------------------- usage
 
 
-async def test_usage_with_and_without_include_usage(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
+async def test_usage_with_and_without_include_usage(
+    upstream: Upstream, routed: Gateway, tokenizers: Tokenizers
+) -> None:
     client = routed.client()
     upstream.handler = sse_handler(text_stream(["Hi", " there"], usage=(17, 2)))
-    _, _, usages = await collect(await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True,
-                                                                    stream_options={"include_usage": True}))
+    _, _, usages = await collect(
+        await client.chat.completions.create(
+            model="test-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert [(u.prompt_tokens, u.completion_tokens, n) for u, n in usages] == [(17, 2, 0)]  # the upstream's own figures
 
-    _, _, usages = await collect(await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True))
+    _, _, usages = await collect(
+        await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
+    )
     assert usages == []  # the client did not ask...
-    assert orjson.loads(upstream.requests[-1]["body"])["stream_options"] == {"include_usage": True}  # ...the gateway did
+    assert orjson.loads(upstream.requests[-1]["body"])["stream_options"] == {
+        "include_usage": True
+    }  # ...the gateway did
 
     upstream.handler = sse_handler(text_stream(WORDS, usage=(17, 60)))  # cut: the gateway's own count
-    _, _, usages = await collect(await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True, max_tokens=4,
-                                                                    stream_options={"include_usage": True}))
+    _, _, usages = await collect(
+        await client.chat.completions.create(
+            model="test-model", messages=MESSAGES, stream=True, max_tokens=4, stream_options={"include_usage": True}
+        )
+    )
     counter = tokenizers.for_model("test-model")
     prompt = 3 + 3 + counter.count("user") + counter.count(MESSAGES[0]["content"])
     assert [(u.prompt_tokens, u.completion_tokens, u.total_tokens) for u, _ in usages] == [(prompt, 4, prompt + 4)]
 
-    status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES, "stream_options": {"include_usage": True}})
+    _status, events = await raw_stream(
+        routed.url, {"model": "test-model", "messages": MESSAGES, "stream_options": {"include_usage": True}}
+    )
     assert events[-1] == b"data: [DONE]" and orjson.loads(events[-2][6:])["choices"] == []
     assert sum(b'"usage"' in event for event in events) == 1
 
@@ -159,14 +205,18 @@ async def timed_gateway(upstream: Upstream, gateway_factory: GatewayFactory, **l
     return await gateway_factory(openai_route_config(upstream.url, limits={"timeout": 30, **limits}))
 
 
-@pytest.mark.parametrize(("limits", "handler", "stream", "code"), [
-    ({"first_token_timeout": 0.3}, "headers-late", True, "first_token_timeout"),
-    ({"first_token_timeout": 0.3}, "first-chunk-late", True, "first_token_timeout"),
-    ({"timeout": 0.3}, "headers-late", True, "timeout"),
-    ({"timeout": 0.3}, "headers-late", False, "timeout"),
-])
-async def test_timeouts_before_the_response_started_are_504(upstream: Upstream, gateway_factory: GatewayFactory,
-                                                            limits: dict, handler: str, stream: bool, code: str) -> None:
+@pytest.mark.parametrize(
+    ("limits", "handler", "stream", "code"),
+    [
+        ({"first_token_timeout": 0.3}, "headers-late", True, "first_token_timeout"),
+        ({"first_token_timeout": 0.3}, "first-chunk-late", True, "first_token_timeout"),
+        ({"timeout": 0.3}, "headers-late", True, "timeout"),
+        ({"timeout": 0.3}, "headers-late", False, "timeout"),
+    ],
+)
+async def test_timeouts_before_the_response_started_are_504(
+    upstream: Upstream, gateway_factory: GatewayFactory, limits: dict, handler: str, stream: bool, code: str
+) -> None:
     upstream.handler = slow_start(5) if handler == "headers-late" else sse_handler(text_stream(["x"]), first_delay=5)
     gateway = await timed_gateway(upstream, gateway_factory, **limits)
     started = now()
@@ -177,7 +227,9 @@ async def test_timeouts_before_the_response_started_are_504(upstream: Upstream, 
     assert 0.3 <= elapsed < 0.3 + TOLERANCE, elapsed
 
 
-async def test_first_token_timeout_does_not_apply_without_streaming(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_first_token_timeout_does_not_apply_without_streaming(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = json_handler(completion("slow but fine"), delay=0.5)
     gateway = await timed_gateway(upstream, gateway_factory, first_token_timeout=0.2, idle_timeout=0.2)
     result = await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES)
@@ -185,8 +237,9 @@ async def test_first_token_timeout_does_not_apply_without_streaming(upstream: Up
 
 
 @pytest.mark.parametrize(("limits", "code"), [({"idle_timeout": 0.3}, "idle_timeout"), ({"timeout": 0.6}, "timeout")])
-async def test_timeouts_after_the_stream_started_end_it_with_an_error_event(upstream: Upstream, gateway_factory: GatewayFactory,
-                                                                           limits: dict, code: str) -> None:
+async def test_timeouts_after_the_stream_started_end_it_with_an_error_event(
+    upstream: Upstream, gateway_factory: GatewayFactory, limits: dict, code: str
+) -> None:
     # three chunks 0.1 s apart, then silence
     upstream.handler = sse_handler(text_stream(["a", "b"])[:3], done=False, delay=0.1, hang_after=True)
     gateway = await timed_gateway(upstream, gateway_factory, **limits)
@@ -214,10 +267,8 @@ def unanswering_port() -> Iterator[int]:
     for _ in range(3):
         filler = socket.socket()
         filler.setblocking(False)
-        try:
+        with contextlib.suppress(BlockingIOError):
             filler.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
         fillers.append(filler)
     yield port
     for sock in (*fillers, server):
@@ -241,7 +292,9 @@ async def test_connect_timeout(gateway_factory: GatewayFactory, unanswering_port
 async def test_a_client_that_goes_away_closes_the_upstream_connection(upstream: Upstream, routed: Gateway) -> None:
     upstream.handler = sse_handler(text_stream(WORDS), delay=0.2)
     async with aiohttp.ClientSession() as http:
-        response = await http.post(f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES, "stream": True})
+        response = await http.post(
+            f"{routed.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES, "stream": True}
+        )
         await response.content.readuntil(b"\n\n")
         response.close()  # the client hangs up mid-stream
         gone = now()
@@ -249,8 +302,9 @@ async def test_a_client_that_goes_away_closes_the_upstream_connection(upstream: 
     assert upstream.disconnects[0] - gone < TOLERANCE
 
 
-async def test_a_client_that_stops_reading_is_cut_off_and_the_upstream_closed(upstream: Upstream,
-                                                                              gateway_factory: GatewayFactory) -> None:
+async def test_a_client_that_stops_reading_is_cut_off_and_the_upstream_closed(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
     """A client that leaves 64 KiB unread for server.send_timeout loses its connection, and the upstream its."""
     tree = openai_route_config(upstream.url)
     tree["server"] = {"send_timeout": 0.5}
@@ -266,8 +320,10 @@ async def test_a_client_that_stops_reading_is_cut_off_and_the_upstream_closed(up
     await asyncio.get_running_loop().sock_connect(client, (host, int(port)))
     reader, writer = await asyncio.open_connection(sock=client, limit=1024)
     writer.transport.pause_reading()  # the client reads nothing from here on
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     sent = now()
     try:
         await wait_for(lambda: upstream.disconnects, timeout=10)
@@ -292,16 +348,20 @@ async def wait_for(condition, *, timeout: float = 5.0) -> None:
 GOOD = [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello"})]
 
 
-@pytest.mark.parametrize(("tail", "done"), [
-    ([b"data: {not json}\n\n"], False),
-    ([b'data: {"object": "something.else"}\n\n'], False),
-    ([b"data: [1, 2]\n\n"], False),
-    ([b'data: {"choices": [{"index": 0, "delta": {"content": " wor'], False),  # closes mid-event
-    ([], False),  # ends without [DONE] and without a finish_reason
-    ([b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n'], False),
-])
-async def test_a_broken_stream_ends_with_an_error_event_and_never_half_an_event(upstream: Upstream, routed: Gateway,
-                                                                                 tail: list[bytes], done: bool) -> None:
+@pytest.mark.parametrize(
+    ("tail", "done"),
+    [
+        ([b"data: {not json}\n\n"], False),
+        ([b'data: {"object": "something.else"}\n\n'], False),
+        ([b"data: [1, 2]\n\n"], False),
+        ([b'data: {"choices": [{"index": 0, "delta": {"content": " wor'], False),  # closes mid-event
+        ([], False),  # ends without [DONE] and without a finish_reason
+        ([b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n'], False),
+    ],
+)
+async def test_a_broken_stream_ends_with_an_error_event_and_never_half_an_event(
+    upstream: Upstream, routed: Gateway, tail: list[bytes], done: bool
+) -> None:
     upstream.handler = sse_handler([*GOOD, *tail], done=done, delay=0.02)
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     assert status == 200
@@ -313,7 +373,7 @@ async def test_a_broken_stream_ends_with_an_error_event_and_never_half_an_event(
 
 async def test_a_complete_answer_without_done_still_ends_cleanly(upstream: Upstream, routed: Gateway) -> None:
     upstream.handler = sse_handler(text_stream(["Hi"]), done=False)
-    status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
+    _status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     assert events[-1] == b"data: [DONE]" and all(b"error" not in e for e in events)
 
 
@@ -350,14 +410,18 @@ async def test_a_missing_encoding_means_an_approximate_count_and_one_warning(
     runner, port = await start(create_app(config, tokenizers=tokenizers), "127.0.0.1", 0)
     try:
         client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        texts, finishes, _ = await collect(await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True, max_tokens=5))
+        texts, finishes, _ = await collect(
+            await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True, max_tokens=5)
+        )
         assert finishes[0] == "length" and 0 < len(texts[0]) <= 5 * 4
     finally:
         await runner.cleanup()
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
 
 
-async def test_done_goes_out_at_once_and_finished_streams_keep_their_connection(upstream: Upstream, routed: Gateway) -> None:
+async def test_done_goes_out_at_once_and_finished_streams_keep_their_connection(
+    upstream: Upstream, routed: Gateway
+) -> None:
     peers = []
 
     async def remember_peer(request: web.Request) -> web.StreamResponse:
@@ -373,43 +437,60 @@ async def test_done_goes_out_at_once_and_finished_streams_keep_their_connection(
     upstream.handler = sse_handler(text_stream(["Hi"]), hang_after=True)  # [DONE], then the body never ends
     started = now()
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
-    assert events[-1] == b"data: [DONE]" and now() - started < 1
+    assert status == 200 and events[-1] == b"data: [DONE]" and now() - started < 1
 
 
-async def test_unchanged_chunks_keep_the_upstreams_bytes_and_cut_ones_are_re_encoded(upstream: Upstream, routed: Gateway) -> None:
-    spaced = b'data: {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "usage": null, ' \
-             b'"choices": [{"index": 0, "delta": {"content": "one two three four five six"}, "finish_reason": null}]}\n\n'
+async def test_unchanged_chunks_keep_the_upstreams_bytes_and_cut_ones_are_re_encoded(
+    upstream: Upstream, routed: Gateway
+) -> None:
+    spaced = (
+        b'data: {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "usage": null, '
+        b'"choices": [{"index": 0, "delta": {"content": "one two three four five six"}, "finish_reason": null}]}\n\n'
+    )
     upstream.handler = sse_handler([spaced, chunk({}, finish_reason="stop")])
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
-    assert events[0] + b"\n\n" == spaced  # passed on as the upstream wrote it
+    assert status == 200 and events[0] + b"\n\n" == spaced  # passed on as the upstream wrote it
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES, "max_tokens": 2})
     cut = orjson.loads(events[0][6:])
-    assert cut["choices"][0]["delta"]["content"] == "one two" and cut["choices"][0]["finish_reason"] == "length"
+    assert status == 200 and cut["choices"][0]["delta"]["content"] == "one two" and cut["choices"][0]["finish_reason"] == "length"
 
 
 async def test_whole_events_before_an_unfinished_end_still_go_out(upstream: Upstream, routed: Gateway) -> None:
     # the last event's line is complete but its blank line never comes, and no choice finished
-    upstream.handler = sse_handler([*GOOD, b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": " world"}}]}\n'],
-                                   done=False, delay=0.02)
-    status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
+    upstream.handler = sse_handler(
+        [*GOOD, b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": " world"}}]}\n'],
+        done=False,
+        delay=0.02,
+    )
+    _status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     contents = [orjson.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[:3]]
     assert contents == ["", "Hello", " world"] and "error" in orjson.loads(events[3][6:])
 
 
-async def test_a_quiet_stream_gets_keepalive_comments_and_loses_nothing(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_a_quiet_stream_gets_keepalive_comments_and_loses_nothing(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
     tree = openai_route_config(upstream.url)
     tree["server"] = {"sse_keepalive": 0.1}
     tree["providers"]["slow"] = {"kind": "mock", "tokens_per_second": 4}
     tree["routes"].append({"model": "slow", "provider": "slow"})
     gateway = await gateway_factory(tree)
     upstream.handler = sse_handler(text_stream(["Hel", "lo"]), first_delay=0, delay=0.35)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES, "stream": True}) as response:
-            assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
-            raw = await response.read()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{gateway.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES, "stream": True}
+        ) as response,
+    ):
+        assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+        raw = await response.read()
     assert raw.count(b": ping\n\n") >= 3 and raw.endswith(b"data: [DONE]\n\n")
-    texts, finishes, _ = await collect(await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True))
+    texts, finishes, _ = await collect(
+        await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
+    )
     assert texts[0] == "Hello" and finishes[0] == "stop"
     # the mock's token waits are cut short by the pings, and no token is lost
-    texts, finishes, _ = await collect(await gateway.client().chat.completions.create(model="slow", messages=MESSAGES, stream=True, max_tokens=3))
+    texts, finishes, _ = await collect(
+        await gateway.client().chat.completions.create(model="slow", messages=MESSAGES, stream=True, max_tokens=3)
+    )
     assert texts[0] == "Hello! I" and finishes[0] == "length"

@@ -12,14 +12,14 @@ from pathlib import Path
 import aiohttp
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config, require_tool
 from fakes import completion, json_handler, sse_handler, text_stream
+from prometheus_client.parser import text_string_to_metric_families
+from test_limits_e2e import WORDS, collect, wait_for
+
 from gateway import __version__
 from gateway.keys import GATEWAY
 from gateway.logs import AccessLog
-from test_limits_e2e import WORDS, collect, wait_for
 
 MESSAGES = [{"role": "user", "content": "a secret message body"}]
 
@@ -37,21 +37,24 @@ def value(found: dict, name: str, **labels: str) -> float:
 
 
 async def fetch_metrics(gateway: Gateway) -> str:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{gateway.url}/metrics") as response:
-            assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
-            return await response.text()
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/plain")
+        return await response.text()
 
 
 async def drive_traffic(upstream: Upstream, gateway: Gateway) -> None:
     """Streaming and not, an error, a timeout before and after the start, a cut, a client gone."""
     client = gateway.client()
-    upstream.handler = json_handler(completion("Hello", usage={"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}))
+    upstream.handler = json_handler(
+        completion("Hello", usage={"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12})
+    )
     await client.chat.completions.create(model="test-model", messages=MESSAGES)
     upstream.handler = sse_handler(text_stream(["Hi", " there"], usage=(11, 2)))
     await collect(await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True))
     upstream.handler = sse_handler(text_stream(WORDS, usage=(11, 60)))
-    await collect(await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True, max_tokens=3))
+    await collect(
+        await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True, max_tokens=3)
+    )
     for name in ("no-such-model", "another-made-up-model", "x" * 200):
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model=name, messages=MESSAGES)
@@ -66,7 +69,9 @@ async def drive_traffic(upstream: Upstream, gateway: Gateway) -> None:
         await collect(await client.chat.completions.create(model="test-model", messages=MESSAGES, stream=True))
     upstream.handler = sse_handler(text_stream(WORDS), delay=0.1)
     async with aiohttp.ClientSession() as http:
-        response = await http.post(f"{gateway.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES, "stream": True})
+        response = await http.post(
+            f"{gateway.url}/v1/chat/completions", json={"model": "test-model", "messages": MESSAGES, "stream": True}
+        )
         await response.content.readuntil(b"\n\n")
         response.close()
     await wait_for(lambda: upstream.disconnects)
@@ -74,7 +79,9 @@ async def drive_traffic(upstream: Upstream, gateway: Gateway) -> None:
 
 @pytest.fixture
 async def trafficked(upstream: Upstream, gateway_factory: GatewayFactory) -> Gateway:
-    gateway = await gateway_factory(openai_route_config(upstream.url, limits={"first_token_timeout": 0.2, "idle_timeout": 0.2}))
+    gateway = await gateway_factory(
+        openai_route_config(upstream.url, limits={"first_token_timeout": 0.2, "idle_timeout": 0.2})
+    )
     await drive_traffic(upstream, gateway)
     await wait_for(lambda: value(samples_now(gateway), "gateway_client_disconnects_total", route="test-model") == 1)
     return gateway
@@ -90,12 +97,20 @@ async def test_metrics_show_the_traffic(trafficked: Gateway) -> None:
     requests = {key: v for key, v in found.items() if key[0] == "gateway_requests_total"}
     expected = {
         ("test-model", "up", "200", "false"): 1,
-        ("test-model", "up", "200", "true"): 4,  # a whole stream, a cut one, an idle timeout after the start, a client gone
+        (
+            "test-model",
+            "up",
+            "200",
+            "true",
+        ): 4,  # a whole stream, a cut one, an idle timeout after the start, a client gone
         ("test-model", "up", "500", "false"): 1,
         ("test-model", "up", "504", "true"): 1,
         ("unknown", "none", "404", "false"): 3,  # three made-up model names, one series
     }
-    got = {tuple(dict(labels)[k] for k in ("route", "provider", "code", "stream")): v for (_, labels), v in requests.items()}
+    got = {
+        tuple(dict(labels)[k] for k in ("route", "provider", "code", "stream")): v
+        for (_, labels), v in requests.items()
+    }
     assert got == expected
     assert value(found, "gateway_tokens_total", route="test-model", provider="up", type="prompt") >= 10 + 11
     # 2 (upstream's count) + 3 (cut) + what the idle and disconnected streams delivered
@@ -132,14 +147,27 @@ async def test_a_real_prometheus_scrapes_the_gateway(trafficked: Gateway, tmp_pa
     )
     listen = f"127.0.0.1:{unused_tcp_port}"
     process = await asyncio.create_subprocess_exec(
-        prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}", f"--web.listen-address={listen}",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        prometheus,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        f"--web.listen-address={listen}",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
-        series = await query_until_found(f"http://{listen}", 'gateway_requests_total{route="test-model",code="200"}', process)
+        series = await query_until_found(
+            f"http://{listen}", 'gateway_requests_total{route="test-model",code="200"}', process
+        )
         labels = {tuple(sorted(item["metric"].items())) for item in series}
-        assert (("__name__", "gateway_requests_total"), ("code", "200"), ("instance", target), ("job", "gateway"),
-                ("provider", "up"), ("route", "test-model"), ("stream", "false")) in labels
+        assert (
+            ("__name__", "gateway_requests_total"),
+            ("code", "200"),
+            ("instance", target),
+            ("job", "gateway"),
+            ("provider", "up"),
+            ("route", "test-model"),
+            ("stream", "false"),
+        ) in labels
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 15)
@@ -163,44 +191,84 @@ async def query_until_found(api: str, query: str, process: asyncio.subprocess.Pr
     raise AssertionError(f"Prometheus did not return {query} within {timeout} s")
 
 
-async def test_one_json_log_line_per_request_without_secrets(upstream: Upstream, gateway_factory: GatewayFactory,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+async def test_one_json_log_line_per_request_without_secrets(
+    upstream: Upstream, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     from gateway.logs import JsonFormatter
 
     gateway = await gateway_factory(openai_route_config(upstream.url))
     caplog.set_level(logging.INFO, logger="gateway.access")
     upstream.handler = sse_handler(text_stream(["Hi", " there"], usage=(11, 2)))
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway.url}/v1/chat/completions", headers={"x-request-id": "req-42", "Authorization": "Bearer sk-client-secret"},
-                             json={"model": "test-model", "messages": MESSAGES, "stream": True}) as response:
-            await response.read()
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{gateway.url}/v1/chat/completions",
+            headers={"x-request-id": "req-42", "Authorization": "Bearer sk-client-secret"},
+            json={"model": "test-model", "messages": MESSAGES, "stream": True},
+        ) as response,
+    ):
+        await response.read()
     records = [r for r in caplog.records if r.name == "gateway.access"]
     assert len(records) == 1
     line = JsonFormatter().format(records[0])
     entry = json.loads(line)
-    assert {key: entry[key] for key in ("request_id", "method", "path", "route", "provider", "upstream_model", "status", "stream",
-                                          "prompt_tokens", "completion_tokens", "truncated", "error", "client")} == {
-        "request_id": "req-42", "method": "POST", "path": "/v1/chat/completions", "route": "test-model", "provider": "up",
-        "upstream_model": "test-model", "status": 200, "stream": True, "prompt_tokens": 11, "completion_tokens": 2,
-        "truncated": False, "error": None, "client": "127.0.0.1",
+    assert {
+        key: entry[key]
+        for key in (
+            "request_id",
+            "method",
+            "path",
+            "route",
+            "provider",
+            "upstream_model",
+            "status",
+            "stream",
+            "prompt_tokens",
+            "completion_tokens",
+            "truncated",
+            "error",
+            "client",
+        )
+    } == {
+        "request_id": "req-42",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "route": "test-model",
+        "provider": "up",
+        "upstream_model": "test-model",
+        "status": 200,
+        "stream": True,
+        "prompt_tokens": 11,
+        "completion_tokens": 2,
+        "truncated": False,
+        "error": None,
+        "client": "127.0.0.1",
     }
     assert entry["duration_ms"] > 0 and entry["ttft_ms"] > 0 and entry["time"].endswith("Z")
     for secret in ("sk-client-secret", "sk-upstream-secret-key", "a secret message body", "Hi there"):
         assert secret not in line
 
 
-async def test_every_request_gets_a_log_line(upstream: Upstream, gateway_factory: GatewayFactory,
-                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_every_request_gets_a_log_line(
+    upstream: Upstream, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     gateway = await gateway_factory(openai_route_config(upstream.url))
     caplog.set_level(logging.INFO, logger="gateway.access")
     async with aiohttp.ClientSession() as http:
-        for method, path in (("GET", "/health"), ("GET", "/v1/models"), ("GET", "/nope"), ("GET", "/v1/chat/completions")):
+        for method, path in (
+            ("GET", "/health"),
+            ("GET", "/v1/models"),
+            ("GET", "/nope"),
+            ("GET", "/v1/chat/completions"),
+        ):
             async with http.request(method, f"{gateway.url}{path}", headers={"x-request-id": f"id {path}"}) as response:
                 await response.read()
     entries = [r.fields for r in caplog.records if r.name == "gateway.access"]
     assert [(e["method"], e["path"], e["status"], e["request_id"], e["route"]) for e in entries] == [
-        ("GET", "/health", 200, "id /health", None), ("GET", "/v1/models", 200, "id /v1/models", None),
-        ("GET", "/nope", 404, "id /nope", None), ("GET", "/v1/chat/completions", 405, "id /v1/chat/completions", None),
+        ("GET", "/health", 200, "id /health", None),
+        ("GET", "/v1/models", 200, "id /v1/models", None),
+        ("GET", "/nope", 404, "id /nope", None),
+        ("GET", "/v1/chat/completions", 405, "id /v1/chat/completions", None),
     ]
     assert all(entry["duration_ms"] >= 0 and entry["client"] == "127.0.0.1" for entry in entries)
 
@@ -208,10 +276,15 @@ async def test_every_request_gets_a_log_line(upstream: Upstream, gateway_factory
 def test_text_log_format_is_readable() -> None:
     from gateway.logs import TextFormatter
 
-    record = logging.makeLogRecord({"name": "gateway.access", "levelname": "INFO", "msg": "request",
-                                    "fields": {"route": "demo", "status": 200, "error": None}})
+    record = logging.makeLogRecord(
+        {
+            "name": "gateway.access",
+            "levelname": "INFO",
+            "msg": "request",
+            "fields": {"route": "demo", "status": 200, "error": None},
+        }
+    )
     assert TextFormatter().format(record).endswith("INFO    gateway.access: request route=demo status=200")
-
 
 
 async def test_access_lines_written_to_a_stream_go_out_together_in_order() -> None:
@@ -224,7 +297,8 @@ async def test_access_lines_written_to_a_stream_go_out_together_in_order() -> No
     log.flush()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [(line["request_id"], line["logger"], line["message"]) for line in lines] == [
-        (f"r{number}", "gateway.access", "request") for number in range(3)]
+        (f"r{number}", "gateway.access", "request") for number in range(3)
+    ]
     assert all(line["time"].endswith("Z") and len(line["time"]) == 24 for line in lines)
 
     for number in range(AccessLog.FLUSH_LINES):

@@ -11,7 +11,6 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-
 from conftest import Gateway, GatewayFactory, Upstream, running_upstream
 from fakes import completion, json_handler, sse_handler, text_stream
 from test_limits_e2e import collect, now
@@ -27,9 +26,17 @@ def provider(url: str) -> dict:
 def two_targets(a: str, b: str, **route: object) -> dict:
     return {
         "providers": {"a": provider(a), "b": provider(b), "demo": {"kind": "mock"}},
-        "routes": [{"model": "smart", "targets": [{"provider": "a", "model": "model-a", "weight": FIRST},
-                                                   {"provider": "b", "model": "model-b", "weight": LAST}], **route},
-                   {"model": "demo", "provider": "demo"}],
+        "routes": [
+            {
+                "model": "smart",
+                "targets": [
+                    {"provider": "a", "model": "model-a", "weight": FIRST},
+                    {"provider": "b", "model": "model-b", "weight": LAST},
+                ],
+                **route,
+            },
+            {"model": "demo", "provider": "demo"},
+        ],
     }
 
 
@@ -59,11 +66,14 @@ async def second() -> Upstream:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_refused_connection_is_retried_on_the_other_target(second: Upstream, gateway_factory: GatewayFactory,
-                                                                    unused_tcp_port: int, stream: bool) -> None:
+async def test_a_refused_connection_is_retried_on_the_other_target(
+    second: Upstream, gateway_factory: GatewayFactory, unused_tcp_port: int, stream: bool
+) -> None:
     second.handler = sse_handler(text_stream(["from b"])) if stream else json_handler(completion("from b"))
     gateway = await gateway_factory(two_targets(f"http://127.0.0.1:{unused_tcp_port}", second.url))
-    raw = await gateway.client().chat.completions.with_raw_response.create(model="smart", messages=MESSAGES, stream=stream)
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="smart", messages=MESSAGES, stream=stream
+    )
     assert raw.headers["x-gateway-provider"] == "b" and raw.headers["x-gateway-upstream-model"] == "model-b"
     assert raw.headers["x-gateway-attempts"] == "2"
     result = raw.parse()
@@ -73,22 +83,29 @@ async def test_a_refused_connection_is_retried_on_the_other_target(second: Upstr
 
 
 @pytest.mark.parametrize("failure", ["503", "timeout", "error-event"])
-async def test_failures_before_the_first_chunk_move_on_to_the_next_target(upstream: Upstream, second: Upstream,
-                                                                          gateway_factory: GatewayFactory, failure: str) -> None:
+async def test_failures_before_the_first_chunk_move_on_to_the_next_target(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory, failure: str
+) -> None:
     upstream.handler = {
         "503": json_handler({"error": {"message": "unavailable"}}, status=503),
         "timeout": sse_handler(text_stream(["late"]), first_delay=5),
-        "error-event": sse_handler([{"error": {"message": "overloaded", "type": "server_error", "status": 503}}], done=False),
+        "error-event": sse_handler(
+            [{"error": {"message": "overloaded", "type": "server_error", "status": 503}}], done=False
+        ),
     }[failure]
     second.handler = sse_handler(text_stream(["from b"]))
     tree = two_targets(upstream.url, second.url)
     tree["limits"] = {"first_token_timeout": 0.3}
     gateway = await gateway_factory(tree)
-    raw = await gateway.client().chat.completions.with_raw_response.create(model="smart", messages=MESSAGES, stream=True)
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="smart", messages=MESSAGES, stream=True
+    )
     assert (await collect(raw.parse()))[0][0] == "from b" and raw.headers["x-gateway-attempts"] == "2"
 
 
-async def test_429_with_retry_after_is_honoured_on_the_same_target(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_429_with_retry_after_is_honoured_on_the_same_target(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = failing(429, 1, json_handler(completion("after the wait")), headers={"retry-after": "0.4"})
     tree = {"providers": {"a": provider(upstream.url)}, "routes": [{"model": "one", "provider": "a", "retries": 1}]}
     gateway = await gateway_factory(tree)
@@ -98,7 +115,9 @@ async def test_429_with_retry_after_is_honoured_on_the_same_target(upstream: Ups
     assert now() - started >= 0.4 and headers["x-gateway-attempts"] == "2"
 
 
-async def test_client_errors_are_never_retried(upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_client_errors_are_never_retried(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = json_handler({"error": {"message": "bad messages", "param": "messages"}}, status=400)
     second.handler = json_handler(completion("should not be asked"))
     gateway = await gateway_factory(two_targets(upstream.url, second.url))
@@ -107,7 +126,9 @@ async def test_client_errors_are_never_retried(upstream: Upstream, second: Upstr
     assert len(upstream.requests) == 1 and second.requests == []
 
 
-async def test_spent_retries_tell_the_sdk_not_to_retry(upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_spent_retries_tell_the_sdk_not_to_retry(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = second.handler = json_handler({"error": {"message": "down"}}, status=503)
     gateway = await gateway_factory(two_targets(upstream.url, second.url, retries=2))
     client = gateway.client(max_retries=2)  # the SDK's default retry count
@@ -118,29 +139,38 @@ async def test_spent_retries_tell_the_sdk_not_to_retry(upstream: Upstream, secon
     assert len(upstream.requests) + len(second.requests) == 3  # the SDK did not multiply them
 
 
-async def test_fallback_route_serves_when_every_target_failed(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+async def test_fallback_route_serves_when_every_target_failed(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = json_handler({"error": {"message": "down"}}, status=502)
     tree = {
         "providers": {"a": provider(upstream.url), "demo": {"kind": "mock"}},
         "routes": [{"model": "primary", "provider": "a", "fallbacks": ["demo"]}, {"model": "demo", "provider": "demo"}],
     }
     gateway = await gateway_factory(tree)
-    raw = await gateway.client().chat.completions.with_raw_response.create(model="primary", messages=MESSAGES, max_tokens=3)
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="primary", messages=MESSAGES, max_tokens=3
+    )
     assert raw.headers["x-gateway-provider"] == "demo" and raw.headers["x-gateway-upstream-model"] == "demo"
     assert raw.parse().choices[0].message.content == "Hello! I"
 
 
-async def test_a_fallback_route_holds_the_request_to_its_own_limits(upstream: Upstream, second: Upstream,
-                                                                    gateway_factory: GatewayFactory) -> None:
+async def test_a_fallback_route_holds_the_request_to_its_own_limits(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = json_handler({"error": {"message": "down"}}, status=503)
     second.handler = json_handler(completion("from the fallback"))
     tree = {
         "providers": {"a": provider(upstream.url), "b": provider(second.url)},
-        "routes": [{"model": "primary", "provider": "a", "fallbacks": ["small"]},
-                   {"model": "small", "provider": "b", "max_tokens": 5}],
+        "routes": [
+            {"model": "primary", "provider": "a", "fallbacks": ["small"]},
+            {"model": "small", "provider": "b", "max_tokens": 5},
+        ],
     }
     gateway = await gateway_factory(tree)
-    raw = await gateway.client().chat.completions.with_raw_response.create(model="primary", messages=MESSAGES, max_tokens=50)
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="primary", messages=MESSAGES, max_tokens=50
+    )
     assert raw.headers["x-gateway-provider"] == "b" and raw.headers["x-gateway-max-tokens"] == "5"
     assert orjson.loads(upstream.requests[0]["body"])["max_tokens"] == 50
     assert orjson.loads(second.requests[0]["body"])["max_tokens"] == 5
@@ -149,42 +179,43 @@ async def test_a_fallback_route_holds_the_request_to_its_own_limits(upstream: Up
 async def test_weights_are_honoured_over_many_requests(gateway_factory: GatewayFactory) -> None:
     tree = {
         "providers": {"m1": {"kind": "mock"}, "m2": {"kind": "mock"}},
-        "routes": [{"model": "weighted", "targets": [{"provider": "m1", "weight": 3}, {"provider": "m2", "weight": 1}]}],
+        "routes": [
+            {"model": "weighted", "targets": [{"provider": "m1", "weight": 3}, {"provider": "m2", "weight": 1}]}
+        ],
     }
     gateway = await gateway_factory(tree)
     served: Counter[str] = Counter()
     async with aiohttp.ClientSession() as http:
         for _ in range(400):
-            async with http.post(f"{gateway.url}/v1/chat/completions",
-                                 json={"model": "weighted", "messages": MESSAGES, "max_tokens": 1}) as response:
+            async with http.post(
+                f"{gateway.url}/v1/chat/completions", json={"model": "weighted", "messages": MESSAGES, "max_tokens": 1}
+            ) as response:
                 served[response.headers["x-gateway-provider"]] += 1
     # 300 expected for m1 (sd 8.7): four standard deviations either way
     assert 265 <= served["m1"] <= 335 and served["m1"] + served["m2"] == 400
 
 
 async def upstream_states(gateway: Gateway) -> dict[str, dict]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{gateway.url}/health/upstreams") as response:
-            return {row["provider"]: row for row in (await response.json())["targets"]}
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/health/upstreams") as response:
+        return {row["provider"]: row for row in (await response.json())["targets"]}
 
 
-async def test_a_failing_target_is_cooled_down_then_probed_back(upstream: Upstream, second: Upstream,
-                                                                 gateway_factory: GatewayFactory) -> None:
+async def test_a_failing_target_is_cooled_down_then_probed_back(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = failing(503, 2, json_handler(completion("a is back")))
     second.handler = json_handler(completion("from b"))
     gateway = await gateway_factory(two_targets(upstream.url, second.url, cooldown={"failures": 2, "seconds": 0.5}))
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{gateway.url}/metrics") as response:
-            text = await response.text()
-            for model, provider in (("model-a", "a"), ("model-b", "b")):  # every target has its gauge from the start
-                assert f'gateway_target_cooling{{model="{model}",provider="{provider}",route="smart"}} 0.0' in text
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as response:
+        text = await response.text()
+        for model, provider in (("model-a", "a"), ("model-b", "b")):  # every target has its gauge from the start
+            assert f'gateway_target_cooling{{model="{model}",provider="{provider}",route="smart"}} 0.0' in text
     for _ in range(2):
         assert (await post(gateway, {"model": "smart"}))[2]["choices"][0]["message"]["content"] == "from b"
     states = await upstream_states(gateway)
     assert states["a"]["state"] == "cooling" and states["a"]["failures"] == 2 and states["b"]["state"] == "ok"
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"{gateway.url}/metrics") as response:
-            assert 'gateway_target_cooling{model="model-a",provider="a",route="smart"} 1.0' in await response.text()
+    async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as response:
+        assert 'gateway_target_cooling{model="model-a",provider="a",route="smart"} 1.0' in await response.text()
     for _ in range(3):  # cooling: a is skipped, b answers at once
         _, headers, _ = await post(gateway, {"model": "smart"})
         assert headers["x-gateway-attempts"] == "1" and headers["x-gateway-provider"] == "b"
@@ -192,12 +223,20 @@ async def test_a_failing_target_is_cooled_down_then_probed_back(upstream: Upstre
     await asyncio.sleep(0.55)
     _, headers, body = await post(gateway, {"model": "smart"})  # the half-open probe, which succeeds
     assert headers["x-gateway-provider"] == "a" and body["choices"][0]["message"]["content"] == "a is back"
-    assert (await upstream_states(gateway))["a"] == {**states["a"], "state": "ok", "failures": 0, "cooling_seconds_left": None}
+    assert (await upstream_states(gateway))["a"] == {
+        **states["a"],
+        "state": "ok",
+        "failures": 0,
+        "cooling_seconds_left": None,
+    }
 
 
 async def test_a_routes_only_way_out_is_never_cooled_down(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
     upstream.handler = failing(503, 4, json_handler(completion("recovered")))
-    tree = {"providers": {"a": provider(upstream.url)}, "routes": [{"model": "only", "provider": "a", "cooldown": {"failures": 1}}]}
+    tree = {
+        "providers": {"a": provider(upstream.url)},
+        "routes": [{"model": "only", "provider": "a", "cooldown": {"failures": 1}}],
+    }
     gateway = await gateway_factory(tree)
     for _ in range(4):
         assert (await post(gateway, {"model": "only"}))[0] == 503
@@ -220,12 +259,15 @@ async def test_ready_is_503_while_draining(routed: Gateway) -> None:
 
 
 def mock_routes(*names: str) -> dict:
-    return {"providers": {"demo": {"kind": "mock", "tokens_per_second": 200}},
-            "routes": [{"model": name, "provider": "demo"} for name in names]}
+    return {
+        "providers": {"demo": {"kind": "mock", "tokens_per_second": 200}},
+        "routes": [{"model": name, "provider": "demo"} for name in names],
+    }
 
 
-async def test_reload_adds_routes_and_refuses_an_invalid_file(gateway_factory: GatewayFactory, tmp_path: Path,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_reload_adds_routes_and_refuses_an_invalid_file(
+    gateway_factory: GatewayFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "gateway.yaml"
     gateway = await gateway_factory(mock_routes("one"), path=path)
     assert (await post(gateway, {"model": "two"}))[0] == 404
@@ -246,7 +288,9 @@ async def test_reload_under_load_fails_no_request(gateway_factory: GatewayFactor
     client = gateway.client()
 
     async def one_stream() -> str:
-        texts, finishes, _ = await collect(await client.chat.completions.create(model="one", messages=MESSAGES, stream=True, max_tokens=20))
+        texts, finishes, _ = await collect(
+            await client.chat.completions.create(model="one", messages=MESSAGES, stream=True, max_tokens=20)
+        )
         assert finishes[0] == "length"
         return texts[0]
 
@@ -272,12 +316,15 @@ async def test_watch_config_reloads_a_changed_file(gateway_factory: GatewayFacto
         await asyncio.sleep(0.1)
 
 
-async def test_a_target_answering_429_with_retry_after_is_passed_over_for_the_other(upstream: Upstream, second: Upstream,
-                                                                                    gateway_factory: GatewayFactory) -> None:
+async def test_a_target_answering_429_with_retry_after_is_passed_over_for_the_other(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory
+) -> None:
     upstream.handler = failing(429, 1_000_000, json_handler(completion("never served")), headers={"retry-after": "0.2"})
     second.handler = sse_handler(text_stream(["from", " b"]))
     gateway = await gateway_factory(two_targets(upstream.url, second.url))  # the weights put the 429 target first
-    raw = await gateway.client().chat.completions.with_raw_response.create(model="smart", messages=MESSAGES, stream=True)
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="smart", messages=MESSAGES, stream=True
+    )
     assert raw.headers["x-gateway-provider"] == "b" and raw.headers["x-gateway-upstream-model"] == "model-b"
     assert int(raw.headers["x-gateway-attempts"]) >= 2
     texts, finishes, _ = await collect(raw.parse())

@@ -66,7 +66,7 @@ def test_several_events_in_one_read_come_out_in_order() -> None:
 @pytest.mark.parametrize(
     ("stream", "events", "incomplete"),
     [
-        (b"data: whole\n\ndata: {\"half", [SSEEvent(b"whole")], True),  # closed mid-line: that line is dropped
+        (b'data: whole\n\ndata: {"half', [SSEEvent(b"whole")], True),  # closed mid-line: that line is dropped
         (b"data: complete line\n", [SSEEvent(b"complete line")], False),  # complete lines, no blank line
         (b"data: a\r", [SSEEvent(b"a")], False),  # a lone \r ends a line too
         (b": only a comment\n\n", [], False),
@@ -104,7 +104,7 @@ def reference_events(stream: bytes) -> list[SSEEvent]:
     events: list[SSEEvent] = []
     data: list[bytes] = []
     name: str | None = None
-    for line in lines + [b""]:  # a complete event at the very end still counts
+    for line in [*lines, b""]:  # a complete event at the very end still counts
         if not line:
             if data:
                 events.append(SSEEvent(b"\n".join(data), name))
@@ -124,7 +124,11 @@ def random_stream(rng: random.Random, *, plain: bool) -> bytes:
     pieces = []
     for _ in range(rng.randint(0, 12)):
         payload = orjson.dumps({"content": rng.choice(["", "a", "h\u00e9", "\U0001f600", "x" * 40])})
-        kind = "data" if plain and rng.random() < 0.9 else rng.choice(["data", "multi", "named", "comment", "id", "blank", "nospace"])
+        kind = (
+            "data"
+            if plain and rng.random() < 0.9
+            else rng.choice(["data", "multi", "named", "comment", "id", "blank", "nospace"])
+        )
         end = "\n" if plain or rng.random() < 0.7 else rng.choice(["\r\n", "\r"])
         if kind == "data":
             lines = [b"data: " + payload]
@@ -150,5 +154,5 @@ def test_random_streams_split_anywhere_decode_as_the_rules_say(plain: bool) -> N
     for case in range(400):
         stream = random_stream(rng, plain=plain)
         cuts = sorted(rng.randint(0, len(stream)) for _ in range(rng.randint(0, 4)))
-        parts = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)])]
+        parts = [stream[start:end] for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=False)]
         assert decode_all(parts)[0] == reference_events(stream), (case, stream, cuts)

@@ -39,7 +39,14 @@ class RawUpstream:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 request = head + await reader.readexactly(length)
                 self.requests.append(request)
                 data, close = self.answer(request)
@@ -79,7 +86,11 @@ async def transport() -> AsyncIterator[HTTP1Transport]:
 
 
 def ok(body: bytes = b'{"ok":true}', *, extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+        len(body),
+        extra,
+        body,
+    )
 
 
 async def post(transport: HTTP1Transport, url: str, *, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
@@ -92,7 +103,9 @@ async def post(transport: HTTP1Transport, url: str, *, headers: dict[str, str] |
 
 async def test_the_request_carries_its_body_length_host_and_headers(raw_upstream, transport) -> None:
     fake = await raw_upstream(lambda request: (ok(), False))
-    status, body = await post(transport, fake.url, headers={"Authorization": "Bearer sk-test", "Content-Type": "application/json"})
+    status, body = await post(
+        transport, fake.url, headers={"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
+    )
     assert (status, body) == (200, b'{"ok":true}')
     head, _, sent_body = fake.requests[0].partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
@@ -114,7 +127,10 @@ async def test_a_configured_header_replaces_the_default_of_that_name(raw_upstrea
 
 async def test_the_url_is_sent_encoded_and_its_credentials_as_basic_auth(raw_upstream, transport) -> None:
     fake = await raw_upstream(lambda request: (ok(), False))
-    await post(transport, f"http://user:p%40ss@127.0.0.1:{fake.port}/openai/deployments/my model/chat/completions?api-version=2024-10-21")
+    await post(
+        transport,
+        f"http://user:p%40ss@127.0.0.1:{fake.port}/openai/deployments/my model/chat/completions?api-version=2024-10-21",
+    )
     lines = fake.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
     assert lines[0] == b"POST /openai/deployments/my%20model/chat/completions?api-version=2024-10-21 HTTP/1.1"
     assert b"Authorization: Basic dXNlcjpwQHNz" in lines  # user:p@ss
@@ -165,7 +181,9 @@ async def test_an_idle_connection_the_upstream_closed_is_not_reused(raw_upstream
 
 
 async def test_a_body_delimited_by_close_is_read_whole(raw_upstream, transport) -> None:
-    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n", True))
+    fake = await raw_upstream(
+        lambda request: (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\ndata: 2\n\n", True)
+    )
     assert await post(transport, fake.url) == (200, b"data: 1\n\ndata: 2\n\n")
     assert await post(transport, fake.url) == (200, b"data: 1\n\ndata: 2\n\n")
     assert fake.connections == 2
@@ -197,7 +215,7 @@ async def test_an_interim_answer_is_skipped(raw_upstream, transport) -> None:
 
 
 async def test_error_statuses_come_back_with_their_headers(raw_upstream, transport) -> None:
-    answer = b'HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}'
+    answer = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}"
     fake = await raw_upstream(lambda request: (answer, False))
     response = await transport.send(UpstreamRequest(url=fake.url, body=BODY), connect_timeout=5)
     assert (response.status, response.headers["retry-after"], await response.read()) == (429, "3", b"{}")
@@ -205,7 +223,12 @@ async def test_error_statuses_come_back_with_their_headers(raw_upstream, transpo
 
 
 async def test_a_redirect_is_an_error_that_names_the_fix(raw_upstream, transport) -> None:
-    fake = await raw_upstream(lambda request: (b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://elsewhere/\r\nContent-Length: 0\r\n\r\n", False))
+    fake = await raw_upstream(
+        lambda request: (
+            b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://elsewhere/\r\nContent-Length: 0\r\n\r\n",
+            False,
+        )
+    )
     with pytest.raises(UpstreamProtocolError, match=r"redirect \(HTTP 308\).*base_url"):
         await post(transport, fake.url)
 
@@ -217,13 +240,15 @@ async def test_a_connection_closed_before_the_answer_is_an_error(raw_upstream, t
 
 
 async def test_a_body_cut_off_is_an_error(raw_upstream, transport) -> None:
-    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"partial", True))
+    fake = await raw_upstream(lambda request: (b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial', True))
     with pytest.raises(UpstreamProtocolError, match="cut off"):
         await post(transport, fake.url)
 
 
 async def test_a_chunked_body_cut_off_is_an_error_after_what_arrived(raw_upstream, transport) -> None:
-    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n", True))
+    fake = await raw_upstream(
+        lambda request: (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n", True)
+    )
     response = await transport.send(UpstreamRequest(url=fake.url, body=BODY), connect_timeout=5)
     assert await response.read_chunk() == b"data: 1\n"
     with pytest.raises(UpstreamProtocolError, match="cut off"):
@@ -238,7 +263,9 @@ async def test_an_answer_that_is_not_http_is_an_error(raw_upstream, transport) -
 
 
 async def test_huge_headers_are_refused(raw_upstream, transport) -> None:
-    fake = await raw_upstream(lambda request: (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n", False))
+    fake = await raw_upstream(
+        lambda request: (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n", False)
+    )
     with pytest.raises(UpstreamProtocolError, match="headers are over 64 KiB"):
         await post(transport, fake.url)
 
@@ -262,7 +289,7 @@ async def test_a_deadline_before_the_headers_drops_the_connection(raw_upstream, 
 
 
 async def test_close_mid_body_drops_the_connection(raw_upstream, transport) -> None:
-    partial = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"par"
+    partial = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"par'
     fake = await raw_upstream(lambda request: (partial if len(fake.requests) == 1 else ok(), False))
     response = await transport.send(UpstreamRequest(url=fake.url, body=BODY), connect_timeout=5)
     assert await response.read_chunk() == b'{"par'
@@ -293,7 +320,9 @@ async def test_a_reader_that_falls_behind_pauses_the_socket(transport) -> None:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        response = await transport.send(UpstreamRequest(url=f"http://127.0.0.1:{port}/v1/chat/completions", body=BODY), connect_timeout=5)
+        response = await transport.send(
+            UpstreamRequest(url=f"http://127.0.0.1:{port}/v1/chat/completions", body=BODY), connect_timeout=5
+        )
         while response._buffered < HIGH_WATER:
             await asyncio.sleep(0.001)
         await asyncio.sleep(0.05)  # time enough for megabytes more, were reading not paused

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx2 as httpx
 from prometheus_client.parser import text_string_to_metric_families
-
 from test_cli import start_gateway
 
 
@@ -27,13 +26,19 @@ def read_log_lines(process, lines: list[dict]) -> threading.Thread:
 
 
 def total_requests(metrics_text: str) -> float:
-    return sum(sample.value for family in text_string_to_metric_families(metrics_text)
-               for sample in family.samples if sample.name == "gateway_requests_total")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == "gateway_requests_total"
+    )
 
 
 def test_two_workers_share_the_port_and_sum_their_metrics(tmp_path: Path) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text("providers: {demo: {kind: mock, tokens_per_second: 20}}\nroutes:\n  - {model: demo, provider: demo}\n")
+    config.write_text(
+        "providers: {demo: {kind: mock, tokens_per_second: 20}}\nroutes:\n  - {model: demo, provider: demo}\n"
+    )
     lines: list[dict] = []
     process, url = start_gateway("--config", str(config), "--workers", "2", seen=lines)
     read_log_lines(process, lines)
@@ -41,7 +46,10 @@ def test_two_workers_share_the_port_and_sum_their_metrics(tmp_path: Path) -> Non
         prefixes = set()
         for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
             with httpx.Client() as client:
-                response = client.post(f"{url}/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+                response = client.post(
+                    f"{url}/v1/chat/completions",
+                    json={"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+                )
                 assert response.status_code == 200
                 prefixes.add(response.headers["x-request-id"][:12])
         assert len(prefixes) == 2, "both workers answered"
@@ -50,13 +58,23 @@ def test_two_workers_share_the_port_and_sum_their_metrics(tmp_path: Path) -> Non
                 assert total_requests(client.get(f"{url}/metrics").text) == 40
 
         # SIGTERM: a stream in flight finishes, new connections are refused, everyone exits 0
-        with httpx.Client(timeout=10) as client:
-            with client.stream("POST", f"{url}/v1/chat/completions",
-                               json={"model": "demo", "messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 20}) as stream:
-                events = stream.iter_lines()
-                assert next(events).startswith("data: ")
-                process.send_signal(signal.SIGTERM)
-                rest = [line for line in events if line]
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(
+                "POST",
+                f"{url}/v1/chat/completions",
+                json={
+                    "model": "demo",
+                    "messages": [{"role": "user", "content": "hi"}],
+                    "stream": True,
+                    "max_tokens": 20,
+                },
+            ) as stream,
+        ):
+            events = stream.iter_lines()
+            assert next(events).startswith("data: ")
+            process.send_signal(signal.SIGTERM)
+            rest = [line for line in events if line]
         assert rest[-1] == "data: [DONE]"
         assert process.wait(timeout=20) == 0
     finally:
@@ -67,4 +85,9 @@ def test_two_workers_share_the_port_and_sum_their_metrics(tmp_path: Path) -> Non
     assert not os.path.exists(started["metrics_dir"]), "the multiprocess metrics directory was removed"
     assert sum(line["message"].startswith("draining") for line in lines) == 2
     access = [line for line in lines if line["logger"] == "gateway.access"]
-    assert len(access) >= 40 and access[0]["route"] == "demo" and access[0]["status"] == 200 and access[0]["time"].endswith("Z")
+    assert (
+        len(access) >= 40
+        and access[0]["route"] == "demo"
+        and access[0]["status"] == 200
+        and access[0]["time"].endswith("Z")
+    )

@@ -28,14 +28,26 @@ from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers
 log = logging.getLogger("gateway.providers.anthropic")
 
 FINISH_REASONS = {
-    "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
     "model_context_window_exceeded": "length",  # documented as "treat the response as truncated"
-    "tool_use": "tool_calls", "refusal": "content_filter",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
 }
 ERROR_STATUSES = {  # Anthropic's error types and the HTTP status each stands for
-    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
-    "not_found_error": 404, "conflict_error": 409, "request_too_large": 413, "rate_limit_error": 429,
-    "api_error": 500, "timeout_error": 504, "overloaded_error": 529,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "conflict_error": 409,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
 }
 INPUT_TOKEN_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 USAGE_FIELDS = (*INPUT_TOKEN_FIELDS, "output_tokens")
@@ -50,7 +62,11 @@ class AnthropicProvider:
         self.transport = transport or HTTP1Transport()
         self._url = f"{config.base_url}/v1/messages"
         extra = {name: value for name, value in config.headers.items() if name.lower() != "authorization"}
-        defaults = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "anthropic-version": config.anthropic_version}
+        defaults = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "anthropic-version": config.anthropic_version,
+        }
         self._headers = provider_headers(defaults, extra)
         if config.api_key:
             self._headers["x-api-key"] = config.api_key
@@ -167,8 +183,9 @@ def content_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "image_url":
             blocks.append(image_block(part.get("image_url"), part_where))
         else:
-            raise InvalidRequest(f"'{part_where}' of type {kind!r} is not supported for Anthropic models.",
-                                 param=part_where)
+            raise InvalidRequest(
+                f"'{part_where}' of type {kind!r} is not supported for Anthropic models.", param=part_where
+            )
     return blocks
 
 
@@ -192,12 +209,14 @@ def assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise InvalidRequest(f"'{call_where}' must be a function call with a name.", param=call_where)
-        blocks.append({
-            "type": "tool_use",
-            "id": call.get("id"),
-            "name": function["name"],
-            "input": tool_arguments(function.get("arguments"), f"{call_where}.function.arguments"),
-        })
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function["name"],
+                "input": tool_arguments(function.get("arguments"), f"{call_where}.function.arguments"),
+            }
+        )
     return blocks
 
 
@@ -266,8 +285,14 @@ def completion_from_message(payload: bytes) -> dict[str, Any]:
         "object": "chat.completion",
         "created": int(time.time()),
         "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply_message(content), "logprobs": None,
-                     "finish_reason": finish_reason(message.get("stop_reason"))}],
+        "choices": [
+            {
+                "index": 0,
+                "message": reply_message(content),
+                "logprobs": None,
+                "finish_reason": finish_reason(message.get("stop_reason")),
+            }
+        ],
     }
     if isinstance(message.get("usage"), dict):
         completion["usage"] = openai_usage(message["usage"])
@@ -284,8 +309,13 @@ def reply_message(content: list[Any]) -> dict[str, Any]:
             texts.append(str(block.get("text") or ""))
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name"), "arguments": arguments}})
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
     if calls:
         reply["tool_calls"] = calls
@@ -304,8 +334,11 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's usage from Anthropic's: the prompt counts cache writes and reads too."""
     prompt = sum(token_count(usage.get(name)) for name in INPUT_TOKEN_FIELDS)
     completion = token_count(usage.get("output_tokens"))
-    result: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                              "total_tokens": prompt + completion}
+    result: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     cached = token_count(usage.get("cache_read_input_tokens"))
     if cached:
         result["prompt_tokens_details"] = {"cached_tokens": cached}
@@ -323,8 +356,9 @@ def parse_json(payload: bytes, what: str) -> Any:
         raise UpstreamProtocolError(f"The upstream's {what} is not valid JSON.") from None
 
 
-def anthropic_error(error: dict[str, Any], secrets: tuple[str, ...], *, status: int | None = None
-                    ) -> UpstreamStatusError:
+def anthropic_error(
+    error: dict[str, Any], secrets: tuple[str, ...], *, status: int | None = None
+) -> UpstreamStatusError:
     """Anthropic's `{"type": ..., "message": ...}` error as the gateway's, in OpenAI's shape."""
     kind = str(error.get("type") or "api_error")
     message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else None
@@ -346,7 +380,7 @@ class AnthropicStreamTranslator:
 
     passthrough = False  # chunks are built here, not the upstream's bytes
 
-    __slots__ = ("finished", "_id", "_model", "_created", "_usage", "_tool_calls", "_secrets")
+    __slots__ = ("_created", "_id", "_model", "_secrets", "_tool_calls", "_usage", "finished")
 
     def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
         self.finished = False
@@ -394,8 +428,12 @@ class AnthropicStreamTranslator:
         if kind != "tool_use":
             return []
         position = self._tool_calls[index] = len(self._tool_calls)
-        call = {"index": position, "id": block.get("id"), "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""}}
+        call = {
+            "index": position,
+            "id": block.get("id"),
+            "type": "function",
+            "function": {"name": block.get("name"), "arguments": ""},
+        }
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, index: Any, delta: Any) -> list[dict[str, Any]]:
@@ -421,12 +459,16 @@ class AnthropicStreamTranslator:
                 if isinstance(usage.get(name), int):
                     self._usage[name] = usage[name]
 
-    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, *, usage: bool = False
-               ) -> dict[str, Any]:
+    def _chunk(self, delta: dict[str, Any] | None, finish: str | None = None, *, usage: bool = False) -> dict[str, Any]:
         """A chunk for the one choice; with no delta, a chunk of no choices (the usage chunk)."""
         choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        chunk: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                                 "model": self._model, "choices": choices}
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": choices,
+        }
         if usage:
             chunk["usage"] = openai_usage(self._usage)
         return chunk

@@ -18,7 +18,6 @@ from ..errors import UpstreamStatusError
 from ..sse import SSEEvent
 from ..upstream import Transport, UpstreamRequest
 
-
 USER_AGENT = f"llm-gateway/{__version__}"
 
 

@@ -148,9 +148,12 @@ class MockResponse:
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         return b"".join(
-            encode_json({**self._base, "choices": [
-                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            ]})
+            encode_json(
+                {
+                    **self._base,
+                    "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+                }
+            )
             for index in range(self._choices)
         )
 

@@ -65,7 +65,7 @@ class OpenAIProvider:
 class OpenAIStreamTranslator:
     """OpenAI's chunks are already what the client wants: check their shape, pass them on."""
 
-    __slots__ = ("finished", "_secrets")
+    __slots__ = ("_secrets", "finished")
     passthrough = True  # one event, one chunk, whose JSON is the event's data
 
     def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
