@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable
 
 from . import __version__
-from .config import ConfigError, GatewayConfig, Limits, load_config
-from .logs import AccessLog, configure_logging
-from .state import encodings_needed
-from .tokens import Tokenizers
+from .config import ConfigError, GatewayConfig, load_config
+from .config.describe import describe
+from .observability.logs import AccessLog, configure_logging
+from .stream.tokens import Tokenizers, encodings_for
 from .workers import prepare_multiprocess_metrics, reserve_port, supervise
 
 
@@ -82,7 +82,9 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
         )
     workers = config.server.workers
     metrics_dir = prepare_multiprocess_metrics() if workers > 1 else None  # before prometheus_client is imported
-    tokenizers = Tokenizers.load(encodings_needed(config))  # before forking, so that workers share these pages
+    tokenizers = Tokenizers.load(
+        encodings_for(config.upstream_models)
+    )  # before forking, so that workers share these pages
     log.info("tiktoken encodings loaded: %s", ", ".join(tokenizers.loaded) or "none")
     if workers == 1:
         return serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=False)
@@ -107,7 +109,7 @@ def serve_until_stopped(
     reuse_port: bool,
 ) -> int:
     """Serve until SIGTERM or SIGINT, then drain; uvloop when it is installed."""
-    from .app import serve
+    from .serve import serve
 
     try:
         import uvloop
@@ -132,43 +134,6 @@ def serve_until_stopped(
     finally:
         access_log.flush()
     return 0
-
-
-def describe(config: GatewayConfig) -> str:
-    """The resolved routing table, as `--check` prints it."""
-    limits = config.limits
-    lines = [
-        f"config: {config.source}",
-        f"listen: {config.server.host}:{config.server.port}",
-        f"default model: {config.default_model or '(none: requests must name a model)'}",
-        f"limits: {format_limits(limits)}",
-        "providers:",
-    ]
-    for provider in config.providers.values():
-        where = f" {provider.base_url}" if provider.base_url else ""
-        key = " (api key set)" if provider.api_key else ""
-        lines.append(f"  {provider.name}: {provider.kind}{where}{key}")
-    lines.append("routes (exact names first, then globs in file order):")
-    ordered = [r for r in config.routes if not r.is_glob] + [r for r in config.routes if r.is_glob]
-    for route in ordered:
-        targets = ", ".join(
-            f"{t.provider} model {t.model or '(as requested)'}"
-            + (f" weight {t.weight:g}" if len(route.targets) > 1 else "")
-            for t in route.targets
-        )
-        extras = f"; retries {route.retries}" if route.retries else ""
-        if route.fallbacks:
-            extras += f"; fallbacks {', '.join(route.fallbacks)}"
-        lines.append(f"  {route.model} -> {targets}; {format_limits(route.limits)}{extras}")
-    return "\n".join(lines)
-
-
-def format_limits(limits: Limits) -> str:
-    return (
-        f"max_tokens={limits.max_tokens} timeout={limits.timeout:g}s "
-        f"first_token_timeout={limits.first_token_timeout:g}s idle_timeout={limits.idle_timeout:g}s "
-        f"connect_timeout={limits.connect_timeout:g}s"
-    )
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
 if SHARED_TIKTOKEN.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
 
-from gateway.app import create_app, start  # noqa: E402
+from gateway.app import create_app  # noqa: E402
 from gateway.config import load_config, parse_config  # noqa: E402
-from gateway.tokens import Tokenizers  # noqa: E402
+from gateway.serve import start  # noqa: E402
+from gateway.stream.tokens import Tokenizers  # noqa: E402
 
 ENCODINGS = ["o200k_base", "cl100k_base"]
 
@@ -107,7 +108,7 @@ class Gateway:
     @property
     def core(self) -> Any:
         """The app's `gateway.app.Gateway`: state, health board, reload."""
-        from gateway.keys import GATEWAY
+        from gateway.server.keys import GATEWAY
 
         return self.app[GATEWAY]
 

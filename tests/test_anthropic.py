@@ -14,8 +14,7 @@ from gateway.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatus
 from gateway.providers import create_provider
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import UpstreamCall
-from gateway.sse import SSEDecoder, SSEEvent
-from gateway.tokens import Tokenizers
+from gateway.stream.sse import SSEDecoder, SSEEvent
 
 API_KEY = "sk-ant-test-key-0123456789"
 CONFIG = ProviderConfig(
@@ -36,18 +35,8 @@ WEATHER = {
 }
 
 
-class Offline:
-    """The adapter does no I/O of its own: a transport that must never be used."""
-
-    async def send(self, request: Any, *, connect_timeout: float) -> Any:
-        raise AssertionError("the adapter sent a request")
-
-    async def aclose(self) -> None:
-        return None
-
-
 def adapter() -> AnthropicProvider:
-    return AnthropicProvider(CONFIG, transport=Offline())
+    return AnthropicProvider(CONFIG)
 
 
 def text(value: str) -> dict[str, str]:
@@ -354,12 +343,9 @@ def test_requests_anthropic_cannot_take_are_refused(body: dict[str, Any], param:
     assert raised.value.param == param and raised.value.status == 400
 
 
-async def test_registered_as_kind_anthropic(tokenizers: Tokenizers) -> None:
-    provider = create_provider(CONFIG, tokenizers)
-    try:
-        assert isinstance(provider, AnthropicProvider) and provider.config is CONFIG
-    finally:
-        await provider.transport.aclose()
+def test_registered_as_kind_anthropic() -> None:
+    provider = create_provider(CONFIG)
+    assert isinstance(provider, AnthropicProvider) and provider.config is CONFIG
 
 
 # ---------------------------------------------------------------- responses

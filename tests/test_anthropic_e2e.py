@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from conftest import Gateway, GatewayFactory, Upstream
 
-from gateway.tokens import Tokenizers
+from gateway.stream.tokens import Tokenizers
 
 API_KEY = "sk-ant-test-key"
 MODEL = "claude-sonnet-4-5"

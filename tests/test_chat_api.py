@@ -408,7 +408,7 @@ async def test_a_gateway_bug_is_an_openai_shaped_500_that_hides_the_details(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("internal detail sk-upstream-secret-key")
 
-    monkeypatch.setattr("gateway.handlers.parse_chat_request", broken)
+    monkeypatch.setattr("gateway.api.chat.parse_chat_request", broken)
     with pytest.raises(openai.InternalServerError) as raised:
         await routed.client(max_retries=0).chat.completions.create(model="test-model", messages=MESSAGES)
     assert raised.value.status_code == 500 and raised.value.code == "internal_error"

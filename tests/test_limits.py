@@ -8,8 +8,8 @@ import random
 import pytest
 from fakes import chunk, completion, text_stream, usage_chunk
 
-from gateway.limits import StreamLimiter, TextCount, limit_completion
-from gateway.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
+from gateway.stream.limiter import StreamLimiter, TextCount, limit_completion
+from gateway.stream.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
 
 TEXTS = [
     "Hello there! How are you doing today? I'm fine, thanks.",

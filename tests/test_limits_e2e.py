@@ -15,7 +15,7 @@ from aiohttp import web
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
 from fakes import chunk, completion, json_handler, sse_handler, text_stream
 
-from gateway.tokens import Tokenizers
+from gateway.stream.tokens import Tokenizers
 
 MESSAGES = [{"role": "user", "content": "Tell me a story"}]
 WORDS = [f" word{i}" for i in range(60)]  # " word12" is two tokens in o200k_base
@@ -392,9 +392,10 @@ async def test_a_missing_encoding_means_an_approximate_count_and_one_warning(
 ) -> None:
     import tiktoken
 
-    from gateway.app import create_app, start
+    from gateway.app import create_app
     from gateway.config import parse_config
-    from gateway.tokens import Tokenizers as LoadedTokenizers
+    from gateway.serve import start
+    from gateway.stream.tokens import Tokenizers as LoadedTokenizers
 
     def offline(name: str) -> tiktoken.Encoding:
         raise ConnectionError("no network")

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_limits_e2e import WORDS, collect, wait_for
 
 from gateway import __version__
-from gateway.keys import GATEWAY
-from gateway.logs import AccessLog
+from gateway.observability.logs import AccessLog
+from gateway.server.keys import GATEWAY
 
 MESSAGES = [{"role": "user", "content": "a secret message body"}]
 
@@ -194,7 +194,7 @@ async def query_until_found(api: str, query: str, process: asyncio.subprocess.Pr
 async def test_one_json_log_line_per_request_without_secrets(
     upstream: Upstream, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from gateway.logs import JsonFormatter
+    from gateway.observability.logs import JsonFormatter
 
     gateway = await gateway_factory(openai_route_config(upstream.url))
     caplog.set_level(logging.INFO, logger="gateway.access")
@@ -274,7 +274,7 @@ async def test_every_request_gets_a_log_line(
 
 
 def test_text_log_format_is_readable() -> None:
-    from gateway.logs import TextFormatter
+    from gateway.observability.logs import TextFormatter
 
     record = logging.makeLogRecord(
         {

@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
-from gateway.config_model import Limits
+from gateway.config import Limits
 from gateway.errors import UpstreamTimeout
-from gateway.pipeline import Clock, timed_read
+from gateway.pipeline.chunks import timed_read
+from gateway.pipeline.clock import Clock
 
 
 class BufferedResponse:

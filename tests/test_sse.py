@@ -8,7 +8,7 @@ import re
 import orjson
 import pytest
 
-from gateway.sse import DONE, SSEDecoder, SSEEvent, encode_events, encode_json
+from gateway.stream.sse import DONE, SSEDecoder, SSEEvent, encode_events, encode_json
 
 RECORDED = (
     b": keep-alive comment\n\n"

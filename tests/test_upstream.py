@@ -13,8 +13,9 @@ import trustme
 from aiohttp import web
 
 from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
-from gateway.http1 import HIGH_WATER
-from gateway.upstream import HTTP1Transport, UpstreamRequest
+from gateway.upstream.base import UpstreamRequest
+from gateway.upstream.client import HTTP1Transport
+from gateway.upstream.http1 import HIGH_WATER
 
 BODY = b'{"model":"m","messages":[]}'
 

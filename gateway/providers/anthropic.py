@@ -21,8 +21,8 @@ import orjson
 
 from ..config import ProviderConfig
 from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
-from ..sse import SSEEvent
-from ..upstream import HTTP1Transport, Transport, UpstreamRequest
+from ..stream.sse import SSEEvent
+from ..upstream.base import UpstreamRequest
 from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
 
 log = logging.getLogger("gateway.providers.anthropic")
@@ -57,9 +57,8 @@ TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 class AnthropicProvider:
     native_responses = False  # its messages are translated into chat completions
 
-    def __init__(self, config: ProviderConfig, transport: Transport | None = None) -> None:
+    def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self.transport = transport or HTTP1Transport()
         self._url = f"{config.base_url}/v1/messages"
         extra = {name: value for name, value in config.headers.items() if name.lower() != "authorization"}
         defaults = {

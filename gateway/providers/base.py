@@ -1,7 +1,8 @@
 """The interface every provider adapter implements: build, translate, map errors.
 
 An adapter is pure translation between OpenAI's chat completions API and one
-upstream's protocol; its `transport` does the I/O.
+upstream's protocol; it does no I/O. The pipeline sends what it builds through
+the transport the runtime chose for its provider.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import orjson
 from .. import __version__
 from ..config import ProviderConfig, Target
 from ..errors import UpstreamStatusError
-from ..sse import SSEEvent
-from ..upstream import Transport, UpstreamRequest
+from ..stream.sse import SSEEvent
+from ..upstream.base import UpstreamRequest
 
 USER_AGENT = f"llm-gateway/{__version__}"
 
@@ -53,7 +54,6 @@ class StreamTranslator(Protocol):
 
 class Provider(Protocol):
     config: ProviderConfig
-    transport: Transport
     native_responses: bool  # its non-streaming responses are OpenAI chat completions as they are
 
     def build_request(self, call: UpstreamCall) -> UpstreamRequest: ...

@@ -8,8 +8,8 @@ import orjson
 
 from ..config import ProviderConfig
 from ..errors import UpstreamProtocolError, UpstreamStatusError
-from ..sse import SSEEvent
-from ..upstream import HTTP1Transport, Transport, UpstreamRequest
+from ..stream.sse import SSEEvent
+from ..upstream.base import UpstreamRequest
 from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
@@ -18,9 +18,8 @@ TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 class OpenAIProvider:
     native_responses = True  # its completions are already OpenAI's: sent on unchanged when nothing was cut
 
-    def __init__(self, config: ProviderConfig, transport: Transport | None = None) -> None:
+    def __init__(self, config: ProviderConfig) -> None:
         self.config = config
-        self.transport = transport or HTTP1Transport()
         self._url = f"{config.base_url}/chat/completions"
         defaults = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self.auth_headers(config)}
         self._headers = provider_headers(defaults, config.headers)

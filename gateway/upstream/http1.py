@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .errors import UpstreamError, UpstreamProtocolError
+from ..errors import UpstreamError, UpstreamProtocolError
 
 HIGH_WATER = 256 * 1024  # unread body bytes at which reading from the socket pauses
 MAX_HEADER_BYTES = 64 * 1024  # an answer's headers beyond this are refused

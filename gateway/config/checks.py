@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config_model import (
+from .model import (
     ANTHROPIC_VERSION,
     DEFAULT_BASE_URLS,
     LIMIT_KEYS,

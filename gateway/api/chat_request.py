@@ -1,4 +1,5 @@
-"""What the gateway reads from a chat completions request: only what routing and safety need.
+"""What the gateway reads from a chat completions request (OpenAI's `CreateChatCompletionRequest`):
+only what routing and safety need.
 
 Everything else in the body is forwarded as it came.
 """
@@ -8,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
 
 TOKEN_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
 
@@ -23,18 +22,6 @@ class ChatRequest:
     requested_max_tokens: int | None
     choices: int
     include_usage: bool
-
-
-def parse_body(payload: bytes) -> dict[str, Any]:
-    if not payload:
-        raise InvalidRequest("The request body is empty; send a JSON object.")
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON ({exc.args[0]}).") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
 
 
 def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> ChatRequest:

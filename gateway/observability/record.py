@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import GatewayError, UpstreamError, UpstreamTimeout
+from ..errors import GatewayError, UpstreamError, UpstreamTimeout
 from .logs import AccessLog
 from .metrics import NO_PROVIDER, UNKNOWN_ROUTE, Metrics
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Route, Target
+from ..config import Route, Target
 
 TargetKey = tuple[str, str, str]  # route, provider, upstream model ("" for: as requested)
 

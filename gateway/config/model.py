@@ -111,3 +111,8 @@ class GatewayConfig:
     providers: Mapping[str, ProviderConfig]
     routes: tuple[Route, ...]
     source: str
+
+    @property
+    def upstream_models(self) -> set[str]:
+        """Every model name (or glob) the routes may send upstream."""
+        return {target.model or route.model for route in self.routes for target in route.targets}

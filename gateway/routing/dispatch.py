@@ -9,17 +9,15 @@ chunk (or whole completion), after which the response is the client's.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .config import Route, Target
-from .errors import UpstreamError, UpstreamStatusError, UpstreamTimeout
+from ..config import Route, Target
+from ..errors import UpstreamError, UpstreamStatusError, UpstreamTimeout
 from .health import HealthBoard
-from .routing import RoutingTable
+from .table import RoutingTable
 
 T = TypeVar("T")
 
@@ -122,25 +120,3 @@ async def backoff(
         return False
     await asyncio.sleep(delay)
     return True
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """`retry-after-ms`, or `retry-after` in seconds or as an HTTP date."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(float(milliseconds) / 1000, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - time.time(), 0.0)

@@ -83,6 +83,11 @@ def encoding_name_for_model(model: str) -> str:
         return DEFAULT_ENCODING
 
 
+def encodings_for(models: Iterable[str]) -> set[str]:
+    """The encodings a set of model names (or globs) may need."""
+    return {name for model in models for name in encoding_names_for_pattern(model)}
+
+
 def encoding_names_for_pattern(pattern: str) -> set[str]:
     """The encodings a route's model name (or glob) may need."""
     if not any(char in pattern for char in "*?["):

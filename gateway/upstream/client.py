@@ -17,52 +17,12 @@ import asyncio
 import base64
 import ssl
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from .errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from ..errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+from .base import UpstreamRequest
 from .http1 import HTTP1Connection, HTTP1Response
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    url: str
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-class UpstreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]
-
-    async def read(self) -> bytes: ...
-
-    async def read_chunk(self) -> bytes:
-        """The next bytes of the body as they arrive; b"" at its end."""
-        ...
-
-    def read_ready(self) -> bytes | None:
-        """The bytes of the body already received, without waiting; b"" at its end,
-        None when nothing is there yet (read_chunk() would wait)."""
-        ...
-
-    def release(self) -> None:
-        """Done with the body: the connection goes back to the pool if the body has ended
-        (what is left of it already arrived), else it is dropped; never waits."""
-        ...
-
-    def close(self) -> None:
-        """Drop the connection at once (the upstream stops generating)."""
-        ...
-
-
-class Transport(Protocol):
-    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> UpstreamResponse: ...
-
-    async def aclose(self) -> None: ...
-
 
 IDLE_SECONDS = 15.0  # a pooled connection unused for longer is closed, not reused: servers drop idle ones
 DEFAULT_HEADERS = {"accept": "Accept: */*\r\n", "accept-encoding": "Accept-Encoding: gzip, deflate\r\n"}

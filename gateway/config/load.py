@@ -15,20 +15,8 @@ from typing import Any
 
 import yaml
 
-from .config_checks import ConfigChecker
-from .config_model import (  # noqa: F401 - the config's types, importable from here
-    ANTHROPIC_VERSION,
-    LIMIT_KEYS,
-    PROVIDER_KINDS,
-    ConfigError,
-    Cooldown,
-    GatewayConfig,
-    Limits,
-    ProviderConfig,
-    Route,
-    ServerConfig,
-    Target,
-)
+from .checks import ConfigChecker
+from .model import ConfigError, GatewayConfig
 
 # Environment variables of the original quick-start guide: variable -> key path.
 ENV_OVERRIDES = {

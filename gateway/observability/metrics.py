@@ -23,7 +23,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from . import __version__
+from .. import __version__
 
 UNKNOWN_ROUTE = "unknown"
 NO_PROVIDER = "none"

@@ -6,7 +6,7 @@ import fnmatch
 import re
 from collections.abc import Iterable
 
-from .config import Route
+from ..config import Route
 
 
 class RoutingTable:

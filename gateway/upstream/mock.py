@@ -1,8 +1,8 @@
-"""The built-in mock model: needs nothing, behaves like a model.
+"""The built-in mock model: an upstream in process that needs nothing and behaves like a model.
 
-It answers in OpenAI's wire format through a transport of its own, so that its
-replies flow through the same parsing, limiting and encoding as a real
-upstream's. The reply is deterministic, streamed token by token at
+It answers in OpenAI's wire format as a `Transport`, so that its replies flow
+through the same adapter (providers.openai), parsing, limiting and encoding as a
+real upstream's. The reply is deterministic, streamed token by token at
 `tokens_per_second` (0: as fast as possible), cut at max_tokens, and its usage is
 counted with tiktoken.
 """
@@ -17,10 +17,9 @@ from typing import Any
 import orjson
 
 from ..config import ProviderConfig
-from ..sse import DONE, encode_json
-from ..tokens import TokenCounter, Tokenizers, count_prompt_tokens
-from ..upstream import UpstreamRequest
-from .openai import OpenAIProvider
+from ..stream.sse import DONE, encode_json
+from ..stream.tokens import TokenCounter, Tokenizers, count_prompt_tokens
+from .base import UpstreamRequest
 
 REPLY = (
     "Hello! I am the gateway's built-in mock model. I answer every request with this same reply, "
@@ -29,13 +28,9 @@ REPLY = (
 )
 
 
-class MockProvider(OpenAIProvider):
-    def __init__(self, config: ProviderConfig, tokenizers: Tokenizers) -> None:
-        super().__init__(config, MockTransport(config, tokenizers))
-        self._url = f"mock://{config.name}/chat/completions"
-
-
 class MockTransport:
+    """The mock model of one `kind: mock` provider; its replies are made when they are read."""
+
     def __init__(self, config: ProviderConfig, tokenizers: Tokenizers) -> None:
         self._interval = 1.0 / config.tokens_per_second if config.tokens_per_second > 0 else 0.0
         self._tokenizers = tokenizers

@@ -1,0 +1,234 @@
+"""The one lifecycle every model endpoint shares:
+
+    read and parse the body -> route the model -> dispatch attempts (retries, fallbacks)
+      -> send the answer whole or relay its stream -> count and log the request once
+
+An endpoint brings only what is its own (`Endpoint`): how to parse its body and how to
+make one attempt against a target. The steps that concern every endpoint plug in
+here, each at one place: who may call (server middleware), admission against limits
+(after routing, before dispatch), and settling what was used (in `finish`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from ..errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError
+from ..observability.record import RequestRecord, finish, record_upstream_error
+from ..pipeline.clock import Clock
+from ..pipeline.exchange import Completed
+from ..routing.dispatch import Attempt, AttemptsExhausted, dispatch
+from ..runtime import Gateway, Snapshot
+from ..server.errors import error_response
+from ..server.event_stream import EventStreamResponse, write_bounded
+from ..server.keys import GATEWAY, LOGGED, REQUEST_ID
+from ..stream.limiter import StreamLimiter
+from ..stream.sse import DONE, encode_json
+from ..stream.sse import HEADERS as SSE_HEADERS
+from ..upstream.base import UpstreamResponse
+from .parsing import parse_body
+
+JSON = "application/json"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
+
+
+class RoutedRequest(Protocol):
+    """What the lifecycle reads of a parsed request: the model to route, and whether to stream."""
+
+    model: str
+    stream: bool
+
+
+@dataclass(slots=True)
+class StreamStart:
+    """A stream whose first chunk has arrived: from here on it belongs to the client."""
+
+    upstream: UpstreamResponse
+    limiter: StreamLimiter
+    chunks: AsyncGenerator[bytes, None]
+    first: bytes
+
+    async def aclose(self) -> None:
+        """Stop the stages and drop the upstream connection (the upstream stops generating)."""
+        await self.chunks.aclose()
+        self.upstream.close()
+
+
+Reply = Completed | StreamStart
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request on its way through the lifecycle: what every step reads and fills in."""
+
+    request_id: str
+    snapshot: Snapshot
+    record: RequestRecord
+    clock: Clock
+    headers: dict[str, str] = field(default_factory=dict)  # the endpoint's own x-gateway-* headers
+
+
+class Endpoint(Protocol):
+    """What a model endpoint brings to the lifecycle."""
+
+    def parse(self, body: dict[str, Any], snapshot: Snapshot) -> RoutedRequest:
+        """The request, checked; raises InvalidRequest naming the bad field."""
+        ...
+
+    async def attempt(self, exchange: Exchange, request: Any, planned: Attempt) -> Reply:
+        """One attempt at `planned`'s target: a whole answer, or a stream whose first chunk
+        has arrived. Raises UpstreamError when the attempt failed (dispatch decides what next)."""
+        ...
+
+
+def handler(endpoint: Endpoint) -> Any:
+    """The aiohttp handler that runs `endpoint` through the lifecycle."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await run(request, endpoint)
+
+    return handle
+
+
+async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    arrived = asyncio.get_running_loop().time()  # the deadlines run on the loop's clock
+    request[LOGGED] = True
+    record = RequestRecord(
+        request_id=request[REQUEST_ID],
+        method=request.method,
+        path=request.path,
+        client=request.remote,
+        started=time.perf_counter(),
+    )
+    try:
+        try:
+            snapshot = gateway.state  # this request keeps this snapshot to its end
+            response = await serve(request, endpoint, gateway, snapshot, record, arrived)
+        except AttemptsExhausted as exhausted:
+            exc = exhausted.error
+            exc.headers.update({"x-should-retry": "false", "x-gateway-attempts": str(exhausted.attempts)})
+            record.fail(exc)
+            response = error_response(exc)
+        except GatewayError as exc:
+            record.fail(exc)
+            response = error_response(exc)
+        record.status = response.status
+        if not response.prepared:  # send it now: counting and logging come after the last byte
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionResetError:  # the client is gone; nothing left to tell it
+                record.disconnected = True
+        return response
+    except asyncio.CancelledError:
+        record.disconnected = True
+        record.status = record.status or CLIENT_CLOSED_REQUEST
+        raise
+    finally:
+        finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+
+
+async def serve(
+    request: web.Request,
+    endpoint: Endpoint,
+    gateway: Gateway,
+    snapshot: Snapshot,
+    record: RequestRecord,
+    arrived: float,
+) -> web.StreamResponse:
+    payload = await read_payload(request, snapshot.config.server.max_body_bytes)
+    parsed = endpoint.parse(parse_body(payload), snapshot)
+    record.stream = parsed.stream
+    route = snapshot.table.resolve(parsed.model)
+    if route is None:
+        raise ModelNotFound(parsed.model)
+    record.route, record.provider, record.routed = route.model, route.provider, True
+    gateway.metrics.inflight_of(route.model).inc()
+    clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
+    exchange = Exchange(record.request_id, snapshot, record, clock)
+
+    async def attempt(planned: Attempt) -> Reply:
+        record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        return await endpoint.attempt(exchange, parsed, planned)
+
+    try:
+        served = await dispatch(
+            route,
+            parsed.model,
+            attempt,
+            table=snapshot.table,
+            board=gateway.board,
+            deadline=clock.total_deadline,
+            on_failure=lambda _, exc: record_upstream_error(gateway.metrics, record, exc),
+        )
+    finally:
+        record.timing(clock)
+    headers = {
+        **exchange.headers,
+        "x-gateway-provider": served.attempt.target.provider,
+        "x-gateway-upstream-model": served.attempt.upstream_model,
+        "x-gateway-attempts": str(served.attempt.number),
+    }
+    if isinstance(served.result, Completed):
+        record.truncated = served.result.truncated
+        record.usage(served.result.usage)
+        return web.Response(body=served.result.body, content_type=JSON, headers=headers)
+    stream = served.result
+    try:
+        return await relay(request, stream, headers, gateway, record, snapshot.config.server.send_timeout)
+    finally:
+        await stream.aclose()
+        record.timing(clock)
+        record.truncated = stream.limiter.truncated
+        if stream.limiter.upstream_usage or stream.limiter.delivered:
+            record.usage(stream.limiter.usage())
+
+
+async def relay(
+    request: web.Request,
+    stream: StreamStart,
+    headers: dict[str, str],
+    gateway: Gateway,
+    record: RequestRecord,
+    send_timeout: float,
+) -> web.StreamResponse:
+    """Write the stream to the client; an error after the start becomes a last error event.
+
+    The bytes that end with [DONE] (often the whole stream, when it came in one read) go
+    out with the end of the response in one write.
+    """
+    response = EventStreamResponse(headers={**SSE_HEADERS, **headers})
+    await response.prepare(request)
+    record.status = response.status
+    try:
+        data: bytes | None = stream.first
+        try:
+            while data is not None and not data.endswith(DONE):
+                await write_bounded(request, response, data, send_timeout)
+                data = await anext(stream.chunks, None)
+        except GatewayError as exc:
+            record.fail(exc)
+            if isinstance(exc, UpstreamError):
+                record_upstream_error(gateway.metrics, record, exc)
+            data = encode_json(exc.body())
+        await write_bounded(request, response, data or b"", send_timeout, last=True)
+    except (ConnectionResetError, TimeoutError):  # the client went away, or stopped reading
+        record.disconnected = True
+    return response
+
+
+async def read_payload(request: web.Request, limit: int) -> bytes:
+    """The request's body, at most `limit` bytes; raises PayloadTooLarge (413) past it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None

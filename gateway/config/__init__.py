@@ -1,0 +1,41 @@
+"""The gateway's configuration: gateway.yaml (or the built-in default) read, checked and frozen once.
+
+load.py      where the file is found, ${VAR} and environment overrides, then the checks
+checks.py    key-by-key validation of the raw YAML tree, one problem per bad key
+model.py     the typed, frozen values the rest of the gateway works with
+describe.py  the resolved table as `gateway --check` prints it
+"""
+
+from .load import ENV_OVERRIDES, default_config_tree, find_config_path, load_config, parse_config
+from .model import (
+    ANTHROPIC_VERSION,
+    LIMIT_KEYS,
+    PROVIDER_KINDS,
+    ConfigError,
+    Cooldown,
+    GatewayConfig,
+    Limits,
+    ProviderConfig,
+    Route,
+    ServerConfig,
+    Target,
+)
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "ENV_OVERRIDES",
+    "LIMIT_KEYS",
+    "PROVIDER_KINDS",
+    "ConfigError",
+    "Cooldown",
+    "GatewayConfig",
+    "Limits",
+    "ProviderConfig",
+    "Route",
+    "ServerConfig",
+    "Target",
+    "default_config_tree",
+    "find_config_path",
+    "load_config",
+    "parse_config",
+]

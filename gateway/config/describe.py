@@ -1,0 +1,43 @@
+"""The resolved configuration as `gateway --check` prints it: one line a provider and a route."""
+
+from __future__ import annotations
+
+from .model import GatewayConfig, Limits
+
+
+def describe(config: GatewayConfig) -> str:
+    """The routing table after every default, override and `${VAR}` is applied; no secret is printed."""
+    limits = config.limits
+    lines = [
+        f"config: {config.source}",
+        f"listen: {config.server.host}:{config.server.port}",
+        f"default model: {config.default_model or '(none: requests must name a model)'}",
+        f"limits: {format_limits(limits)}",
+        "providers:",
+    ]
+    for provider in config.providers.values():
+        where = f" {provider.base_url}" if provider.base_url else ""
+        key = " (api key set)" if provider.api_key else ""
+        lines.append(f"  {provider.name}: {provider.kind}{where}{key}")
+    lines.append("routes (exact names first, then globs in file order):")
+    ordered = [r for r in config.routes if not r.is_glob] + [r for r in config.routes if r.is_glob]
+    for route in ordered:
+        targets = ", ".join(
+            f"{t.provider} model {t.model or '(as requested)'}"
+            + (f" weight {t.weight:g}" if len(route.targets) > 1 else "")
+            for t in route.targets
+        )
+        extras = f"; retries {route.retries}" if route.retries else ""
+        if route.fallbacks:
+            extras += f"; fallbacks {', '.join(route.fallbacks)}"
+        lines.append(f"  {route.model} -> {targets}; {format_limits(route.limits)}{extras}")
+    return "\n".join(lines)
+
+
+def format_limits(limits: Limits) -> str:
+    """`max_tokens=N timeout=Ns ...`: every limit with its unit."""
+    return (
+        f"max_tokens={limits.max_tokens} timeout={limits.timeout:g}s "
+        f"first_token_timeout={limits.first_token_timeout:g}s idle_timeout={limits.idle_timeout:g}s "
+        f"connect_timeout={limits.connect_timeout:g}s"
+    )

@@ -1,0 +1,128 @@
+"""The one place a stream's stages are joined, in the order the data flows.
+
+transport response -> timed read -> SSEDecoder.decode -> translator.translate
+  -> StreamLimiter.limit -> encode -> the client's bytes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+
+from ..errors import UpstreamError, UpstreamProtocolError
+from ..providers import Provider, StreamTranslator
+from ..stream.limiter import StreamLimiter
+from ..stream.sse import DONE_DATA, PING, SSEDecoder, SSEEvent, encode_events
+from ..upstream.base import UpstreamResponse
+from .clock import Clock
+
+
+async def stream_chunks(
+    response: UpstreamResponse,
+    provider: Provider,
+    limiter: StreamLimiter,
+    clock: Clock,
+    *,
+    include_usage: bool,
+    keepalive: float,
+) -> AsyncIterator[bytes]:
+    """The client's SSE bytes, one write per upstream read; ends with [DONE] or raises UpstreamError.
+
+    Once the stream has started, a comment goes out whenever `keepalive` seconds pass
+    without a write. The caller closes `response` when this ends early (an error, the client gone).
+    """
+    decoder = SSEDecoder()
+    translator = provider.stream_translator()
+    last_write: float | None = None  # None until the first bytes went out
+    while True:
+        data = await timed_read(response, clock, ping_at=None if last_write is None else last_write + keepalive)
+        if data is None:
+            last_write = clock.now()
+            yield PING
+            continue
+        out: list[bytes] = []  # the data of the events to send, encoded together
+        try:
+            events = decoder.decode(data) if data else decoder.flush()
+            started = clock.last_chunk_at is not None
+            if translate_events(events, translator, limiter, out) or (started and events):
+                # a chunk came; once started, any event is the upstream at work (pings, thinking)
+                clock.last_chunk_at = clock.now()
+        except UpstreamError:
+            if out:  # what was good in this read still goes out, then the error
+                yield encode_events(out)
+            raise
+        if translator.finished:
+            response.release()  # never waits: [DONE] goes out at once
+        elif limiter.done:
+            response.close()  # the upstream ignored max_tokens: stop it generating
+        elif not data:
+            if not limiter.all_finished:
+                if out:  # whole events that came before the end still go out, then the error
+                    yield encode_events(out)
+                raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
+        else:
+            if out:
+                last_write = clock.now()
+                if clock.first_content_at is None and limiter.delivered:
+                    clock.first_content_at = time.perf_counter()
+                yield encode_events(out)
+            continue
+        clock.upstream_done_at = time.perf_counter()
+        if clock.first_content_at is None and limiter.delivered:
+            clock.first_content_at = clock.upstream_done_at
+        if include_usage:
+            out.append(orjson.dumps(limiter.usage_chunk()))
+        out.append(DONE_DATA)
+        yield encode_events(out)
+        return
+
+
+def translate_events(
+    events: list[SSEEvent], translator: StreamTranslator, limiter: StreamLimiter, out: list[bytes]
+) -> bool:
+    """Translate and limit the events of one read, up to the end of the answer, and put
+    the JSON of the chunks to send into `out`; returns whether any chunk came of them."""
+    passthrough = translator.passthrough
+    any_chunk = False
+    for event in events:
+        for chunk in translator.translate(event):
+            any_chunk = True
+            limited = limiter.limit(chunk)
+            if limited is None:
+                continue
+            if passthrough and not limiter.changed and b"\n" not in event.data:
+                out.append(event.data)  # nothing changed: the upstream's own bytes
+            else:
+                out.append(orjson.dumps(limited))
+        if translator.finished or limiter.done:
+            break
+    return any_chunk
+
+
+async def timed_read(response: UpstreamResponse, clock: Clock, *, ping_at: float | None = None) -> bytes | None:
+    """The next bytes from the upstream; None when `ping_at` comes first (the read can be tried again).
+
+    Bytes that have already arrived are taken at once: only a read that waits needs a
+    timer (an upstream's whole answer often comes with its headers). The total limit
+    holds either way.
+    """
+    ready = response.read_ready()
+    if ready is not None:
+        if clock.now() >= clock.total_deadline:
+            raise clock.timeout("total")
+        return ready
+    deadline, kind = clock.next_deadline(streaming=True)
+    if ping_at is not None and ping_at < deadline:
+        try:
+            async with asyncio.timeout_at(ping_at):
+                return await response.read_chunk()
+        except TimeoutError:
+            return None
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await response.read_chunk()
+    except TimeoutError:
+        raise clock.timeout(kind) from None

@@ -1,0 +1,115 @@
+"""One exchange with an upstream: send the adapter's request, bounded by the request's deadlines,
+and turn an error status into the adapter's mapped error.
+
+A non-streamed answer is read whole, translated and cut to the budget here; a
+stream is handed on open, to pipeline.chunks, once its status is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..errors import UpstreamError
+from ..providers import Provider, UpstreamCall
+from ..stream.limiter import limit_completion
+from ..stream.tokens import TokenCounter
+from ..upstream.base import Transport, UpstreamResponse
+from .clock import Clock
+
+
+def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> Awaitable[UpstreamResponse]:
+    """Build the request and start sending it: the caller awaits the transport itself
+    (one coroutine less on every request's path) and bounds the wait."""
+    request = provider.build_request(call)
+    clock.upstream_sent_at = time.perf_counter()
+    return transport.send(request, connect_timeout=clock.limits.connect_timeout)
+
+
+async def status_error(provider: Provider, response: UpstreamResponse) -> UpstreamError:
+    """An upstream's error status, as the provider's mapped error."""
+    try:
+        payload = await response.read()
+    finally:
+        response.close()
+    error = provider.map_error(response.status, payload)
+    error.retry_after = parse_retry_after(response.headers)
+    return error
+
+
+async def open_stream(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
+    """Send a streaming request, bounded by the first-chunk and total deadlines."""
+    deadline, kind = clock.next_deadline(streaming=True)
+    try:
+        async with asyncio.timeout_at(deadline):
+            response = await send(provider, transport, call, clock)
+            if response.status >= 400:
+                raise await status_error(provider, response)
+            return response
+    except TimeoutError:
+        raise clock.timeout(kind) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    body: bytes  # the chat.completion to send, encoded
+    usage: Any
+    truncated: bool
+
+
+async def complete(
+    provider: Provider,
+    transport: Transport,
+    call: UpstreamCall,
+    clock: Clock,
+    *,
+    counter: TokenCounter,
+    prompt_tokens: Callable[[], int],
+) -> Completed:
+    """A whole chat.completion, cut to the budget, bounded by the total deadline."""
+    try:
+        async with asyncio.timeout_at(clock.total_deadline):
+            response = await send(provider, transport, call, clock)
+            if response.status >= 400:
+                raise await status_error(provider, response)
+            try:
+                payload = await response.read()
+            finally:
+                response.release()
+    except TimeoutError:
+        raise clock.timeout("total") from None
+    clock.upstream_done_at = time.perf_counter()
+    completion = provider.translate_response(payload)
+    truncated, changed = limit_completion(
+        completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens
+    )
+    body = payload if provider.native_responses and not changed else orjson.dumps(completion)
+    return Completed(body=body, usage=completion.get("usage"), truncated=truncated)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """`retry-after-ms`, or `retry-after` in seconds or as an HTTP date (RFC 9110, 10.2.3)."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds:
+        try:
+            return max(float(milliseconds) / 1000, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)

@@ -1,0 +1,148 @@
+"""What outlives a request: the current snapshot of config, routes and providers, and what outlives a reload.
+
+A request takes the current `Snapshot` once and keeps it to its end, so a reload,
+which swaps in a new snapshot whole, never changes a request in flight. The
+upstream client, the health board, the metrics and the access log belong to the
+`Gateway` and survive reloads: warm connections stay warm, cooldowns are kept for
+targets that are still there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ConfigError, GatewayConfig
+from .observability.logs import AccessLog
+from .observability.metrics import Metrics
+from .providers import Provider, create_provider
+from .routing.health import HealthBoard, TargetHealth, TargetKey, target_key
+from .routing.table import RoutingTable
+from .stream.tokens import Tokenizers, encodings_for
+from .upstream.base import Transport
+from .upstream.client import HTTP1Transport
+from .upstream.mock import MockTransport
+
+log = logging.getLogger("gateway")
+
+ConfigLoader = Callable[[], GatewayConfig]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One immutable view of the config: its routing table, each provider's adapter and transport."""
+
+    config: GatewayConfig
+    table: RoutingTable
+    providers: Mapping[str, Provider]
+    transports: Mapping[str, Transport]
+    tokenizers: Tokenizers
+    loaded_at: int = field(default_factory=lambda: int(time.time()))  # seconds since the epoch
+
+    @classmethod
+    def build(cls, config: GatewayConfig, tokenizers: Tokenizers, client: Transport) -> Snapshot:
+        """Adapters for every provider; the mock's in-process upstream, the shared client for the rest."""
+        providers = {name: create_provider(provider) for name, provider in config.providers.items()}
+        transports = {
+            name: MockTransport(provider, tokenizers) if provider.kind == "mock" else client
+            for name, provider in config.providers.items()
+        }
+        return cls(config, RoutingTable(config.routes), providers, transports, tokenizers)
+
+
+class Gateway:
+    """The current `Snapshot` (a reload swaps it whole) and what outlives a reload.
+
+    `clock` (seconds, monotonic) and `rng` drive cooldowns and the choice of targets,
+    so tests can move time and fix choices instead of sleeping.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        tokenizers: Tokenizers,
+        metrics: Metrics,
+        *,
+        loader: ConfigLoader | None,
+        access_log: AccessLog | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.access_log = access_log or AccessLog()
+        self.board = HealthBoard(clock=clock, rng=rng, on_change=self._cooling_changed)
+        self.client = HTTP1Transport()
+        self.state = Snapshot.build(config, tokenizers, self.client)
+        self._publish_targets()
+        self.loader = loader
+        self.draining = False
+
+    def _publish_targets(self) -> None:
+        """A cooling gauge for every target of the table, 0 while in rotation."""
+        for route in self.state.table.routes:
+            for target in route.targets:
+                self._cooling_changed(target_key(route, target), self.board.health(route, target))
+
+    def _cooling_changed(self, key: TargetKey, health: TargetHealth) -> None:
+        route, provider, model = key
+        self.metrics.target_cooling.labels(route, provider, model or "*").set(1 if health.cooling_until else 0)
+
+    async def reload(self) -> bool:
+        """Load the config again and swap the snapshot; an invalid config is refused, logged,
+        and the old table stays. Returns whether the new config took effect."""
+        if self.loader is None:
+            return False
+        try:
+            config = self.loader()
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem, extra={"fields": {"problem": problem}})
+            return False
+        old = self.state
+        loop = asyncio.get_running_loop()
+        tokenizers = await loop.run_in_executor(None, old.tokenizers.extended, encodings_for(config.upstream_models))
+        if config.server != old.config.server:
+            log.warning("server settings changed: they take effect at the next restart")
+        self.state = Snapshot.build(config, tokenizers, self.client)
+        for route, provider, model in self.board.keep_only(config.routes):
+            with contextlib.suppress(KeyError):  # a target whose series was never written
+                self.metrics.target_cooling.remove(route, provider, model or "*")
+        self._publish_targets()
+        log.info(
+            "config reloaded from %s: %d routes",
+            config.source,
+            len(config.routes),
+            extra={"fields": {"config": config.source}},
+        )
+        return True
+
+    async def aclose(self) -> None:
+        """Close the upstream client's connections."""
+        await self.client.aclose()
+
+
+async def watch_config(gateway: Gateway, *, interval: float = 1.0) -> None:
+    """Reload whenever the config file's modification time or size changes (server.watch_config),
+    checked every `interval` seconds."""
+    path = Path(gateway.state.config.source)
+
+    def stamp() -> tuple[float, int] | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    last = stamp()
+    while True:
+        await asyncio.sleep(interval)
+        current = stamp()
+        if current is not None and current != last:
+            last = current
+            await gateway.reload()

@@ -1,0 +1,74 @@
+"""Serving an app until SIGTERM or SIGINT, then draining; SIGHUP reloads the config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from .app import create_app
+from .config import GatewayConfig
+from .observability.logs import AccessLog
+from .runtime import ConfigLoader
+from .server.keys import GATEWAY
+from .stream.tokens import Tokenizers
+
+log = logging.getLogger("gateway")
+
+
+async def start(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner and the port actually bound (port 0 picks a free one)."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+async def serve(
+    config: GatewayConfig,
+    *,
+    loader: ConfigLoader | None = None,
+    tokenizers: Tokenizers | None = None,
+    reuse_port: bool = False,
+    access_log: AccessLog | None = None,
+) -> None:
+    """Run until cancelled (SIGINT/SIGTERM): then /ready says 503 (for `server.drain_delay`
+    seconds the gateway still accepts and serves, so load balancers see it), the listener
+    closes, and requests in flight get `server.shutdown_timeout` seconds to finish."""
+    app = create_app(config, tokenizers=tokenizers, loader=loader, access_log=access_log)
+    runner, port = await start(
+        app,
+        config.server.host,
+        config.server.port,
+        shutdown_timeout=config.server.shutdown_timeout,
+        reuse_port=reuse_port,
+    )
+    address = f"http://{config.server.host}:{port}"
+    log.info("listening on %s", address, extra={"fields": {"address": address}})
+    gateway = app[GATEWAY]
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(gateway.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        gateway.draining = True
+        delay = gateway.state.config.server.drain_delay
+        if delay:
+            log.info("draining: /ready answers 503; still accepting for %g s", delay)
+            with contextlib.suppress(asyncio.CancelledError):  # a second signal: stop accepting now
+                await asyncio.sleep(delay)
+        log.info("draining: finishing requests in flight, then stopping")
+        await runner.cleanup()
