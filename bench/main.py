@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import aiohttp
-import httptools
 
 from . import checks, fixtures, procs, report, targets
 from .load import Scenario, WrkError, run_wrk
@@ -105,7 +104,6 @@ def tool_versions() -> dict[str, str]:
         "python": sys.version.split()[0],
         "python_binary": os.path.realpath(sys.executable),
         "aiohttp": aiohttp.__version__,
-        "httptools": httptools.__version__,
         "nginx": first_line([targets.nginx_binary() or "nginx", "-v"]),
         "wrk": first_line(["wrk", "-v"]),
     }

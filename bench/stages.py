@@ -23,11 +23,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
 if SHARED.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED))
 
-from gateway.stream.limiter import StreamLimiter  # noqa: E402
-from gateway.upstream.mock import reply_tokens  # noqa: E402
 from gateway.providers.openai import OpenAIStreamTranslator  # noqa: E402
+from gateway.stream.limiter import StreamLimiter  # noqa: E402
 from gateway.stream.sse import SSEDecoder, encode_json  # noqa: E402
 from gateway.stream.tokens import Tokenizers  # noqa: E402
+from gateway.upstream.mock import reply_tokens  # noqa: E402
 
 TEXT = (
     "The gateway parses each event of the upstream's stream, counts the tokens of its delta with tiktoken, "

@@ -7,6 +7,7 @@
     └── UpstreamError                 something went wrong on the way to or from a provider
         ├── UpstreamUnreachable       502 upstream_error / upstream_unreachable
         ├── UpstreamProtocolError     502 upstream_error / upstream_protocol_error
+        │   └── UpstreamTooLarge      502 upstream_error / upstream_response_too_large
         ├── UpstreamTimeout           504 timeout / connect_timeout, first_token_timeout, idle_timeout, timeout
         └── UpstreamStatusError       the upstream's own status, with its message
 
@@ -74,6 +75,15 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamProtocolError(UpstreamError):
     code = "upstream_protocol_error"
     reason = "protocol"
+
+
+class UpstreamTooLarge(UpstreamProtocolError):
+    """An upstream sent more than a cap allows (limits.max_response_bytes, limits.max_event_bytes)."""
+
+    code = "upstream_response_too_large"
+
+    def __init__(self, what: str, limit_key: str, limit: int) -> None:
+        super().__init__(f"The upstream's {what} is over {limit_key} ({limit} bytes).")
 
 
 class UpstreamTimeout(UpstreamError):

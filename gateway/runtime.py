@@ -26,7 +26,7 @@ from .routing.health import HealthBoard, TargetHealth, TargetKey, target_key
 from .routing.table import RoutingTable
 from .stream.tokens import Tokenizers, encodings_for
 from .upstream.base import Transport
-from .upstream.client import HTTP1Transport
+from .upstream.client import UpstreamClient
 from .upstream.mock import MockTransport
 
 log = logging.getLogger("gateway")
@@ -46,11 +46,11 @@ class Snapshot:
     loaded_at: int = field(default_factory=lambda: int(time.time()))  # seconds since the epoch
 
     @classmethod
-    def build(cls, config: GatewayConfig, tokenizers: Tokenizers, client: Transport) -> Snapshot:
+    def build(cls, config: GatewayConfig, tokenizers: Tokenizers, client: UpstreamClient) -> Snapshot:
         """Adapters for every provider; the mock's in-process upstream, the shared client for the rest."""
         providers = {name: create_provider(provider) for name, provider in config.providers.items()}
-        transports = {
-            name: MockTransport(provider, tokenizers) if provider.kind == "mock" else client
+        transports: dict[str, Transport] = {
+            name: MockTransport(provider, tokenizers) if provider.kind == "mock" else client.for_provider(provider)
             for name, provider in config.providers.items()
         }
         return cls(config, RoutingTable(config.routes), providers, transports, tokenizers)
@@ -77,7 +77,7 @@ class Gateway:
         self.metrics = metrics
         self.access_log = access_log or AccessLog()
         self.board = HealthBoard(clock=clock, rng=rng, on_change=self._cooling_changed)
-        self.client = HTTP1Transport()
+        self.client = UpstreamClient(config.upstream)
         self.state = Snapshot.build(config, tokenizers, self.client)
         self._publish_targets()
         self.loader = loader
@@ -107,8 +107,10 @@ class Gateway:
         old = self.state
         loop = asyncio.get_running_loop()
         tokenizers = await loop.run_in_executor(None, old.tokenizers.extended, encodings_for(config.upstream_models))
-        if config.server != old.config.server:
-            log.warning("server settings changed: they take effect at the next restart")
+        if config.server != old.config.server or config.upstream != old.config.upstream:
+            log.warning("server and upstream settings changed: they take effect at the next restart")
+        for warning in config.warnings:
+            log.warning("%s", warning, extra={"fields": {"problem": warning}})
         self.state = Snapshot.build(config, tokenizers, self.client)
         for route, provider, model in self.board.keep_only(config.routes):
             with contextlib.suppress(KeyError):  # a target whose series was never written

@@ -453,7 +453,11 @@ async def test_unchanged_chunks_keep_the_upstreams_bytes_and_cut_ones_are_re_enc
     assert status == 200 and events[0] + b"\n\n" == spaced  # passed on as the upstream wrote it
     status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES, "max_tokens": 2})
     cut = orjson.loads(events[0][6:])
-    assert status == 200 and cut["choices"][0]["delta"]["content"] == "one two" and cut["choices"][0]["finish_reason"] == "length"
+    assert (
+        status == 200
+        and cut["choices"][0]["delta"]["content"] == "one two"
+        and cut["choices"][0]["finish_reason"] == "length"
+    )
 
 
 async def test_whole_events_before_an_unfinished_end_still_go_out(upstream: Upstream, routed: Gateway) -> None:

@@ -16,9 +16,9 @@ class BufferedResponse:
     """An upstream body that has `ready` bytes received; a read that waits hangs forever."""
 
     status = 200
-    headers: dict[str, str] = {}
 
     def __init__(self, ready: bytes | None) -> None:
+        self.headers: dict[str, str] = {}
         self.ready = ready
 
     def read_ready(self) -> bytes | None:

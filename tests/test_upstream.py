@@ -1,23 +1,27 @@
-"""The upstream client on real loopback sockets: keep-alive, framing, compression, TLS and every way an exchange breaks."""
+"""The upstream client on real loopback sockets: keep-alive, framing, compression, TLS, caps,
+and every way an exchange breaks."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 import trustme
 from aiohttp import web
 
+from gateway.config import ProviderConfig, UpstreamConfig
 from gateway.errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
 from gateway.upstream.base import UpstreamRequest
-from gateway.upstream.client import HTTP1Transport
-from gateway.upstream.http1 import HIGH_WATER
+from gateway.upstream.client import ProviderTransport, UpstreamClient
 
 BODY = b'{"model":"m","messages":[]}'
+ANY_SIZE = 1 << 30
+PROVIDER = ProviderConfig(name="up", kind="openai", base_url="http://127.0.0.1")
 
 
 @dataclass
@@ -80,10 +84,15 @@ async def raw_upstream() -> AsyncIterator[Callable[[Callable[[bytes], tuple[byte
 
 
 @pytest.fixture
-async def transport() -> AsyncIterator[HTTP1Transport]:
-    client = HTTP1Transport()
-    yield client
-    await client.aclose()
+async def client() -> AsyncIterator[UpstreamClient]:
+    upstream_client = UpstreamClient(UpstreamConfig())
+    yield upstream_client
+    await upstream_client.aclose()
+
+
+@pytest.fixture
+def transport(client: UpstreamClient) -> ProviderTransport:
+    return client.for_provider(PROVIDER)
 
 
 def ok(body: bytes = b'{"ok":true}', *, extra: bytes = b"") -> bytes:
@@ -94,10 +103,13 @@ def ok(body: bytes = b'{"ok":true}', *, extra: bytes = b"") -> bytes:
     )
 
 
-async def post(transport: HTTP1Transport, url: str, *, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    response = await transport.send(UpstreamRequest(url=url, body=BODY, headers=headers or {}), connect_timeout=5)
+async def post(
+    transport: ProviderTransport, url: str, *, headers: dict[str, str] | None = None, stream: bool = False
+) -> tuple[int, bytes]:
+    request = UpstreamRequest(url=url, body=BODY, headers=headers or {}, stream=stream)
+    response = await transport.send(request, connect_timeout=5)
     try:
-        return response.status, await response.read()
+        return response.status, await response.read(ANY_SIZE)
     finally:
         response.release()
 
@@ -120,10 +132,19 @@ async def test_the_request_carries_its_body_length_host_and_headers(raw_upstream
 
 async def test_a_configured_header_replaces_the_default_of_that_name(raw_upstream, transport) -> None:
     fake = await raw_upstream(lambda request: (ok(), False))
-    await post(transport, fake.url, headers={"accept-encoding": "identity", "Content-Length": "999"})
+    await post(transport, fake.url, headers={"accept-encoding": "identity", "user-agent": "ours/1"})
     lines = fake.requests[0].split(b"\r\n\r\n")[0].split(b"\r\n")
     assert [line for line in lines if line.lower().startswith(b"accept-encoding")] == [b"accept-encoding: identity"]
-    assert [line for line in lines if line.lower().startswith(b"content-length")] == [b"Content-Length: %d" % len(BODY)]
+    assert [line for line in lines if line.lower().startswith(b"user-agent")] == [b"user-agent: ours/1"]
+
+
+async def test_a_stream_is_asked_for_uncompressed(raw_upstream, transport) -> None:
+    fake = await raw_upstream(lambda request: (ok(), False))
+    await post(transport, fake.url, stream=True)
+    await post(transport, fake.url)
+    streamed, whole = (request.split(b"\r\n\r\n")[0].split(b"\r\n") for request in fake.requests)
+    assert b"Accept-Encoding: identity" in streamed
+    assert b"Accept-Encoding: identity" not in whole and any(b"gzip" in line for line in whole)
 
 
 async def test_the_url_is_sent_encoded_and_its_credentials_as_basic_auth(raw_upstream, transport) -> None:
@@ -140,9 +161,9 @@ async def test_the_url_is_sent_encoded_and_its_credentials_as_basic_auth(raw_ups
 
 async def test_a_header_with_a_line_break_is_refused_before_anything_is_sent(raw_upstream, transport) -> None:
     fake = await raw_upstream(lambda request: (ok(), False))
-    with pytest.raises(UpstreamProtocolError, match="line break"):
+    with pytest.raises(UpstreamProtocolError, match="line break or control character"):
         await post(transport, fake.url, headers={"X-Note": "a\r\nX-Injected: yes"})
-    assert fake.connections == 0
+    assert fake.requests == []
 
 
 async def test_sequential_requests_reuse_one_connection(raw_upstream, transport) -> None:
@@ -171,13 +192,7 @@ async def test_an_idle_connection_the_upstream_closed_is_not_reused(raw_upstream
     fake = await raw_upstream(lambda request: (ok(), True))  # closes without saying so
     assert await post(transport, fake.url) == (200, b'{"ok":true}')
     await fake.closed.wait()
-    for _ in range(1000):  # the FIN reaches the client's protocol within a few loop turns
-        if not transport._open:
-            break
-        await asyncio.sleep(0)
-    assert not transport._open  # the pooled connection saw the close while idle
-    fake.closed.clear()
-    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')  # never an error for the closed one
     assert fake.connections == 2
 
 
@@ -204,12 +219,6 @@ async def test_a_gzip_body_is_decompressed(raw_upstream, transport) -> None:
     assert await post(transport, fake.url) == (200, b'{"id":"chatcmpl-1"}' * 100)
 
 
-async def test_an_encoding_not_asked_for_is_an_error(raw_upstream, transport) -> None:
-    fake = await raw_upstream(lambda request: (ok(b"xyz", extra=b"Content-Encoding: br\r\n"), False))
-    with pytest.raises(UpstreamProtocolError, match=r"encoding the gateway did not ask for \(br\)"):
-        await post(transport, fake.url)
-
-
 async def test_an_interim_answer_is_skipped(raw_upstream, transport) -> None:
     fake = await raw_upstream(lambda request: (b"HTTP/1.1 100 Continue\r\n\r\n" + ok(), False))
     assert await post(transport, fake.url) == (200, b'{"ok":true}')
@@ -219,7 +228,7 @@ async def test_error_statuses_come_back_with_their_headers(raw_upstream, transpo
     answer = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 2\r\n\r\n{}"
     fake = await raw_upstream(lambda request: (answer, False))
     response = await transport.send(UpstreamRequest(url=fake.url, body=BODY), connect_timeout=5)
-    assert (response.status, response.headers["retry-after"], await response.read()) == (429, "3", b"{}")
+    assert (response.status, response.headers["retry-after"], await response.read(ANY_SIZE)) == (429, "3", b"{}")
     response.release()
 
 
@@ -267,7 +276,7 @@ async def test_huge_headers_are_refused(raw_upstream, transport) -> None:
     fake = await raw_upstream(
         lambda request: (b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * 70_000 + b"\r\n\r\n", False)
     )
-    with pytest.raises(UpstreamProtocolError, match="headers are over 64 KiB"):
+    with pytest.raises(UpstreamProtocolError, match="not valid HTTP"):
         await post(transport, fake.url)
 
 
@@ -286,7 +295,6 @@ async def test_a_deadline_before_the_headers_drops_the_connection(raw_upstream, 
         async with asyncio.timeout(0.05):
             await post(transport, fake.url)
     await fake.closed.wait()  # the gateway hung up: the upstream stops working for nobody
-    assert not transport._open
 
 
 async def test_close_mid_body_drops_the_connection(raw_upstream, transport) -> None:
@@ -300,16 +308,25 @@ async def test_close_mid_body_drops_the_connection(raw_upstream, transport) -> N
     assert fake.connections == 2
 
 
-async def test_a_reader_that_falls_behind_pauses_the_socket(transport) -> None:
-    sent = asyncio.Event()
-    total = 256 * HIGH_WATER  # 64 MiB: far more than the sockets' buffers hold
+async def test_a_reader_that_falls_behind_holds_the_upstream_back(transport) -> None:
+    """The client buffers a bounded amount: an upstream writing to a reader that reads nothing
+    is held back by TCP, and the whole body still arrives once the reader reads."""
+    total = 64 * 1024 * 1024  # far more than the sockets' buffers hold
+    written = 0
+    stalled = asyncio.Event()
 
     async def flood(request: web.Request) -> web.StreamResponse:
+        nonlocal written
         response = web.StreamResponse()
         await response.prepare(request)
-        for _ in range(total // 65536):
-            await response.write(b"x" * 65536)
-        sent.set()
+        piece = b"x" * 65536
+        while written < total:
+            write = asyncio.ensure_future(response.write(piece))
+            done, _ = await asyncio.wait({write}, timeout=0.5)  # no progress for half a second: held back
+            if not done:
+                stalled.set()
+                await write  # goes on once the reader reads again
+            written += len(piece)
         await response.write_eof()
         return response
 
@@ -317,30 +334,56 @@ async def test_a_reader_that_falls_behind_pauses_the_socket(transport) -> None:
     app.router.add_post("/v1/chat/completions", flood)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
     try:
-        response = await transport.send(
-            UpstreamRequest(url=f"http://127.0.0.1:{port}/v1/chat/completions", body=BODY), connect_timeout=5
-        )
-        while response._buffered < HIGH_WATER:
-            await asyncio.sleep(0.001)
-        await asyncio.sleep(0.05)  # time enough for megabytes more, were reading not paused
-        assert response._buffered < 2 * HIGH_WATER  # held back by TCP, not buffered without end in the gateway
-        assert not sent.is_set()
-        assert len(await response.read()) == total
-        assert sent.is_set()
+        response = await transport.send(UpstreamRequest(url=url, body=BODY), connect_timeout=5)
+        await stalled.wait()
+        assert written < total // 4  # held back by TCP, not buffered without end in the gateway
+        assert len(await response.read(ANY_SIZE)) == total
         response.release()
     finally:
         await runner.cleanup()
 
 
-async def test_https_upstreams_are_verified(tmp_path) -> None:
+async def test_https_upstreams_are_verified_against_the_providers_ca_bundle(tmp_path, client) -> None:
     authority = trustme.CA()
-    certificate = authority.issue_cert("127.0.0.1")
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    certificate.configure_cert(server_tls)
+    authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+    ca_bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_bundle))
+    async with tls_server(server_tls) as url:
+        trusting = client.for_provider(replace(PROVIDER, ca_bundle=str(ca_bundle)))
+        assert await post(trusting, url) == (200, b'{"ok": true}')
+        with pytest.raises(UpstreamUnreachable, match=r"TLS: .*certificate") as refused:
+            await post(client.for_provider(PROVIDER), url)  # the system's CAs do not know this one
+        assert url not in str(refused.value)
+        unverified = client.for_provider(replace(PROVIDER, verify=False))
+        assert await post(unverified, url) == (200, b'{"ok": true}')
+
+
+async def test_mutual_tls_sends_the_providers_client_certificate(tmp_path, client) -> None:
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_tls)
+    server_tls.verify_mode = ssl.CERT_REQUIRED  # the upstream asks for a client certificate it trusts
+    authority.configure_trust(server_tls)
+    ca_bundle, cert, key = tmp_path / "ca.pem", tmp_path / "client.pem", tmp_path / "client.key"
+    authority.cert_pem.write_to_path(str(ca_bundle))
+    client_certificate = authority.issue_cert("gateway@example.com")
+    client_certificate.cert_chain_pems[0].write_to_path(str(cert))
+    client_certificate.private_key_pem.write_to_path(str(key))
+    async with tls_server(server_tls) as url:
+        with_certificate = replace(PROVIDER, ca_bundle=str(ca_bundle), client_cert=str(cert), client_key=str(key))
+        assert await post(client.for_provider(with_certificate), url) == (200, b'{"ok": true}')
+        without = client.for_provider(replace(PROVIDER, ca_bundle=str(ca_bundle)))
+        with pytest.raises((UpstreamUnreachable, UpstreamProtocolError)):
+            await post(without, url)
+
+
+@contextlib.asynccontextmanager
+async def tls_server(server_tls: ssl.SSLContext) -> AsyncIterator[str]:
+    """An https upstream on loopback answering {"ok": true}; yields its URL."""
 
     async def hello(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
@@ -351,17 +394,9 @@ async def test_https_upstreams_are_verified(tmp_path) -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await site.start()
-    url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/chat/completions"  # type: ignore[union-attr]
-    client_tls = ssl.create_default_context()
-    authority.configure_trust(client_tls)
-    trusting, untrusting = HTTP1Transport(tls_context=client_tls), HTTP1Transport()
     try:
-        assert await post(trusting, url) == (200, b'{"ok": true}')
-        with pytest.raises(UpstreamUnreachable, match="TLS: CERTIFICATE_VERIFY_FAILED"):
-            await post(untrusting, url)
+        yield f"https://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
     finally:
-        await trusting.aclose()
-        await untrusting.aclose()
         await runner.cleanup()
 
 

@@ -19,6 +19,7 @@ from .model import (
     Route,
     ServerConfig,
     Target,
+    UpstreamConfig,
 )
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Route",
     "ServerConfig",
     "Target",
+    "UpstreamConfig",
     "default_config_tree",
     "find_config_path",
     "load_config",

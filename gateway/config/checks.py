@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,10 +23,12 @@ from .model import (
     Route,
     ServerConfig,
     Target,
+    UpstreamConfig,
 )
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 LINE_BREAKS = re.compile(r"[\r\n\0]")
+MIN_CAP_BYTES = 1024  # a cap on what an upstream sends below this would refuse ordinary answers
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -35,11 +38,18 @@ class ConfigChecker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[str] = []
+        self.warnings: list[str] = []  # valid, but risky: logged at load and printed by --check
         self.origins: dict[str, str] = {}
 
     def problem(self, path: str, message: str) -> None:
+        self.problems.append(self._line(path, message))
+
+    def warning(self, path: str, message: str) -> None:
+        self.warnings.append(self._line(path, message))
+
+    def _line(self, path: str, message: str) -> str:
         where = f"{path} (from {self.origins[path]})" if path in self.origins else path
-        self.problems.append(f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}")
+        return f"{self.source}: {where}: {message}" if where else f"{self.source}: {message}"
 
     # -- preparing the tree
 
@@ -128,8 +138,9 @@ class ConfigChecker:
     # -- sections
 
     def gateway(self, tree: dict[str, Any]) -> GatewayConfig | None:
-        top = self.mapping(tree, "", ("server", "limits", "default_model", "providers", "routes"))
+        top = self.mapping(tree, "", ("server", "limits", "default_model", "providers", "routes", "upstream"))
         server = self.server(top.get("server"))
+        upstream = self.upstream(top.get("upstream"))
         limits = self.limits(self.mapping(top.get("limits"), "limits", LIMIT_KEYS), "limits", Limits())
         providers = self.providers(top.get("providers"))
         routes = self.routes(top.get("routes"), providers, limits)
@@ -141,6 +152,8 @@ class ConfigChecker:
             providers=providers,
             routes=routes,
             source=self.source,
+            upstream=upstream,
+            warnings=tuple(self.warnings),
         )
 
     def boolean(self, node: dict[str, Any], key: str, path: str, default: bool) -> bool:
@@ -205,7 +218,50 @@ class ConfigChecker:
             first_token_timeout=self.seconds(node, "first_token_timeout", path, base.first_token_timeout),
             idle_timeout=self.seconds(node, "idle_timeout", path, base.idle_timeout),
             connect_timeout=self.seconds(node, "connect_timeout", path, base.connect_timeout),
+            max_response_bytes=self.integer(
+                node, "max_response_bytes", path, base.max_response_bytes, minimum=MIN_CAP_BYTES
+            ),
+            max_event_bytes=self.integer(node, "max_event_bytes", path, base.max_event_bytes, minimum=MIN_CAP_BYTES),
         )
+
+    def upstream(self, node: Any) -> UpstreamConfig:
+        node = self.mapping(
+            node,
+            "upstream",
+            ("max_connections", "keepalive_timeout", "dns_cache_ttl", "happy_eyeballs_delay", "trust_env"),
+        )
+        defaults = UpstreamConfig()
+        return UpstreamConfig(
+            max_connections=self.integer(node, "max_connections", "upstream", defaults.max_connections),
+            keepalive_timeout=self.seconds(node, "keepalive_timeout", "upstream", defaults.keepalive_timeout),
+            dns_cache_ttl=self.seconds(node, "dns_cache_ttl", "upstream", defaults.dns_cache_ttl, zero=True),
+            happy_eyeballs_delay=self.seconds(node, "happy_eyeballs_delay", "upstream", defaults.happy_eyeballs_delay),
+            trust_env=self.boolean(node, "trust_env", "upstream", defaults.trust_env),
+        )
+
+    def tls(self, node: dict[str, Any], path: str) -> dict[str, Any]:
+        """ca_bundle, client_cert, client_key and verify, each file loaded once here so that a
+        bad one is a problem at load, naming its key, not a failure on every request."""
+        ca_bundle = self.string(node, "ca_bundle", path)
+        client_cert = self.string(node, "client_cert", path)
+        client_key = self.string(node, "client_key", path)
+        verify = self.boolean(node, "verify", path, True)
+        if ca_bundle:
+            try:
+                ssl.create_default_context(cafile=ca_bundle)
+            except (OSError, ssl.SSLError) as exc:
+                self.problem(f"{path}.ca_bundle", f"cannot load CA certificates from {ca_bundle!r}: {_reason(exc)}")
+        if bool(client_cert) != bool(client_key):
+            missing = "client_key" if client_cert else "client_cert"
+            self.problem(f"{path}.{missing}", "client_cert and client_key go together (mutual TLS)")
+        elif client_cert:
+            try:
+                ssl.create_default_context().load_cert_chain(client_cert, client_key)
+            except (OSError, ssl.SSLError) as exc:
+                self.problem(f"{path}.client_cert", f"cannot load the client certificate and key: {_reason(exc)}")
+        if not verify:
+            self.warning(f"{path}.verify", "false: the upstream's TLS certificate is not verified")
+        return {"ca_bundle": ca_bundle, "client_cert": client_cert, "client_key": client_key, "verify": verify}
 
     def providers(self, node: Any) -> dict[str, ProviderConfig]:
         if node is None:
@@ -228,6 +284,10 @@ class ConfigChecker:
             "anthropic_version",
             "api_version",
             "deployment",
+            "ca_bundle",
+            "client_cert",
+            "client_key",
+            "verify",
         )
         node = self.mapping(node, path, allowed)
         kind = self.string(node, "kind", path, required=True)
@@ -276,6 +336,7 @@ class ConfigChecker:
             anthropic_version=self.string(node, "anthropic_version", path, ANTHROPIC_VERSION),
             api_version=self.string(node, "api_version", path),
             deployment=self.string(node, "deployment", path),
+            **self.tls(node, path),
         )
 
     def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
@@ -381,6 +442,15 @@ class ConfigChecker:
             failures=self.integer(node, "failures", path, defaults.failures),
             seconds=self.seconds(node, "seconds", path, defaults.seconds),
         )
+
+
+def _reason(exc: Exception) -> str:
+    """An OSError's or SSLError's reason, without the file's contents."""
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
 
 
 def _join(path: str, key: str) -> str:

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field, replace
 PROVIDER_KINDS = ("openai", "anthropic", "azure", "mock")
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
 ANTHROPIC_VERSION = "2023-06-01"
-LIMIT_KEYS = ("max_tokens", "timeout", "first_token_timeout", "idle_timeout", "connect_timeout")
+LIMIT_KEYS = (
+    "max_tokens",
+    "timeout",
+    "first_token_timeout",
+    "idle_timeout",
+    "connect_timeout",
+    "max_response_bytes",
+    "max_event_bytes",
+)
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
@@ -22,11 +30,15 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_tokens: int = 4096
-    timeout: float = 60.0
-    first_token_timeout: float = 30.0
-    idle_timeout: float = 30.0
-    connect_timeout: float = 10.0
+    """What a request is held to, whatever the upstream does (`limits:`, and per route)."""
+
+    max_tokens: int = 4096  # completion tokens per choice
+    timeout: float = 60.0  # seconds for the whole request
+    first_token_timeout: float = 30.0  # seconds until a stream's first chunk
+    idle_timeout: float = 30.0  # seconds between two streamed chunks
+    connect_timeout: float = 10.0  # seconds to get a connection: a free slot in the pool, then connect
+    max_response_bytes: int = 16 * 1024 * 1024  # an upstream's whole answer, decompressed (not streamed)
+    max_event_bytes: int = 1024 * 1024  # one server-sent event or line of an upstream's stream
 
     def tightened(self, overrides: Mapping[str, float]) -> Limits:
         """These limits with each override applied only where it is stricter."""
@@ -49,6 +61,17 @@ class ServerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """The process's one HTTP client to upstreams (`upstream:`); changes take effect at restart."""
+
+    max_connections: int = 1024  # per upstream host and port, as Envoy's default circuit breaker
+    keepalive_timeout: float = 15.0  # seconds an idle pooled connection is kept before it is closed
+    dns_cache_ttl: float = 10.0  # seconds a resolved address is reused
+    happy_eyeballs_delay: float = 0.25  # seconds before the next address is tried alongside (RFC 8305)
+    trust_env: bool = True  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY (and netrc) from the environment
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderConfig:
     name: str
     kind: str
@@ -61,6 +84,10 @@ class ProviderConfig:
     anthropic_version: str = ANTHROPIC_VERSION
     api_version: str = ""  # azure
     deployment: str = ""  # azure
+    ca_bundle: str = ""  # a PEM file of the CAs to verify the upstream with, instead of the system's
+    client_cert: str = ""  # a PEM certificate (chain) for mutual TLS, with client_key
+    client_key: str = field(default="", repr=False)  # its private key's PEM file
+    verify: bool = True  # false: TLS without verifying the upstream (warned about at load)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +138,8 @@ class GatewayConfig:
     providers: Mapping[str, ProviderConfig]
     routes: tuple[Route, ...]
     source: str
+    upstream: UpstreamConfig = UpstreamConfig()
+    warnings: tuple[str, ...] = ()  # valid but risky settings, one line each, naming the key
 
     @property
     def upstream_models(self) -> set[str]:

@@ -34,7 +34,7 @@ async def stream_chunks(
     Once the stream has started, a comment goes out whenever `keepalive` seconds pass
     without a write. The caller closes `response` when this ends early (an error, the client gone).
     """
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(max_event_bytes=clock.limits.max_event_bytes)
     translator = provider.stream_translator()
     last_write: float | None = None  # None until the first bytes went out
     while True:

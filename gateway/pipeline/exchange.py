@@ -16,12 +16,14 @@ from typing import Any
 
 import orjson
 
-from ..errors import UpstreamError
+from ..errors import UpstreamError, UpstreamTooLarge
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
 from ..stream.tokens import TokenCounter
 from ..upstream.base import Transport, UpstreamResponse
 from .clock import Clock
+
+ERROR_BODY_BYTES = 64 * 1024  # of an error status's body: its message is all the gateway keeps
 
 
 def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> Awaitable[UpstreamResponse]:
@@ -33,9 +35,12 @@ def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Cl
 
 
 async def status_error(provider: Provider, response: UpstreamResponse) -> UpstreamError:
-    """An upstream's error status, as the provider's mapped error."""
+    """An upstream's error status, as the provider's mapped error (from at most ERROR_BODY_BYTES
+    of its body: a larger one is answered by its status alone)."""
     try:
-        payload = await response.read()
+        payload = await response.read(ERROR_BODY_BYTES)
+    except UpstreamTooLarge:
+        payload = b""
     finally:
         response.close()
     error = provider.map_error(response.status, payload)
@@ -79,7 +84,7 @@ async def complete(
             if response.status >= 400:
                 raise await status_error(provider, response)
             try:
-                payload = await response.read()
+                payload = await response.read(clock.limits.max_response_bytes)
             finally:
                 response.release()
     except TimeoutError:

@@ -74,7 +74,9 @@ class AnthropicProvider:
         headers = {**self._headers, "x-request-id": call.request_id}
         if call.stream:
             headers["Accept"] = "text/event-stream"
-        return UpstreamRequest(url=self._url, body=orjson.dumps(messages_body(call)), headers=headers)
+        return UpstreamRequest(
+            url=self._url, body=orjson.dumps(messages_body(call)), headers=headers, stream=call.stream
+        )
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
         return completion_from_message(payload)

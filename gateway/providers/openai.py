@@ -43,7 +43,7 @@ class OpenAIProvider:
         headers = {**self._headers, "x-request-id": call.request_id}
         if call.stream:
             headers["Accept"] = "text/event-stream"
-        return UpstreamRequest(url=self.url_for(call), body=orjson.dumps(body), headers=headers)
+        return UpstreamRequest(url=self.url_for(call), body=orjson.dumps(body), headers=headers, stream=call.stream)
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
         try:

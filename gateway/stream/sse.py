@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ..errors import UpstreamTooLarge
+
 DONE_DATA = b"[DONE]"
 DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"  # a comment: clients skip it, proxies see the stream is alive
@@ -33,14 +35,28 @@ class SSEDecoder:
     on the event boundaries at once. Otherwise events are split on blank lines: an event
     of one `data: ` line is taken whole, any other is read line by line."""
 
-    __slots__ = ("_partial", "incomplete")
+    __slots__ = ("_partial", "incomplete", "max_event_bytes")
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_bytes: int = 1 << 62) -> None:
         self._partial = b""  # the unterminated event: its complete lines and maybe half a line
         self.incomplete = False  # set by flush() when the stream stopped inside a line
+        self.max_event_bytes = max_event_bytes  # one event, or its unfinished part, may hold no more
 
     def decode(self, chunk: bytes) -> list[SSEEvent]:
+        """The events that `chunk` completes; raises UpstreamTooLarge for an event (or what has
+        come of one) over `max_event_bytes`, and keeps nothing of it."""
         text = self._partial + chunk if self._partial else chunk
+        events = self._decode(text)
+        if len(text) > self.max_event_bytes:  # only then can one event be over the cap
+            self._check_sizes(events)
+        return events
+
+    def _check_sizes(self, events: list[SSEEvent]) -> None:
+        if len(self._partial) > self.max_event_bytes or any(len(e.data) > self.max_event_bytes for e in events):
+            self._partial = b""
+            raise UpstreamTooLarge("stream has an event that", "limits.max_event_bytes", self.max_event_bytes)
+
+    def _decode(self, text: bytes) -> list[SSEEvent]:
         if text.startswith(b"data: ") and b"\r" not in text:
             events = self._decode_data_lines(text)
             if events is not None:

@@ -15,19 +15,27 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:
+    """A POST to an upstream, as a provider adapter builds it."""
+
     url: str
-    body: bytes
+    body: bytes  # JSON, encoded
     headers: Mapping[str, str] = field(default_factory=dict)
+    stream: bool = False  # the answer is an event stream: asked for uncompressed, so each event flushes
 
 
 class UpstreamResponse(Protocol):
     status: int
     headers: Mapping[str, str]
 
-    async def read(self) -> bytes: ...
+    async def read(self, max_bytes: int) -> bytes:
+        """The whole body, decompressed; raises UpstreamTooLarge past `max_bytes` (the
+        connection is dropped and what was read let go) and UpstreamProtocolError when the
+        body is cut off."""
+        ...
 
     async def read_chunk(self) -> bytes:
-        """The next bytes of the body as they arrive; b"" at its end."""
+        """The next bytes of the body as they arrive; b"" at its end; raises UpstreamProtocolError
+        when the body is cut off."""
         ...
 
     def read_ready(self) -> bytes | None:
@@ -46,6 +54,9 @@ class UpstreamResponse(Protocol):
 
 
 class Transport(Protocol):
-    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> UpstreamResponse: ...
-
-    async def aclose(self) -> None: ...
+    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> UpstreamResponse:
+        """Send `request`; returns once the response's status and headers arrived, whatever the
+        status. Raises UpstreamTimeout("connect") when no connection was had within
+        `connect_timeout` seconds, UpstreamUnreachable when none could be made, and
+        UpstreamProtocolError when the exchange broke before the headers (or was a redirect)."""
+        ...

@@ -1,194 +1,241 @@
-"""The upstream client: sends each `UpstreamRequest` over a pooled keep-alive connection.
+"""The HTTP client to upstreams: one aiohttp `ClientSession` for the process, shared by every
+provider and kept across config reloads (aiohttp's advice: one session per application).
 
-A `Transport` sends one `UpstreamRequest` and returns an `UpstreamResponse` whose
-body is read with `read()` or chunk by chunk with `read_chunk()`; `close()` drops
-the connection (the upstream stops generating). Failures to connect are turned into
-the gateway's own errors here, failures of an exchange in http1.py.
+What it holds to, from `upstream:` in gateway.yaml (config.UpstreamConfig): keep-alive
+pools with at most `max_connections` per host, idle connections closed after
+`keepalive_timeout`, cached DNS answers, happy eyeballs, and proxies from the
+environment when `trust_env` is on. Per provider (`ProviderTransport`): its TLS
+settings. No cookie jar, no redirects followed.
 
-Why not aiohttp's ClientSession: against the bench's nginx a request through it took
-about 150 us, where writing the same bytes on a bare asyncio protocol and reading the
-answer took about 75 us, round trip included (bench/README.md, "The upstream client").
-The parsing is httptools' (llhttp); what is ours is the pool and the request's bytes.
+Every aiohttp exception is mapped to the gateway's own in one place, `mapped_errors()`,
+with messages that name no URL (a proxy's or base_url's credentials never leave).
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
+import contextlib
 import ssl
-from collections import deque
-from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
 
-from ..errors import UpstreamProtocolError, UpstreamTimeout, UpstreamUnreachable
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from ..config import ProviderConfig, UpstreamConfig
+from ..errors import UpstreamError, UpstreamProtocolError, UpstreamTimeout, UpstreamTooLarge, UpstreamUnreachable
 from .base import UpstreamRequest
-from .http1 import HTTP1Connection, HTTP1Response
 
-IDLE_SECONDS = 15.0  # a pooled connection unused for longer is closed, not reused: servers drop idle ones
-DEFAULT_HEADERS = {"accept": "Accept: */*\r\n", "accept-encoding": "Accept-Encoding: gzip, deflate\r\n"}
-OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})  # the transport's to write
-
-URL_SAFE = "/%:@!$&'()*+,;=-._~"  # what stays as it is in a request's path (and query, with "?")
-Origin = tuple[str, str, int]  # scheme, host, port: what a connection can be reused for
+MAX_HEADER_BYTES = 32 * 1024  # one header line of an upstream's answer; beyond is a protocol error
+STREAM_HEADERS = {"Accept-Encoding": "identity"}  # compressing an event stream would hold events back
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An upstream URL, taken apart once."""
+class RequestTrace:
+    """What aiohttp's trace signals tell of one request: whether its connection came from the pool."""
 
-    origin: Origin
-    tls: bool
-    request_line: str  # "POST /path HTTP/1.1\r\n"
-    host_header: str  # "Host: name[:port]\r\n"
-    basic_auth: str  # "Authorization: Basic ...\r\n" from user:password@ in the URL, else ""
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
 
 
-def endpoint_for(url: str) -> Endpoint:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UpstreamUnreachable("The upstream's URL is not an http(s) URL.")
-    tls = parts.scheme == "https"
-    try:
-        port = parts.port or (443 if tls else 80)
-    except ValueError:
-        raise UpstreamUnreachable("The upstream's URL has an invalid port.") from None
-    target = quote(parts.path or "/", safe=URL_SAFE) + (
-        f"?{quote(parts.query, safe=URL_SAFE + '?')}" if parts.query else ""
-    )
-    userinfo, _, authority = parts.netloc.rpartition("@")
-    basic_auth = ""
-    if userinfo:
-        credentials = base64.b64encode(
-            f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
-        ).decode()
-        basic_auth = f"Authorization: Basic {credentials}\r\n"
-    return Endpoint(
-        origin=(parts.scheme, parts.hostname, port),
-        tls=tls,
-        request_line=f"POST {target} HTTP/1.1\r\n",
-        host_header=f"Host: {authority}\r\n",
-        basic_auth=basic_auth,
-    )
+async def _on_reuse(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
+    trace = context.trace_request_ctx
+    if isinstance(trace, RequestTrace):
+        trace.reused = True
 
 
-def encode_request(endpoint: Endpoint, request: UpstreamRequest) -> bytes:
-    """The request's bytes: the request line, the headers, then the body with its length."""
-    given: set[str] = set()
-    fields: list[str] = []
-    for name, value in request.headers.items():
-        lowered = name.lower()
-        given.add(lowered)
-        if lowered not in OWN_HEADERS:
-            fields.append(f"{name}: {value}\r\n")
-    if "host" not in given:
-        fields.append(endpoint.host_header)
-    if endpoint.basic_auth and "authorization" not in given:
-        fields.append(endpoint.basic_auth)
-    fields.extend(line for name, line in DEFAULT_HEADERS.items() if name not in given)
-    head = "".join(fields)
-    if head.count("\n") != len(fields) or head.count("\r") != len(fields):
-        raise UpstreamProtocolError("A header for the upstream holds a line break.")
-    return b"".join(
-        (
-            endpoint.request_line.encode(),
-            head.encode(),
-            b"Content-Length: %d\r\n\r\n" % len(request.body),
-            request.body,
+class UpstreamClient:
+    """The session and its connector; `for_provider()` gives each provider its transport.
+
+    Create it inside the running event loop; `aclose()` closes every connection.
+    """
+
+    def __init__(self, settings: UpstreamConfig) -> None:
+        self.settings = settings
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_reuseconn.append(_on_reuse)
+        connector = aiohttp.TCPConnector(
+            limit=0,  # the bound is per host: one busy upstream must not starve the others
+            limit_per_host=settings.max_connections,
+            keepalive_timeout=settings.keepalive_timeout,
+            use_dns_cache=settings.dns_cache_ttl > 0,
+            ttl_dns_cache=int(settings.dns_cache_ttl) or None,
+            happy_eyeballs_delay=settings.happy_eyeballs_delay,
         )
-    )
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=settings.trust_env,
+            trace_configs=[tracing],
+            timeout=aiohttp.ClientTimeout(total=None),
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+        )
 
-
-_default_tls: ssl.SSLContext | None = None
-
-
-def default_tls_context() -> ssl.SSLContext:
-    """The system's CAs, verified; built once (it takes milliseconds)."""
-    global _default_tls
-    if _default_tls is None:
-        _default_tls = ssl.create_default_context()
-    return _default_tls
-
-
-def can_reuse(connection: HTTP1Connection, now: float) -> bool:
-    """Whether a pooled connection may carry another request: open, and idle for no longer than servers keep them."""
-    return connection.usable and now - connection.idle_since <= IDLE_SECONDS
-
-
-class HTTP1Transport:
-    """Keep-alive connections per origin, the most recently used taken first; one per provider."""
-
-    def __init__(self, *, tls_context: ssl.SSLContext | None = None) -> None:
-        self._tls_context = tls_context
-        self._endpoints: dict[str, Endpoint] = {}
-        self._idle: dict[Origin, deque[HTTP1Connection]] = {}
-        self._open: set[HTTP1Connection] = set()
-
-    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> HTTP1Response:
-        endpoint = self._endpoints.get(request.url)
-        if endpoint is None:
-            endpoint = self._endpoints[request.url] = endpoint_for(request.url)
-        data = encode_request(endpoint, request)
-        connection = self._idle_connection(endpoint.origin)
-        if connection is None:
-            connection = await self._connect(endpoint, connect_timeout)
-        try:
-            return await connection.send(data)
-        except BaseException:  # an error, or a deadline before the headers came: the connection is lost to us
-            connection.finish(reusable=False)
-            raise
-
-    def _idle_connection(self, origin: Origin) -> HTTP1Connection | None:
-        idle = self._idle.get(origin)
-        if not idle:
-            return None
-        now = asyncio.get_running_loop().time()
-        while idle:
-            connection = idle.pop()
-            if can_reuse(connection, now):
-                return connection
-            connection.close()
-        return None
-
-    async def _connect(self, endpoint: Endpoint, connect_timeout: float) -> HTTP1Connection:
-        _, host, port = endpoint.origin
-        tls = (self._tls_context or default_tls_context()) if endpoint.tls else None
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: HTTP1Connection(self, endpoint.origin),
-                    host,
-                    port,
-                    ssl=tls,
-                    server_hostname=host if tls else None,
-                )
-        except TimeoutError:
-            raise UpstreamTimeout("connect", connect_timeout) from None
-        except ssl.SSLError as exc:
-            raise UpstreamUnreachable(
-                f"Could not connect to the upstream (TLS: {exc.reason or type(exc).__name__})."
-            ) from None
-        except OSError as exc:
-            raise UpstreamUnreachable(f"Could not connect to the upstream ({exc.strerror or exc}).") from None
-        self._open.add(connection)
-        return connection
-
-    # called by the connections
-    def finished(self, connection: HTTP1Connection, reusable: bool) -> None:
-        if not reusable:
-            return
-        now = asyncio.get_running_loop().time()
-        connection.idle_since = now
-        idle = self._idle.setdefault(connection.origin, deque())
-        while idle and not can_reuse(idle[0], now):
-            idle.popleft().close()
-        idle.append(connection)
-
-    def lost(self, connection: HTTP1Connection) -> None:
-        self._open.discard(connection)
+    def for_provider(self, provider: ProviderConfig) -> ProviderTransport:
+        """A transport with `provider`'s TLS settings (its CA bundle, client certificate, verify)."""
+        return ProviderTransport(self.session, tls_context(provider))
 
     async def aclose(self) -> None:
-        for connection in list(self._open):
-            connection.close()
-        self._open.clear()
-        self._idle.clear()
+        await self.session.close()
+
+
+def tls_context(provider: ProviderConfig) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl=`: True for the system's CAs, False to skip verifying, or a context of
+    the provider's own CAs and client certificate (checked loadable at config load)."""
+    if not provider.verify:
+        return False
+    if not (provider.ca_bundle or provider.client_cert):
+        return True
+    context = ssl.create_default_context(cafile=provider.ca_bundle or None)
+    if provider.client_cert:
+        context.load_cert_chain(provider.client_cert, provider.client_key)
+    return context
+
+
+class ProviderTransport:
+    """The shared session with one provider's TLS settings: the `Transport` the pipeline uses."""
+
+    __slots__ = ("_session", "_ssl", "_timeouts", "_urls")
+
+    def __init__(self, session: aiohttp.ClientSession, tls: ssl.SSLContext | bool) -> None:
+        self._session = session
+        self._ssl = tls
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> HTTPResponse:
+        """See upstream.base.Transport. A pooled connection that the upstream had closed while
+        idle (it breaks before any answer) is tried once more, on a fresh connection: that is
+        neither a failed attempt nor a strike against the target."""
+        url = self._urls.get(request.url)
+        if url is None:
+            url = self._urls[request.url] = URL(request.url)
+        timeout = self._timeouts.get(connect_timeout)
+        if timeout is None:
+            # the connect limit includes the wait for a free connection of the host's pool
+            timeout = self._timeouts[connect_timeout] = aiohttp.ClientTimeout(total=None, connect=connect_timeout)
+        headers = {**request.headers, **STREAM_HEADERS} if request.stream else request.headers
+        with mapped_errors(connect_timeout):
+            for last_try in (False, True):
+                trace = RequestTrace()
+                try:
+                    response = await self._session.post(
+                        url,
+                        data=request.body,
+                        headers=headers,
+                        ssl=self._ssl,
+                        allow_redirects=False,
+                        timeout=timeout,
+                        trace_request_ctx=trace,
+                    )
+                    break
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    if last_try or not trace.reused or isinstance(exc, aiohttp.ClientConnectorError):
+                        raise
+        if 300 <= response.status < 400:
+            response.close()
+            raise UpstreamProtocolError(
+                f"The upstream answered with a redirect (HTTP {response.status}); the gateway does not follow "
+                "them: set the provider's base_url to the address it points to."
+            )
+        return HTTPResponse(response)
+
+
+class HTTPResponse:
+    """An upstream's answer: status and headers, and the body as it arrives (upstream.base.UpstreamResponse)."""
+
+    __slots__ = ("_content", "_response", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.status = response.status
+        self.headers: CIMultiDictProxy[str] = response.headers
+        self._response = response
+        self._content = response.content
+
+    async def read(self, max_bytes: int) -> bytes:
+        length = self._response.content_length
+        if length is not None and length > max_bytes and "Content-Encoding" not in self.headers:
+            self.close()
+            raise UpstreamTooLarge("response", "limits.max_response_bytes", max_bytes)
+        pieces: list[bytes] = []
+        size = 0
+        with body_errors():
+            while piece := await self._content.readany():
+                size += len(piece)
+                if size > max_bytes:
+                    pieces.clear()
+                    self.close()
+                    raise UpstreamTooLarge("response, decompressed,", "limits.max_response_bytes", max_bytes)
+                pieces.append(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def read_chunk(self) -> bytes:
+        with body_errors():
+            return await self._content.readany()
+
+    def read_ready(self) -> bytes | None:
+        with body_errors():
+            data = self._content.read_nowait()
+        if data:
+            return data
+        return b"" if self._content.at_eof() else None
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+@contextlib.contextmanager
+def body_errors() -> Iterator[None]:
+    """A body that breaks off, as the gateway's error."""
+    try:
+        yield
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+        raise UpstreamProtocolError("The upstream's response body was cut off or malformed.") from None
+
+
+@contextlib.contextmanager
+def mapped_errors(connect_timeout: float) -> Iterator[None]:
+    """aiohttp's exceptions before the answer's headers, as the gateway's; never with a URL in them."""
+    try:
+        yield
+    except UpstreamError:
+        raise
+    except aiohttp.ConnectionTimeoutError:  # before the pool gave a connection, or connecting took too long
+        raise UpstreamTimeout("connect", connect_timeout) from None
+    except aiohttp.ClientConnectorCertificateError as exc:
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or type(error).__name__
+        raise UpstreamUnreachable(f"Could not connect to the upstream (TLS: {reason}).") from None
+    except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError) as exc:
+        reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
+        raise UpstreamUnreachable(f"Could not connect to the upstream (TLS: {reason}).") from None
+    except aiohttp.ClientProxyConnectionError as exc:
+        raise UpstreamUnreachable(f"Could not connect to the proxy ({exc.strerror or 'refused'}).") from None
+    except aiohttp.ClientHttpProxyError as exc:
+        raise UpstreamUnreachable(f"The proxy refused the connection (HTTP {exc.status}).") from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnreachable(f"Could not connect to the upstream ({exc.strerror or 'refused'}).") from None
+    except aiohttp.ServerDisconnectedError:
+        raise UpstreamProtocolError("The upstream closed the connection before answering.") from None
+    except aiohttp.ClientResponseError as exc:  # the answer's head could not be parsed (its text is not echoed)
+        if "content-encoding" in exc.message.lower():
+            raise UpstreamProtocolError(
+                "The upstream's answer has a content encoding the gateway cannot decode."
+            ) from None
+        raise UpstreamProtocolError("The upstream's answer is not valid HTTP.") from None
+    except aiohttp.ClientOSError as exc:
+        raise UpstreamProtocolError(
+            f"The connection to the upstream broke before the answer ({exc.strerror or 'reset'})."
+        ) from None
+    except aiohttp.InvalidURL:
+        raise UpstreamUnreachable("The upstream's URL is not valid.") from None
+    except ValueError:  # aiohttp refuses a header value with a line break or control character
+        raise UpstreamProtocolError("A header for the upstream holds a line break or control character.") from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamProtocolError(f"The exchange with the upstream failed ({type(exc).__name__}).") from None

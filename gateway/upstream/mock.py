@@ -80,7 +80,8 @@ class MockResponse:
             "total_tokens": self._prompt_tokens + completion,
         }
 
-    async def read(self) -> bytes:
+    async def read(self, max_bytes: int) -> bytes:
+        """The whole completion; the mock's answers are far below any cap."""
         if self._interval:
             await asyncio.sleep(self._interval * len(self._tokens))
         content = "".join(self._tokens)
