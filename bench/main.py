@@ -25,7 +25,7 @@ from . import checks, fixtures, procs, report, targets
 from .load import Scenario, WrkError, run_wrk
 
 ALL_TARGETS = ("direct", "gateway", "bare", "litellm")
-ORDER = ("direct", "gateway", "gateway-w2", "bare", "litellm")
+ORDER = ("direct", "gateway", "baseline", "gateway-w2", "bare", "litellm")
 
 
 def log(message: str) -> None:
@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--proxy-cpus", default="0", help="CPUs of the gateway and the other proxies")
     parser.add_argument("--load-cpus", default="1", help="CPUs of nginx, wrk and this script")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the gateway of git revision REV (target baseline) and compare the gateway with it "
+        "round by round; bash bench/run makes its checkout",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary directory (configs, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 3 when the gateway misses a target")
@@ -259,6 +265,10 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                         work, ports, name="gateway-w2", cpus=args.workers_cpus, workers=2, session=session
                     )
                 )
+        if args.baseline_checkout is not None:
+            starts.append(
+                targets.start_baseline(work, ports, args.baseline_checkout, cpus=args.proxy_cpus, session=session)
+            )
         if "bare" in args.targets:
             starts.append(targets.start_bare(work, ports, cpus=args.proxy_cpus, session=session))
         if "litellm" in args.targets:
@@ -346,6 +356,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             "slow_rate_bps": args.slow_rate,
             "cpus": {"proxies": args.proxy_cpus, "nginx_wrk": args.load_cpus, "gateway_w2": args.workers_cpus},
             "sse_chunks": fixtures.CHUNKS,
+            "baseline": args.baseline,
         },
         "targets": info,
         "figures": figures,
@@ -438,6 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     if (os.cpu_count() or 1) < 2:
         log("one CPU only: everything shares CPU 0")
         args.proxy_cpus = args.load_cpus = args.workers_cpus = "0"
+    args.baseline_checkout = None
+    if args.baseline:
+        checkout = targets.baseline_checkout(args.baseline)
+        if isinstance(checkout, str):
+            log(f"--baseline {args.baseline}: {checkout}")
+            return 2
+        args.baseline_checkout = checkout
+        log(f"baseline: {checkout.revision} ({checkout.subject}) in {checkout.checkout}")
     procs.pin_self(int(args.load_cpus.split(",")[0].split("-")[0]))
     procs.raise_nofile()
 
