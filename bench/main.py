@@ -26,6 +26,8 @@ from .load import Scenario, WrkError, run_wrk
 
 ALL_TARGETS = ("direct", "gateway", "bare", "litellm")
 ORDER = ("direct", "gateway", "baseline", "gateway-w2", "bare", "litellm")
+# the baseline's packages named in the report: its revision may pin other versions
+BASELINE_PACKAGES = ("aiohttp", "httptools", "uvloop", "orjson", "tiktoken")
 
 
 def log(message: str) -> None:
@@ -237,6 +239,21 @@ async def slow_streams(target: targets.Target, args: argparse.Namespace) -> dict
     return out
 
 
+def baseline_document(baseline: targets.Baseline | None, runs: dict, scenarios: list[Scenario]) -> dict | None:
+    """Which revisions were compared, the baseline's packages, and report.versus_baseline's figures."""
+    if baseline is None:
+        return None
+    return {
+        "revision": baseline.revision,
+        "subject": baseline.subject,
+        "checkout": str(baseline.checkout),
+        "python_binary": os.path.realpath(baseline.python),
+        "versions": targets.package_versions(baseline.python, BASELINE_PACKAGES),
+        "gateway": targets.current_revision(),
+        "scenarios": report.versus_baseline(runs, one_connection=[s.name for s in scenarios if s.connections == 1]),
+    }
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value}"
 
@@ -362,6 +379,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         "figures": figures,
         "streams": streams,
         "workers_compare": report.workers_compare(figures, info, one="gateway", several="gateway-w2"),
+        "vs_baseline": baseline_document(args.baseline_checkout, runs, scenarios),
         "goals": goals,
         "all_goals_met": (all(all_met) if all_met and None not in all_met else None) if goals else None,
     }
@@ -419,6 +437,7 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
                 f"RSS {s['rss_before_kib'] / 1024:.1f} -> {s['rss_open_kib'] / 1024:.1f} MiB, "
                 f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close"
             )
+    out += baseline_lines(document["vs_baseline"], labels)
     compare = document["workers_compare"]
     if compare:
         out.append("")
@@ -439,6 +458,28 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
     out.append("")
     print("\n".join(out), flush=True)
     print(report.json_line(document), flush=True)
+
+
+def baseline_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
+    """The gateway against the baseline: which revisions, then report.baseline_table."""
+    if compare is None:
+        return []
+    gateway = compare["gateway"]
+    modified = " with gateway/ or pyproject.toml modified" if gateway["modified"] else ""
+    out = [
+        "",
+        f"gateway ({_fmt(gateway['revision'])}{modified}) against baseline {compare['revision']} "
+        f'"{compare["subject"]}", in the same rounds:',
+    ]
+    if not compare["scenarios"]:
+        out.append("  no figures: the gateway or the baseline did not run")
+        return out
+    out.append(report.baseline_table(compare["scenarios"], labels))
+    out.append(
+        "x req/s, x cpu: the gateway's over the baseline's; d+p50, d+p99 (1 connection): the gateway's added "
+        "latency minus the baseline's; per round, then medianed; cpu us/req: the gateway's, then the baseline's"
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

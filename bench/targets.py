@@ -7,6 +7,7 @@ why not (status "skipped: ..." or "failed: ...").
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -279,6 +280,30 @@ def baseline_checkout(rev: str) -> Baseline | str:
         return f"{python} does not exist"
     subject = git("log", "-1", "--format=%s", sha) or ""
     return Baseline(revision=sha, subject=subject, checkout=checkout_path, python=Path(python))
+
+
+def current_revision() -> dict:
+    """The sha of this repo's HEAD, and whether gateway/ or pyproject.toml differ from it."""
+    changes = git("status", "--porcelain", "--", "gateway", "pyproject.toml")  # new modules count too
+    return {"revision": git("rev-parse", "HEAD"), "modified": None if changes is None else changes != ""}
+
+
+def package_versions(python: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the packages in python's environment ("-": not installed)."""
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try:\n"
+        "        return m.version(n)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        return '-'\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    try:
+        done = subprocess.run([str(python), "-c", code, *names], timeout=60, capture_output=True, text=True)
+        return json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
 
 
 async def start_baseline(
