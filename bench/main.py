@@ -24,7 +24,9 @@ from . import checks, fixtures, procs, report, targets
 from .load import Scenario, WrkError, run_wrk
 
 ALL_TARGETS = ("direct", "gateway", "bare", "litellm")
-ORDER = ("direct", "gateway", "gateway-w2", "bare", "litellm")
+ORDER = ("direct", "gateway", "baseline", "gateway-w2", "bare", "litellm")
+# the baseline's packages named in the report: its revision may pin other versions
+BASELINE_PACKAGES = ("aiohttp", "httptools", "uvloop", "orjson", "tiktoken")
 
 
 def log(message: str) -> None:
@@ -64,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--proxy-cpus", default="0", help="CPUs of the gateway and the other proxies")
     parser.add_argument("--load-cpus", default="1", help="CPUs of nginx, wrk and this script")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the gateway of git revision REV (target baseline) and compare the gateway with it "
+        "round by round; bash bench/run makes its checkout",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     parser.add_argument("--keep-work", action="store_true", help="keep the temporary directory (configs, logs)")
     parser.add_argument("--strict", action="store_true", help="exit 3 when the gateway misses a target")
@@ -229,6 +237,21 @@ async def slow_streams(target: targets.Target, args: argparse.Namespace) -> dict
     return out
 
 
+def baseline_document(baseline: targets.Baseline | None, runs: dict, scenarios: list[Scenario]) -> dict | None:
+    """Which revisions were compared, the baseline's packages, and report.versus_baseline's figures."""
+    if baseline is None:
+        return None
+    return {
+        "revision": baseline.revision,
+        "subject": baseline.subject,
+        "checkout": str(baseline.checkout),
+        "python_binary": os.path.realpath(baseline.python),
+        "versions": targets.package_versions(baseline.python, BASELINE_PACKAGES),
+        "gateway": targets.current_revision(),
+        "scenarios": report.versus_baseline(runs, one_connection=[s.name for s in scenarios if s.connections == 1]),
+    }
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value}"
 
@@ -257,6 +280,10 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                         work, ports, name="gateway-w2", cpus=args.workers_cpus, workers=2, session=session
                     )
                 )
+        if args.baseline_checkout is not None:
+            starts.append(
+                targets.start_baseline(work, ports, args.baseline_checkout, cpus=args.proxy_cpus, session=session)
+            )
         if "bare" in args.targets:
             starts.append(targets.start_bare(work, ports, cpus=args.proxy_cpus, session=session))
         if "litellm" in args.targets:
@@ -344,11 +371,13 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             "slow_rate_bps": args.slow_rate,
             "cpus": {"proxies": args.proxy_cpus, "nginx_wrk": args.load_cpus, "gateway_w2": args.workers_cpus},
             "sse_chunks": fixtures.CHUNKS,
+            "baseline": args.baseline,
         },
         "targets": info,
         "figures": figures,
         "streams": streams,
         "workers_compare": report.workers_compare(figures, info, one="gateway", several="gateway-w2"),
+        "vs_baseline": baseline_document(args.baseline_checkout, runs, scenarios),
         "goals": goals,
         "all_goals_met": (all(all_met) if all_met and None not in all_met else None) if goals else None,
     }
@@ -406,6 +435,7 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
                 f"RSS {s['rss_before_kib'] / 1024:.1f} -> {s['rss_open_kib'] / 1024:.1f} MiB, "
                 f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close"
             )
+    out += baseline_lines(document["vs_baseline"], labels)
     compare = document["workers_compare"]
     if compare:
         out.append("")
@@ -428,6 +458,28 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
     print(report.json_line(document), flush=True)
 
 
+def baseline_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
+    """The gateway against the baseline: which revisions, then report.baseline_table."""
+    if compare is None:
+        return []
+    gateway = compare["gateway"]
+    modified = " with gateway/ or pyproject.toml modified" if gateway["modified"] else ""
+    out = [
+        "",
+        f"gateway ({_fmt(gateway['revision'])}{modified}) against baseline {compare['revision']} "
+        f'"{compare["subject"]}", in the same rounds:',
+    ]
+    if not compare["scenarios"]:
+        out.append("  no figures: the gateway or the baseline did not run")
+        return out
+    out.append(report.baseline_table(compare["scenarios"], labels))
+    out.append(
+        "x req/s, x cpu: the gateway's over the baseline's; d+p50, d+p99 (1 connection): the gateway's added "
+        "latency minus the baseline's; per round, then medianed; cpu us/req: the gateway's, then the baseline's"
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not shutil.which("wrk") or not shutil.which("taskset"):
@@ -436,6 +488,14 @@ def main(argv: list[str] | None = None) -> int:
     if (os.cpu_count() or 1) < 2:
         log("one CPU only: everything shares CPU 0")
         args.proxy_cpus = args.load_cpus = args.workers_cpus = "0"
+    args.baseline_checkout = None
+    if args.baseline:
+        checkout = targets.baseline_checkout(args.baseline)
+        if isinstance(checkout, str):
+            log(f"--baseline {args.baseline}: {checkout}")
+            return 2
+        args.baseline_checkout = checkout
+        log(f"baseline: {checkout.revision} ({checkout.subject}) in {checkout.checkout}")
     procs.pin_self(int(args.load_cpus.split(",")[0].split("-")[0]))
     procs.raise_nofile()
 

@@ -139,9 +139,57 @@ def workers_compare(figures: dict, info: dict, *, one: str, several: str) -> dic
     return {"x_rps": x_rps, "pss_ready_mib": pss}
 
 
+def versus_baseline(runs: dict[str, dict[str, list[dict]]], *, one_connection: list[str]) -> dict:
+    """The gateway against the baseline (another revision's gateway) in the same rounds, per scenario:
+    x_rps, its requests/s over the baseline's; x_cpu, its CPU us per request over the baseline's;
+    for the 1-connection scenarios, added_p50_ms_delta and added_p99_ms_delta, its added latency minus
+    the baseline's in ms (direct's figure of the round cancels out: the difference of their p50, p99).
+    Each per round, then medianed. cpu_us_per_req: the median of each, in us per request."""
+    gateway, baseline = runs.get("gateway", {}), runs.get("baseline", {})
+    out = {}
+    for scenario, rounds in gateway.items():
+        base = baseline.get(scenario) or []
+        if not rounds or not base:
+            continue
+        cpu = [(a["cpu_us_per_req"], b["cpu_us_per_req"]) for a, b in zip(rounds, base, strict=False)]
+        fig = {
+            "x_rps": _median_ratio(rounds, base),
+            "x_cpu": _round(_med([a / b for a, b in cpu if a is not None and b]), 3),
+            "cpu_us_per_req": {
+                name: _round(_med([r["cpu_us_per_req"] for r in rows]), 1)
+                for name, rows in (("gateway", rounds), ("baseline", base))
+            },
+        }
+        if scenario in one_connection:
+            for q in ("p50", "p99"):
+                fig[f"added_{q}_ms_delta"] = _median_difference(rounds, base, f"{q}_ms")
+        out[scenario] = fig
+    return out
+
+
+def baseline_table(compare: dict, labels: dict[str, str]) -> str:
+    """versus_baseline's figures, one line per scenario."""
+    head = (
+        f"{'scenario':<10} {'x req/s':>8} {'d+p50 ms':>9} {'d+p99 ms':>9} "
+        f"{'cpu us/req':>10} {'baseline':>9} {'x cpu':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    for scenario, label in labels.items():
+        f = compare.get(scenario)
+        if not f:
+            continue
+        cpu = f["cpu_us_per_req"]
+        lines.append(
+            f"{label:<10} {_fmt(f['x_rps'], '8.3f')} {_fmt(f.get('added_p50_ms_delta'), '+9.3f')} "
+            f"{_fmt(f.get('added_p99_ms_delta'), '+9.3f')} {_fmt(cpu['gateway'], '10.1f')} "
+            f"{_fmt(cpu['baseline'], '9.1f')} {_fmt(f['x_cpu'], '6.3f')}"
+        )
+    return "\n".join(lines)
+
+
 def _fmt(value, spec: str) -> str:
     if value is None:
-        width = spec.split(".")[0]
+        width = spec.split(".")[0].lstrip("+")
         return "-".rjust(int(width)) if width.isdigit() else "-"
     return format(value, spec)
 

@@ -7,6 +7,7 @@ why not (status "skipped: ..." or "failed: ...").
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -149,12 +150,20 @@ async def start_bare(work: Path, ports: Ports, *, cpus: str, session: aiohttp.Cl
 # the gateway --------------------------------------------------------------------
 
 
-def gateway_importable() -> bool:
-    code = "import importlib.util, sys; sys.exit(importlib.util.find_spec('gateway.__main__') is None)"
+def gateway_unrunnable(python: str, checkout: Path) -> str | None:
+    """Why `python -m gateway` run in checkout would not run that checkout's gateway; None if it would."""
+    code = "import importlib.util as u; s = u.find_spec('gateway.__main__'); print(s.origin if s else '')"
     try:
-        return subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60, capture_output=True).returncode == 0
-    except (subprocess.TimeoutExpired, ModuleNotFoundError):
-        return False
+        done = subprocess.run([python, "-c", code], cwd=checkout, timeout=60, capture_output=True, text=True)
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    origin = done.stdout.strip() if done is not None and done.returncode == 0 else ""
+    if not origin:
+        return f"skipped: `python -m gateway` is not importable from {checkout} yet"
+    if not Path(origin).resolve().is_relative_to(checkout.resolve()):
+        # e.g. PYTHONPATH, or a venv installed from another checkout: the figures would be another's
+        return f"failed: `python -m gateway` in {checkout} imports {origin}"
+    return None
 
 
 def gateway_config(port: int, ports: Ports) -> str:
@@ -195,16 +204,20 @@ async def start_gateway(
     workers: int | None,
     session: aiohttp.ClientSession,
     timeout: float = 60,
+    python: str = sys.executable,
+    checkout: Path = REPO,
 ) -> Target:
+    """`python -m gateway` of checkout (this repo by default; the baseline's worktree and venv)."""
     target = Target(name=name)
-    if not gateway_importable():
-        target.status = "skipped: `python -m gateway` is not importable from the repo yet"
+    why_not = gateway_unrunnable(python, checkout)
+    if why_not:
+        target.status = why_not
         return target
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
     config = work / f"{name}.yaml"
     config.write_text(gateway_config(port, ports))
-    argv = [sys.executable, "-m", "gateway", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    argv = [python, "-m", "gateway", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     if workers is not None:
         argv += ["--workers", str(workers)]
     target.json_url = target.sse_url = f"{base}/v1/chat/completions"
@@ -213,7 +226,7 @@ async def start_gateway(
         "mock": (target.json_url, fixtures.MODEL_SLOW),
         "slow_nginx": (target.json_url, fixtures.MODEL_SLOW_NGINX),
     }
-    target.proc = procs.start(name, argv, cpus=cpus, log_dir=work, env=gateway_env(), cwd=str(REPO))
+    target.proc = procs.start(name, argv, cpus=cpus, log_dir=work, env=gateway_env(), cwd=str(checkout))
     await _wait_ready(target, session, timeout=timeout)
     if workers is not None and not target.ready and not target.proc.alive():
         log = target.proc.log_tail(40)
@@ -221,6 +234,92 @@ async def start_gateway(
             target.status = "skipped: the gateway does not accept --workers yet"
             target.notes = [log.splitlines()[-1] if log else ""]
     return target
+
+
+# the gateway of another revision: the "baseline" ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    revision: str  # the full sha
+    subject: str  # its commit message's first line
+    checkout: Path  # its git worktree, outside the repo
+    python: Path  # the interpreter of the venv in it
+
+
+def git(*args: str, cwd: Path = REPO) -> str | None:
+    """git's stdout, stripped; None when it fails."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, timeout=30, capture_output=True, text=True)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def resolve_revision(rev: str) -> str | None:
+    """The full sha of a commit of this repo (`2a4d199`, `HEAD~3`, a branch); None if none."""
+    return git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+
+
+def baseline_checkout(rev: str) -> Baseline | str:
+    """The baseline that bench/baseline_setup.sh made (BENCH_BASELINE_DIR, BENCH_BASELINE_PYTHON),
+    checked to be a clean checkout of rev; or why there is none."""
+    sha = resolve_revision(rev)
+    if sha is None:
+        return f"{rev} is not a commit of this repository"
+    checkout, python = os.environ.get("BENCH_BASELINE_DIR"), os.environ.get("BENCH_BASELINE_PYTHON")
+    if not checkout or not python:
+        return "no checkout of it: run `bash bench/run --baseline REV`, which makes one"
+    checkout_path = Path(checkout)
+    head = git("rev-parse", "HEAD", cwd=checkout_path)
+    if head != sha:
+        return f"{checkout} is at {head}, not {sha}"
+    if git("status", "--porcelain", "--untracked-files=no", cwd=checkout_path) != "":
+        return f"{checkout} has changes of its own"
+    if not os.access(python, os.X_OK):
+        return f"{python} does not exist"
+    subject = git("log", "-1", "--format=%s", sha) or ""
+    return Baseline(revision=sha, subject=subject, checkout=checkout_path, python=Path(python))
+
+
+def current_revision() -> dict:
+    """The sha of this repo's HEAD, and whether gateway/ or pyproject.toml differ from it."""
+    changes = git("status", "--porcelain", "--", "gateway", "pyproject.toml")  # new modules count too
+    return {"revision": git("rev-parse", "HEAD"), "modified": None if changes is None else changes != ""}
+
+
+def package_versions(python: Path, names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the packages in python's environment ("-": not installed)."""
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        "def v(n):\n"
+        "    try:\n"
+        "        return m.version(n)\n"
+        "    except m.PackageNotFoundError:\n"
+        "        return '-'\n"
+        "print(json.dumps({n: v(n) for n in sys.argv[1:]}))"
+    )
+    try:
+        done = subprocess.run([str(python), "-c", code, *names], timeout=60, capture_output=True, text=True)
+        return json.loads(done.stdout)
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return {}
+
+
+async def start_baseline(
+    work: Path, ports: Ports, baseline: Baseline, *, cpus: str, session: aiohttp.ClientSession
+) -> Target:
+    """The gateway of the baseline's revision, started exactly as the target "gateway"."""
+    return await start_gateway(
+        work,
+        ports,
+        name="baseline",
+        cpus=cpus,
+        workers=None,
+        session=session,
+        python=str(baseline.python),
+        checkout=baseline.checkout,
+    )
 
 
 # LiteLLM's proxy ------------------------------------------------------------------
