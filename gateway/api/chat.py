@@ -57,7 +57,6 @@ class ChatCompletions:
             limiter,
             clock,
             include_usage=request.include_usage,
-            keepalive=snapshot.config.server.sse_keepalive,
         )
         started = StreamStart(upstream, limiter, chunks, b"")
         try:

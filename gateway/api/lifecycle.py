@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from ..config import ServerConfig
 from ..errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError
 from ..observability.record import RequestRecord, finish, record_upstream_error
 from ..pipeline.clock import Clock
@@ -26,11 +27,10 @@ from ..pipeline.exchange import Completed
 from ..routing.dispatch import Attempt, AttemptsExhausted, dispatch
 from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
-from ..server.event_stream import EventStreamResponse, write_bounded
+from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import GATEWAY, LOGGED, REQUEST_ID
 from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE, encode_json
-from ..stream.sse import HEADERS as SSE_HEADERS
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body
 
@@ -182,7 +182,7 @@ async def serve(
         return web.Response(body=served.result.body, content_type=JSON, headers=headers)
     stream = served.result
     try:
-        return await relay(request, stream, headers, gateway, record, snapshot.config.server.send_timeout)
+        return await relay(request, stream, headers, gateway, record, snapshot.config.server)
     finally:
         await stream.aclose()
         record.timing(clock)
@@ -197,14 +197,15 @@ async def relay(
     headers: dict[str, str],
     gateway: Gateway,
     record: RequestRecord,
-    send_timeout: float,
+    server: ServerConfig,
 ) -> web.StreamResponse:
     """Write the stream to the client; an error after the start becomes a last error event.
 
     The bytes that end with [DONE] (often the whole stream, when it came in one read) go
     out with the end of the response in one write.
     """
-    response = EventStreamResponse(headers={**SSE_HEADERS, **headers})
+    send_timeout = server.send_timeout
+    response = EventStream(headers=headers, keepalive=server.sse_keepalive, send_timeout=send_timeout)
     await response.prepare(request)
     record.status = response.status
     try:
@@ -221,6 +222,8 @@ async def relay(
         await write_bounded(request, response, data or b"", send_timeout, last=True)
     except (ConnectionResetError, TimeoutError):  # the client went away, or stopped reading
         record.disconnected = True
+    finally:
+        response.stop_streaming()  # no more pings
     return response
 
 

@@ -15,7 +15,7 @@ import orjson
 from ..errors import UpstreamError, UpstreamProtocolError
 from ..providers import Provider, StreamTranslator
 from ..stream.limiter import StreamLimiter
-from ..stream.sse import DONE_DATA, PING, SSEDecoder, SSEEvent, encode_events
+from ..stream.sse import DONE_DATA, SSEDecoder, SSEEvent, encode_events
 from ..upstream.base import UpstreamResponse
 from .clock import Clock
 
@@ -27,22 +27,15 @@ async def stream_chunks(
     clock: Clock,
     *,
     include_usage: bool,
-    keepalive: float,
 ) -> AsyncIterator[bytes]:
-    """The client's SSE bytes, one write per upstream read; ends with [DONE] or raises UpstreamError.
+    """The client's SSE bytes, one piece per upstream read; ends with [DONE] or raises UpstreamError.
 
-    Once the stream has started, a comment goes out whenever `keepalive` seconds pass
-    without a write. The caller closes `response` when this ends early (an error, the client gone).
+    The caller closes `response` when this ends early (an error, the client gone).
     """
     decoder = SSEDecoder(max_event_bytes=clock.limits.max_event_bytes)
     translator = provider.stream_translator()
-    last_write: float | None = None  # None until the first bytes went out
     while True:
-        data = await timed_read(response, clock, ping_at=None if last_write is None else last_write + keepalive)
-        if data is None:
-            last_write = clock.now()
-            yield PING
-            continue
+        data = await timed_read(response, clock)
         out: list[bytes] = []  # the data of the events to send, encoded together
         try:
             events = decoder.decode(data) if data else decoder.flush()
@@ -65,7 +58,6 @@ async def stream_chunks(
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:
-                last_write = clock.now()
                 if clock.first_content_at is None and limiter.delivered:
                     clock.first_content_at = time.perf_counter()
                 yield encode_events(out)
@@ -102,8 +94,9 @@ def translate_events(
     return any_chunk
 
 
-async def timed_read(response: UpstreamResponse, clock: Clock, *, ping_at: float | None = None) -> bytes | None:
-    """The next bytes from the upstream; None when `ping_at` comes first (the read can be tried again).
+async def timed_read(response: UpstreamResponse, clock: Clock) -> bytes:
+    """The next bytes from the upstream, b"" at its end; raises UpstreamTimeout when the
+    nearest deadline comes first.
 
     Bytes that have already arrived are taken at once: only a read that waits needs a
     timer (an upstream's whole answer often comes with its headers). The total limit
@@ -115,12 +108,6 @@ async def timed_read(response: UpstreamResponse, clock: Clock, *, ping_at: float
             raise clock.timeout("total")
         return ready
     deadline, kind = clock.next_deadline(streaming=True)
-    if ping_at is not None and ping_at < deadline:
-        try:
-            async with asyncio.timeout_at(ping_at):
-                return await response.read_chunk()
-        except TimeoutError:
-            return None
     try:
         async with asyncio.timeout_at(deadline):
             return await response.read_chunk()

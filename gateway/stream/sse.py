@@ -18,8 +18,6 @@ from ..errors import UpstreamTooLarge
 
 DONE_DATA = b"[DONE]"
 DONE = b"data: [DONE]\n\n"
-PING = b": ping\n\n"  # a comment: clients skip it, proxies see the stream is alive
-HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class SSEEvent(NamedTuple):
