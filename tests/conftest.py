@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import os
+import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import openai
 import pytest
 import yaml
@@ -121,12 +125,34 @@ class Gateway:
 GatewayFactory = Callable[..., Awaitable[Gateway]]
 
 
+class FakeClock:
+    """A monotonic clock that moves only when the test says: `clock.advance(seconds)`."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactory]:
     runners: list[web.AppRunner] = []
 
-    async def make(tree: dict[str, Any], env: dict[str, str] | None = None, path: Path | None = None) -> Gateway:
-        """The gateway on `tree`; with `path`, the tree is written there and reloads read that file."""
+    async def make(
+        tree: dict[str, Any],
+        env: dict[str, str] | None = None,
+        path: Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+    ) -> Gateway:
+        """The gateway on `tree`; with `path`, the tree is written there and reloads read that file.
+
+        `clock` drives cooldowns; the choice of weighted targets is seeded with `seed`."""
         loader = None
         if path is not None:
             path.write_text(yaml.safe_dump(tree))
@@ -134,7 +160,7 @@ async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactor
             config = loader()
         else:
             config = parse_config(tree, source="test.yaml", env=env or {}, overrides={})
-        app = create_app(config, tokenizers=tokenizers, loader=loader)
+        app = create_app(config, tokenizers=tokenizers, loader=loader, clock=clock, rng=random.Random(seed))
         runner, port = await start(app, "127.0.0.1", 0)
         runners.append(runner)
         return Gateway(url=f"http://127.0.0.1:{port}", app=app)
@@ -162,6 +188,26 @@ def openai_route_config(upstream_url: str, **route: Any) -> dict[str, Any]:
 async def routed(upstream: Upstream, gateway_factory: GatewayFactory) -> Gateway:
     """The gateway with `test-model` routed to the fake upstream."""
     return await gateway_factory(openai_route_config(upstream.url))
+
+
+OPENAI_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "chat-schemas.json"
+
+
+@functools.cache
+def openai_schemas() -> dict[str, Any]:
+    """OpenAI's published chat schemas (../shared/openai-openapi); a test that needs them
+    skips without them, and fails in CI, where they must be there."""
+    if not OPENAI_SCHEMAS.exists():
+        reason = f"{OPENAI_SCHEMAS} is missing (the shared folder beside this clone)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI must have it")
+        pytest.skip(reason)
+    return json.loads(OPENAI_SCHEMAS.read_text())
+
+
+def assert_valid(name: str, value: object) -> None:
+    """`value` validates against OpenAI's schema `name` (e.g. CreateChatCompletionResponse)."""
+    jsonschema.Draft202012Validator({**openai_schemas(), "$ref": f"#/$defs/{name}"}).validate(value)
 
 
 def require_tool(name: str, package: str) -> str:

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import aiohttp
-import jsonschema
 import openai
 import orjson
 import pytest
-from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
+from conftest import Gateway, GatewayFactory, Upstream, assert_valid, openai_route_config
 from fakes import chunk, completion, json_handler, sse_handler, text_stream
 
 from gateway import __version__
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "chat-schemas.json"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-
-
-def schema_validator(name: str) -> jsonschema.Draft202012Validator | None:
-    if not SCHEMAS.exists():
-        return None
-    document = json.loads(SCHEMAS.read_text())
-    return jsonschema.Draft202012Validator({**document, "$ref": f"#/$defs/{name}"})
-
-
-def assert_valid(name: str, value: object) -> None:
-    validator = schema_validator(name)
-    if validator is not None:
-        validator.validate(value)
 
 
 # ------------------------------------------------------------------ the SDK

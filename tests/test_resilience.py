@@ -11,7 +11,7 @@ import openai
 import orjson
 import pytest
 from aiohttp import web
-from conftest import Gateway, GatewayFactory, Upstream, running_upstream
+from conftest import FakeClock, Gateway, GatewayFactory, Upstream, running_upstream
 from fakes import completion, json_handler, sse_handler, text_stream
 from test_limits_e2e import collect, now
 
@@ -205,7 +205,10 @@ async def test_a_failing_target_is_cooled_down_then_probed_back(
 ) -> None:
     upstream.handler = failing(503, 2, json_handler(completion("a is back")))
     second.handler = json_handler(completion("from b"))
-    gateway = await gateway_factory(two_targets(upstream.url, second.url, cooldown={"failures": 2, "seconds": 0.5}))
+    clock = FakeClock()
+    gateway = await gateway_factory(
+        two_targets(upstream.url, second.url, cooldown={"failures": 2, "seconds": 30}), clock=clock
+    )
     async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/metrics") as response:
         text = await response.text()
         for model, provider in (("model-a", "a"), ("model-b", "b")):  # every target has its gauge from the start
@@ -220,7 +223,10 @@ async def test_a_failing_target_is_cooled_down_then_probed_back(
         _, headers, _ = await post(gateway, {"model": "smart"})
         assert headers["x-gateway-attempts"] == "1" and headers["x-gateway-provider"] == "b"
     assert len(upstream.requests) == 2
-    await asyncio.sleep(0.55)
+    clock.advance(29)
+    _, headers, _ = await post(gateway, {"model": "smart"})
+    assert headers["x-gateway-provider"] == "b" and len(upstream.requests) == 2  # still cooling
+    clock.advance(1)
     _, headers, body = await post(gateway, {"model": "smart"})  # the half-open probe, which succeeds
     assert headers["x-gateway-provider"] == "a" and body["choices"][0]["message"]["content"] == "a is back"
     assert (await upstream_states(gateway))["a"] == {

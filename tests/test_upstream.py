@@ -173,12 +173,38 @@ async def test_sequential_requests_reuse_one_connection(raw_upstream, transport)
     assert fake.connections == 1
 
 
-async def test_concurrent_requests_each_get_a_connection_and_all_are_kept(raw_upstream, transport) -> None:
-    fake = await raw_upstream(lambda request: (ok(), False))
-    await asyncio.gather(*(post(transport, fake.url) for _ in range(4)))
-    assert fake.connections == 4
-    await asyncio.gather(*(post(transport, fake.url) for _ in range(4)))
-    assert fake.connections == 4
+async def test_requests_in_flight_together_each_get_a_connection_and_all_are_kept(transport) -> None:
+    """Four requests held open at once need four connections; the next four reuse them."""
+    in_flight = 0
+    all_in = asyncio.Event()
+    peers: set[tuple[str, int]] = set()
+
+    async def held(request: web.Request) -> web.Response:
+        nonlocal in_flight
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))
+        in_flight += 1
+        if in_flight == 4:
+            all_in.set()
+        await all_in.wait()
+        in_flight -= 1
+        if in_flight == 0:
+            all_in.clear()
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", held)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+    try:
+        await asyncio.gather(*(post(transport, url) for _ in range(4)))
+        assert len(peers) == 4
+        await asyncio.gather(*(post(transport, url) for _ in range(4)))
+        assert len(peers) == 4  # the same four connections, from the pool
+    finally:
+        await runner.cleanup()
 
 
 async def test_connection_close_from_the_upstream_is_honoured(raw_upstream, transport) -> None:
