@@ -1,14 +1,19 @@
 """One exception tree; each class knows its HTTP status and OpenAI error type.
 
+The `type` values are OpenAI's own (`invalid_request_error` for what the client can
+fix, `server_error` for what went wrong on the way to or from the model,
+`rate_limit_error` and `service_unavailable_error` for an upstream's refusals), so
+any OpenAI client reads them; `code` says precisely what happened.
+
     GatewayError                      status, type, code, param, message
     ├── InvalidRequest                400 invalid_request_error
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
     └── UpstreamError                 something went wrong on the way to or from a provider
-        ├── UpstreamUnreachable       502 upstream_error / upstream_unreachable
-        ├── UpstreamProtocolError     502 upstream_error / upstream_protocol_error
-        │   └── UpstreamTooLarge      502 upstream_error / upstream_response_too_large
-        ├── UpstreamTimeout           504 timeout / connect_timeout, first_token_timeout, idle_timeout, timeout
+        ├── UpstreamUnreachable       502 server_error / upstream_unreachable
+        ├── UpstreamProtocolError     502 server_error / upstream_protocol_error
+        │   └── UpstreamTooLarge      502 server_error / upstream_response_too_large
+        ├── UpstreamTimeout           504 server_error / connect_timeout, first_token_timeout, idle_timeout, timeout
         └── UpstreamStatusError       the upstream's own status, with its message
 
 Only these reach a client: anything else is logged and answered as a 500 with no detail.
@@ -63,7 +68,7 @@ class PayloadTooLarge(GatewayError):
 
 class UpstreamError(GatewayError):
     status = 502
-    type = "upstream_error"
+    type = "server_error"
     reason = "upstream"  # a short label for logs and metrics
 
 
@@ -90,7 +95,6 @@ class UpstreamTimeout(UpstreamError):
     """A limit of the request fired; `kind` names it: connect, first_token, idle or total."""
 
     status = 504
-    type = "timeout"
     reason = "timeout"
 
     CODES: ClassVar[dict[str, str]] = {
@@ -127,5 +131,14 @@ class UpstreamStatusError(UpstreamError):
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.status = status
-        self.type = type or ("invalid_request_error" if 400 <= status < 500 else "upstream_error")
+        self.type = type or openai_error_type(status)
         self.retry_after: float | None = None  # seconds, from the upstream's retry-after
+
+
+def openai_error_type(status: int) -> str:
+    """The `type` OpenAI's API gives an error of this HTTP status."""
+    if status == 429:
+        return "rate_limit_error"
+    if status in (503, 529):
+        return "service_unavailable_error"
+    return "invalid_request_error" if 400 <= status < 500 else "server_error"

@@ -640,26 +640,27 @@ OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": 
 
 
 @pytest.mark.parametrize(
-    ("kind", "status"),
+    ("kind", "status", "openai_type"),
     [
-        ("overloaded_error", 529),
-        ("rate_limit_error", 429),
-        ("api_error", 500),
-        ("invalid_request_error", 400),
-        ("request_too_large", 413),
-        ("authentication_error", 401),
-        ("permission_error", 403),
-        ("not_found_error", 404),
-        ("something_new_error", 502),
+        ("overloaded_error", 529, "service_unavailable_error"),
+        ("rate_limit_error", 429, "rate_limit_error"),
+        ("api_error", 500, "server_error"),
+        ("invalid_request_error", 400, "invalid_request_error"),
+        ("request_too_large", 413, "invalid_request_error"),
+        ("authentication_error", 401, "invalid_request_error"),
+        ("permission_error", 403, "invalid_request_error"),
+        ("not_found_error", 404, "invalid_request_error"),
+        ("something_new_error", 502, "server_error"),
     ],
 )
-def test_an_error_event_raises_with_the_status_of_its_type(kind: str, status: int) -> None:
+def test_an_error_event_raises_with_the_status_of_its_type(kind: str, status: int, openai_type: str) -> None:
+    """Anthropic's error type is kept as the code; the type is OpenAI's for that status."""
     translator = adapter().stream_translator()
     translator.translate(event(START))
     with pytest.raises(UpstreamStatusError) as raised:
         translator.translate(event({"type": "error", "error": {"type": kind, "message": f"Trouble with {API_KEY}"}}))
     error = raised.value
-    assert (error.status, error.type, error.code) == (status, kind, kind)
+    assert (error.status, error.type, error.code) == (status, openai_type, kind)
     assert error.message == "Trouble with [redacted]"
 
 
@@ -676,11 +677,16 @@ def test_overloaded_keeps_its_529() -> None:
     assert (error.status, error.message, error.type, error.code) == (
         529,
         "Overloaded",
-        "overloaded_error",
+        "service_unavailable_error",
         "overloaded_error",
     )
     assert error.body() == {
-        "error": {"message": "Overloaded", "type": "overloaded_error", "param": None, "code": "overloaded_error"}
+        "error": {
+            "message": "Overloaded",
+            "type": "service_unavailable_error",
+            "param": None,
+            "code": "overloaded_error",
+        }
     }
 
 

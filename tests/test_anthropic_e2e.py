@@ -346,7 +346,7 @@ async def test_overloaded_keeps_529(upstream: Upstream, claude: Gateway) -> None
     assert error.status_code == 529
     assert error.body == {
         "message": "Overloaded",
-        "type": "overloaded_error",
+        "type": "service_unavailable_error",
         "param": None,
         "code": "overloaded_error",
     }

@@ -56,13 +56,12 @@ class TextFormatter(LineFormatter):
 
 class AccessLog:
     """The one line per request. Through `logging` by default; written straight to a stream
-    by the command line, where `logging`'s machinery cost about a tenth of a request's CPU.
+    by the command line, where `logging`'s machinery is a measurable share of a request's CPU.
 
     Lines written to a stream are buffered: they are formatted and go out together every
-    FLUSH_SECONDS, or at FLUSH_LINES, and at exit. A write to a log file took 7-14 us, now
-    and then 0.3 ms, on every request; formatting a line took about 12 us in the running
-    server, but 3 us when the lines are formatted one after another (the code and data
-    stay in the CPU's caches). A process killed outright loses at most FLUSH_SECONDS of lines.
+    FLUSH_SECONDS, or at FLUSH_LINES, and at exit, so that a request never waits on a write
+    to the log file, and formatting runs in batches (faster, its code and data stay in the
+    CPU's caches). A process killed outright loses at most FLUSH_SECONDS of lines.
     """
 
     NAME = "gateway.access"

@@ -52,7 +52,7 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
-        self.time_to_first_token = Histogram(
+        self.ttft = Histogram(
             "gateway_time_to_first_token_seconds",
             "Request in to the first content chunk out (streams).",
             ["route", "provider"],
@@ -166,7 +166,7 @@ class RequestSeries:
         self._requests = functools.partial(metrics.requests.labels, route, provider)
         self._codes: dict[int, Any] = {}
         self.duration = metrics.duration.labels(route, provider, stream)
-        self.ttft = metrics.time_to_first_token.labels(route, provider)
+        self.ttft = metrics.ttft.labels(route, provider)
         self.overhead = metrics.overhead.labels(route, provider)
         self.prompt_tokens = metrics.tokens.labels(route, provider, "prompt")
         self.completion_tokens = metrics.tokens.labels(route, provider, "completion")

@@ -33,7 +33,7 @@ class RequestRecord:
     routed: bool = False  # counted in the in-flight gauge
 
     def timing(self, clock: Any) -> None:
-        self.first_token_at = clock.first_content_at
+        self.first_token_at = clock.first_token_at
         self.upstream_sent_at = clock.upstream_sent_at
         self.upstream_done_at = clock.upstream_done_at
 

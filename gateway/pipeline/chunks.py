@@ -58,13 +58,13 @@ async def stream_chunks(
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
             if out:
-                if clock.first_content_at is None and limiter.delivered:
-                    clock.first_content_at = time.perf_counter()
+                if clock.first_token_at is None and limiter.delivered:
+                    clock.first_token_at = time.perf_counter()
                 yield encode_events(out)
             continue
         clock.upstream_done_at = time.perf_counter()
-        if clock.first_content_at is None and limiter.delivered:
-            clock.first_content_at = clock.upstream_done_at
+        if clock.first_token_at is None and limiter.delivered:
+            clock.first_token_at = clock.upstream_done_at
         if include_usage:
             out.append(orjson.dumps(limiter.usage_chunk()))
         out.append(DONE_DATA)

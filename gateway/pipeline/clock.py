@@ -19,7 +19,7 @@ class Clock:
 
     __slots__ = (
         "attempt_started",
-        "first_content_at",
+        "first_token_at",
         "last_chunk_at",
         "limits",
         "now",
@@ -37,7 +37,7 @@ class Clock:
         self.total_deadline = started + limits.timeout
         self.last_chunk_at: float | None = None  # None until the first chunk arrived
         # observed moments, on time.perf_counter()
-        self.first_content_at: float | None = None  # when the first content went to the client
+        self.first_token_at: float | None = None  # when the first token went to the client (time.perf_counter())
         self.upstream_sent_at: float | None = None
         self.upstream_done_at: float | None = None
 

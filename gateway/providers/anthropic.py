@@ -360,13 +360,14 @@ def parse_json(payload: bytes, what: str) -> Any:
 def anthropic_error(
     error: dict[str, Any], secrets: tuple[str, ...], *, status: int | None = None
 ) -> UpstreamStatusError:
-    """Anthropic's `{"type": ..., "message": ...}` error as the gateway's, in OpenAI's shape."""
+    """Anthropic's `{"type": ..., "message": ...}` error as the gateway's, in OpenAI's shape: its
+    type becomes the `code` (`overloaded_error`), and `type` is OpenAI's for the status."""
     kind = str(error.get("type") or "api_error")
     message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else None
     if status is None:
         status = ERROR_STATUSES.get(kind, 502)
     message = message or f"The upstream answered with HTTP {status}."
-    return UpstreamStatusError(status, redact(message, secrets), type=kind, code=kind)
+    return UpstreamStatusError(status, redact(message, secrets), code=kind)
 
 
 # ---------------------------------------------------------------- streams

@@ -99,6 +99,6 @@ def stream_error(error: Any, secrets: tuple[str, ...]) -> UpstreamStatusError:
     return UpstreamStatusError(
         status,
         redact(message, secrets),
-        type=error.get("type") if isinstance(error.get("type"), str) else "upstream_error",
+        type=error.get("type") if isinstance(error.get("type"), str) else None,
         code=str(code) if code is not None else None,
     )
