@@ -9,12 +9,12 @@ ifneq ($(wildcard $(SHARED_TIKTOKEN)/*),)
 export TIKTOKEN_CACHE_DIR ?= $(SHARED_TIKTOKEN)
 endif
 
-.PHONY: run test check clean
+.PHONY: run test check lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test,fast]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[test,fast,lint]'
 	touch $@
 
 run: $(VENV)/.installed
@@ -25,6 +25,13 @@ check: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q -rs
+
+# ruff (lint and format), mypy (strict, on gateway/), import-linter (layers, no cycles)
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -111,11 +111,6 @@ def serve_until_stopped(
     """Serve until SIGTERM or SIGINT, then drain; uvloop when it is installed."""
     from .serve import serve
 
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-
     async def main_task() -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -125,10 +120,12 @@ def serve_until_stopped(
         await serve(config, loader=loader, tokenizers=tokenizers, reuse_port=reuse_port, access_log=access_log)
 
     try:
-        if uvloop is not None:
-            uvloop.run(main_task())
-        else:
+        try:
+            import uvloop
+        except ImportError:
             asyncio.run(main_task())
+        else:
+            uvloop.run(main_task())
     except asyncio.CancelledError:
         pass
     finally:

@@ -88,7 +88,7 @@ def supervise(count: int, work: Callable[[], int], *, metrics_dir: str | None) -
             if metrics_dir:
                 from prometheus_client import multiprocess
 
-                multiprocess.mark_process_dead(pid, metrics_dir)
+                multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
             code = os.waitstatus_to_exitcode(wait_status)
             if stopping:
                 status = status or (code if code > 0 else 0)

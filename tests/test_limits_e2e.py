@@ -19,6 +19,8 @@ from gateway.stream.tokens import Tokenizers
 
 MESSAGES = [{"role": "user", "content": "Tell me a story"}]
 WORDS = [f" word{i}" for i in range(60)]  # " word12" is two tokens in o200k_base
+
+
 def now() -> float:
     return asyncio.get_running_loop().time()
 

@@ -41,8 +41,11 @@ CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before
 class RoutedRequest(Protocol):
     """What the lifecycle reads of a parsed request: the model to route, and whether to stream."""
 
-    model: str
-    stream: bool
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def stream(self) -> bool: ...
 
 
 @dataclass(slots=True)

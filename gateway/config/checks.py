@@ -457,8 +457,11 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+KINDS: dict[type, str] = {dict: "a mapping", list: "a list", str: "a string"}
+
+
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), type(value).__name__)
+    return KINDS.get(type(value), type(value).__name__)
 
 
 def _has_host_and_port(url: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import orjson
 
@@ -27,7 +27,7 @@ async def stream_chunks(
     clock: Clock,
     *,
     include_usage: bool,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """The client's SSE bytes, one piece per upstream read; ends with [DONE] or raises UpstreamError.
 
     The caller closes `response` when this ends early (an error, the client gone).

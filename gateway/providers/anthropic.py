@@ -259,6 +259,7 @@ def translate_tool(tool: Any, index: int) -> dict[str, Any]:
 
 
 def translate_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    result: dict[str, Any] | None
     if choice is None:
         result = {"type": "auto"} if parallel is False else None
     elif isinstance(choice, str) and choice in TOOL_CHOICES:

@@ -114,7 +114,7 @@ class HealthBoard:
         for route in routes:
             for target in route.targets:
                 health = self.health(route, target)
-                cooling = health.cooling_until is not None
+                cooling_until = health.cooling_until
                 rows.append(
                     {
                         "route": route.model,
@@ -122,7 +122,9 @@ class HealthBoard:
                         "model": target.model,
                         "state": health.state(),
                         "failures": health.failures,
-                        "cooling_seconds_left": round(max(health.cooling_until - now, 0.0), 3) if cooling else None,
+                        "cooling_seconds_left": (
+                            round(max(cooling_until - now, 0.0), 3) if cooling_until is not None else None
+                        ),
                     }
                 )
         return rows

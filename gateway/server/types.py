@@ -1,10 +1,7 @@
-"""The shapes of aiohttp's handlers and middlewares, named once."""
+"""The shapes of aiohttp's handlers and middlewares, named once (aiohttp.typedefs)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from aiohttp.typedefs import Handler, Middleware
 
-from aiohttp import web
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+__all__ = ["Handler", "Middleware"]

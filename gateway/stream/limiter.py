@@ -166,8 +166,7 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCount
         function = call.get("function")
         arguments = function.get("arguments") if isinstance(function, dict) else None
         if isinstance(arguments, str) and arguments:
-            key = ("tool_call", call.get("index", position))
-            accepted = budget.take(key, arguments, counter)
+            accepted = budget.take(("tool_call", call.get("index", position)), arguments, counter)
             if accepted is not arguments:
                 function["arguments"] = accepted  # type: ignore[index]
         kept.append(call)
@@ -276,7 +275,9 @@ class StreamLimiter:
 
     def usage_chunk(self) -> dict[str, Any]:
         last = self.last_chunk or {}
-        chunk = {key: last[key] for key in ("id", "object", "created", "model", "system_fingerprint") if key in last}
+        chunk: dict[str, Any] = {
+            key: last[key] for key in ("id", "object", "created", "model", "system_fingerprint") if key in last
+        }
         chunk.setdefault("object", "chat.completion.chunk")
         chunk["choices"] = []
         chunk["usage"] = self.usage()

@@ -56,9 +56,9 @@ class SSEDecoder:
 
     def _decode(self, text: bytes) -> list[SSEEvent]:
         if text.startswith(b"data: ") and b"\r" not in text:
-            events = self._decode_data_lines(text)
-            if events is not None:
-                return events
+            simple = self._decode_data_lines(text)
+            if simple is not None:
+                return simple
         held = b""
         if b"\r" in text:
             if text.endswith(b"\r"):  # may be half of a \r\n split across reads

@@ -30,6 +30,8 @@ CHAT_ENCODINGS = ("o200k_base", "cl100k_base")  # what a glob route may load; ol
 class TokenCounter(Protocol):
     name: str
 
+    def __hash__(self) -> int: ...  # counters key caches (count_role)
+
     def count(self, text: str) -> int: ...
 
     def pieces(self, text: str) -> list[str]: ...

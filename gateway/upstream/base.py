@@ -24,8 +24,13 @@ class UpstreamRequest:
 
 
 class UpstreamResponse(Protocol):
-    status: int
-    headers: Mapping[str, str]
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The answer's headers, their names case-insensitive."""
+        ...
 
     async def read(self, max_bytes: int) -> bytes:
         """The whole body, decompressed; raises UpstreamTooLarge past `max_bytes` (the
