@@ -56,7 +56,7 @@ class ServerConfig:
     workers: int = 1  # worker processes sharing the port; "auto" in the file: one per core
     shutdown_timeout: float = 30.0  # grace for requests in flight after SIGTERM
     drain_delay: float = 0.0  # seconds still accepting after SIGTERM, /ready answering 503
-    sse_keepalive: float = 15.0  # seconds without a write before a stream gets a `: ping` comment
+    sse_keepalive: float = 15.0  # seconds between the `: ping` comments of a stream
     send_timeout: float = 120.0  # seconds a client may leave 64 KiB of a response unread before it is cut off
 
 
