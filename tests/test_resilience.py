@@ -337,3 +337,19 @@ async def test_a_target_answering_429_with_retry_after_is_passed_over_for_the_ot
     assert texts[0] == "from b" and finishes[0] == "stop"
     assert len(upstream.requests) == 1 and len(second.requests) == 1
     assert orjson.loads(upstream.requests[0]["body"])["model"] == "model-a"
+
+
+async def test_a_reload_keeps_warm_upstream_connections(
+    upstream: Upstream, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """The upstream client outlives a reload: the request after it reuses the connection of the one before."""
+    upstream.handler = json_handler(completion("hello"))
+    tree = {"providers": {"a": provider(upstream.url)}, "routes": [{"model": "one", "provider": "a"}]}
+    gateway = await gateway_factory(tree, path=tmp_path / "gateway.yaml")
+    assert (await post(gateway, {"model": "one"}))[0] == 200
+    tree["routes"].append({"model": "two", "provider": "a"})
+    (tmp_path / "gateway.yaml").write_text(orjson.dumps(tree).decode())
+    assert await gateway.core.reload()
+    assert (await post(gateway, {"model": "two"}))[0] == 200
+    first, second = (request["peer"] for request in upstream.requests)
+    assert first == second
