@@ -68,7 +68,7 @@ class UpstreamConfig:
     keepalive_timeout: float = 15.0  # seconds an idle pooled connection is kept before it is closed
     dns_cache_ttl: float = 10.0  # seconds a resolved address is reused
     happy_eyeballs_delay: float = 0.25  # seconds before the next address is tried alongside (RFC 8305)
-    trust_env: bool = True  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY (and netrc) from the environment
+    trust_env: bool = True  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY from the environment, read at start
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,10 @@ pools with at most `max_connections` per host, idle connections closed after
 environment when `trust_env` is on. Per provider (`ProviderTransport`): its TLS
 settings. No cookie jar, no redirects followed.
 
+Proxies: HTTP_PROXY, HTTPS_PROXY and NO_PROXY are read once, when the client is made,
+and the proxy for each upstream URL is chosen once, when it is first used (aiohttp's
+own trust_env looks them up on every request, and a netrc file in a thread).
+
 Every aiohttp exception is mapped to the gateway's own in one place, `mapped_errors()`,
 with messages that name no URL (a proxy's or base_url's credentials never leave).
 """
@@ -14,12 +18,19 @@ with messages that name no URL (a proxy's or base_url's credentials never leave)
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ssl
-from collections.abc import Iterator
-from types import SimpleNamespace
+import urllib.request
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -31,19 +42,31 @@ MAX_HEADER_BYTES = 32 * 1024  # one header line of an upstream's answer; beyond 
 STREAM_HEADERS = {"Accept-Encoding": "identity"}  # compressing an event stream would hold events back
 
 
-class RequestTrace:
-    """What aiohttp's trace signals tell of one request: whether its connection came from the pool."""
-
-    __slots__ = ("reused",)
-
-    def __init__(self) -> None:
-        self.reused = False
+# Whether the connection the current request got had carried a request before; set by
+# PoolingConnector.connect(), which runs in the request's own task (so its context).
+REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default=False)
 
 
-async def _on_reuse(session: aiohttp.ClientSession, context: SimpleNamespace, params: Any) -> None:
-    trace = context.trace_request_ctx
-    if isinstance(trace, RequestTrace):
-        trace.reused = True
+class PoolingConnector(aiohttp.TCPConnector):
+    """aiohttp's TCPConnector, telling the request whether its connection came from the pool.
+
+    A connection is known by its protocol object, which lives as long as the socket;
+    the set of them holds no reference (a WeakSet), so closed ones are forgotten.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._handed_out: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        if protocol is not None:
+            if protocol in self._handed_out:
+                REUSED.set(True)
+            else:
+                self._handed_out.add(protocol)
+        return connection
 
 
 class UpstreamClient:
@@ -54,9 +77,7 @@ class UpstreamClient:
 
     def __init__(self, settings: UpstreamConfig) -> None:
         self.settings = settings
-        tracing = aiohttp.TraceConfig()
-        tracing.on_connection_reuseconn.append(_on_reuse)
-        connector = aiohttp.TCPConnector(
+        connector = PoolingConnector(
             limit=0,  # the bound is per host: one busy upstream must not starve the others
             limit_per_host=settings.max_connections,
             keepalive_timeout=settings.keepalive_timeout,
@@ -64,11 +85,10 @@ class UpstreamClient:
             ttl_dns_cache=int(settings.dns_cache_ttl) or None,
             happy_eyeballs_delay=settings.happy_eyeballs_delay,
         )
+        self.proxies = urllib.request.getproxies_environment() if settings.trust_env else {}
         self.session = aiohttp.ClientSession(
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=settings.trust_env,
-            trace_configs=[tracing],
             timeout=aiohttp.ClientTimeout(total=None),
             max_line_size=MAX_HEADER_BYTES,
             max_field_size=MAX_HEADER_BYTES,
@@ -76,7 +96,7 @@ class UpstreamClient:
 
     def for_provider(self, provider: ProviderConfig) -> ProviderTransport:
         """A transport with `provider`'s TLS settings (its CA bundle, client certificate, verify)."""
-        return ProviderTransport(self.session, tls_context(provider))
+        return ProviderTransport(self.session, tls_context(provider), self.proxies)
 
     async def aclose(self) -> None:
         await self.session.close()
@@ -95,24 +115,49 @@ def tls_context(provider: ProviderConfig) -> ssl.SSLContext | bool:
     return context
 
 
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """An upstream URL taken apart once: where to send, and through which proxy."""
+
+    url: URL
+    proxy: URL | None = None  # without its credentials, which go in proxy_headers
+    proxy_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def destination(url: str, proxies: Mapping[str, str]) -> Destination:
+    """`url` and the proxy the environment names for it (urllib's rules for *_PROXY and NO_PROXY)."""
+    target = URL(url)
+    proxy = proxies.get(target.scheme)
+    if not proxy or (target.host and urllib.request.proxy_bypass(target.host, proxies)):
+        return Destination(target)
+    proxy_url = URL(proxy if "://" in proxy else f"http://{proxy}")
+    headers = {}
+    if proxy_url.user is not None:
+        credentials = aiohttp.BasicAuth(proxy_url.user, proxy_url.password or "")
+        headers["Proxy-Authorization"] = credentials.encode()
+        proxy_url = proxy_url.with_user(None)
+    return Destination(target, proxy_url, headers)
+
+
 class ProviderTransport:
     """The shared session with one provider's TLS settings: the `Transport` the pipeline uses."""
 
-    __slots__ = ("_session", "_ssl", "_timeouts", "_urls")
+    __slots__ = ("_destinations", "_proxies", "_session", "_ssl", "_timeouts")
 
-    def __init__(self, session: aiohttp.ClientSession, tls: ssl.SSLContext | bool) -> None:
+    def __init__(self, session: aiohttp.ClientSession, tls: ssl.SSLContext | bool, proxies: Mapping[str, str]) -> None:
         self._session = session
         self._ssl = tls
-        self._urls: dict[str, URL] = {}
+        self._proxies = proxies  # scheme (and "no") -> value, from the environment
+        self._destinations: dict[str, Destination] = {}
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> HTTPResponse:
         """See upstream.base.Transport. A pooled connection that the upstream had closed while
         idle (it breaks before any answer) is tried once more, on a fresh connection: that is
         neither a failed attempt nor a strike against the target."""
-        url = self._urls.get(request.url)
-        if url is None:
-            url = self._urls[request.url] = URL(request.url)
+        where = self._destinations.get(request.url)
+        if where is None:
+            where = self._destinations[request.url] = destination(request.url, self._proxies)
         timeout = self._timeouts.get(connect_timeout)
         if timeout is None:
             # the connect limit includes the wait for a free connection of the host's pool
@@ -120,20 +165,21 @@ class ProviderTransport:
         headers = {**request.headers, **STREAM_HEADERS} if request.stream else request.headers
         with mapped_errors(connect_timeout):
             for last_try in (False, True):
-                trace = RequestTrace()
+                REUSED.set(False)
                 try:
                     response = await self._session.post(
-                        url,
+                        where.url,
                         data=request.body,
+                        proxy=where.proxy,
+                        proxy_headers=where.proxy_headers or None,
                         headers=headers,
                         ssl=self._ssl,
                         allow_redirects=False,
                         timeout=timeout,
-                        trace_request_ctx=trace,
                     )
                     break
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                    if last_try or not trace.reused or isinstance(exc, aiohttp.ClientConnectorError):
+                    if last_try or not REUSED.get() or isinstance(exc, aiohttp.ClientConnectorError):
                         raise
         if 300 <= response.status < 400:
             response.close()
