@@ -14,6 +14,7 @@ from .config import GatewayConfig
 from .observability.logs import AccessLog
 from .runtime import ConfigLoader
 from .server.keys import GATEWAY
+from .server.protocol import GatewayRunner
 from .stream.tokens import Tokenizers
 
 log = logging.getLogger("gateway")
@@ -23,7 +24,7 @@ async def start(
     app: web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0, reuse_port: bool = False
 ) -> tuple[web.AppRunner, int]:
     """Start serving; returns the runner and the port actually bound (port 0 picks a free one)."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = GatewayRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()

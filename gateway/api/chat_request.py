@@ -6,12 +6,14 @@ Everything else in the body is forwarded as it came.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequest
 
 TOKEN_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never in a model name; unsafe in headers and logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,8 @@ def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> Ch
         model = default_model
     elif not isinstance(model, str) or not model:
         raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    elif CONTROL_CHARACTERS.search(model):
+        raise InvalidRequest("'model' must not hold control characters.", param="model")
 
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:

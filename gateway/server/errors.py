@@ -37,11 +37,30 @@ def response_for(exc: Exception, request: web.Request) -> web.StreamResponse:
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc
-        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if isinstance(exc, web.HTTPNotFound):
+            message = f"No endpoint at {request.path}. {endpoints_served(request.app)}"
+        elif isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = ", ".join(sorted(exc.allowed_methods))
+            message = f"{request.method} is not allowed at {request.path}; use {allowed}."
+        else:
+            message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
         error = GatewayError(message, code=STATUS_CODES.get(exc.status))
-        return error_response(error, status=exc.status, kind="invalid_request_error")
+        response = error_response(error, status=exc.status, kind="invalid_request_error")
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     log.exception("unexpected error while handling %s %s", request.method, request.path, exc_info=exc)
     return error_response(GatewayError("The gateway failed to handle this request.", code="internal_error"))
+
+
+def endpoints_served(app: web.Application) -> str:
+    """`The gateway serves: POST /v1/chat/completions, GET /v1/models, ...` from the router."""
+    served = []
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        if route.method != "HEAD" and path:
+            served.append(f"{route.method} {path}")
+    return "The gateway serves: " + ", ".join(dict.fromkeys(served)) + "."
 
 
 def error_response(exc: GatewayError, *, status: int | None = None, kind: str | None = None) -> web.Response:
