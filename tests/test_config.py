@@ -137,13 +137,32 @@ def test_quick_start_environment_overrides_the_file_and_flags_override_both() ->
     assert problems(tree, {"PORT": "http"}) == ["gw.yaml: server.port (from $PORT): must be an integer, got 'http'"]
 
 
-def test_a_route_can_only_tighten_the_global_limits() -> None:
+def test_a_routes_limits_replace_the_global_ones_higher_or_lower() -> None:
+    """A route for a reasoning model can be given 10 minutes and 32,000 tokens without loosening the others."""
     tree = {
         "limits": {"max_tokens": 100, "timeout": 10},
         "providers": {"d": {"kind": "mock"}},
-        "routes": [{"model": "a", "provider": "d", "max_tokens": 5000, "timeout": 3, "idle_timeout": 2}],
+        "routes": [
+            {"model": "reasoning", "provider": "d", "max_tokens": 32000, "timeout": 600, "idle_timeout": 2},
+            {"model": "plain", "provider": "d"},
+        ],
     }
-    assert parse(tree).routes[0].limits == Limits(max_tokens=100, timeout=3, idle_timeout=2)
+    reasoning, plain = parse(tree).routes
+    assert reasoning.limits == Limits(max_tokens=32000, timeout=600, idle_timeout=2)
+    assert plain.limits == Limits(max_tokens=100, timeout=10)
+
+
+def test_unquoted_dates_stay_the_text_they_were_written_as(tmp_path: Path) -> None:
+    """`api_version: 2024-10-21` is Azure's version string; YAML would read it as a date."""
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "providers:\n  az: {kind: azure, base_url: 'https://x.openai.azure.com', api_version: 2024-10-21}\n"
+        "routes:\n  - {model: a, targets: [{provider: az, api_version: 2025-01-01-preview}]}\n"
+        "  - {model: b, provider: az}\n"
+    )
+    config = load_config(str(path), env={})
+    assert config.providers["az"].api_version == "2024-10-21"
+    assert config.routes[0].targets[0].api_version == "2025-01-01-preview"
 
 
 def gateway_cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:

@@ -358,13 +358,11 @@ class ConfigChecker:
                 self.problem(f"{path}.model", f"{model!r} is already routed by routes[{seen[model]}]")
             seen.setdefault(model, index)
             targets = self.targets(body, path, providers)
-            route_limits = self.limits(body, path, limits)
-            given = {key: getattr(route_limits, key) for key in LIMIT_KEYS if key in body}
             routes.append(
                 Route(
                     model=model,
                     targets=targets,
-                    limits=limits.tightened(given),
+                    limits=self.limits(body, path, limits),  # the global limits, each one the route gives replaced
                     fallbacks=self.fallbacks(body, path),
                     retries=self.integer(body, "retries", path, max(len(targets) - 1, 0), minimum=0),
                     cooldown=self.cooldown(body.get("cooldown"), f"{path}.cooldown"),

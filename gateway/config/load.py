@@ -73,7 +73,7 @@ def load_config(
     else:
         source = str(config_path)
         try:
-            tree = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+            tree = yaml.load(config_path.read_text(encoding="utf-8"), Loader=ConfigLoader)
         except OSError as exc:
             raise ConfigError([f"{source}: cannot read: {exc.strerror}"]) from None
         except yaml.YAMLError as exc:
@@ -81,6 +81,17 @@ def load_config(
         if tree is None:
             tree = {}
     return parse_config(tree, source=source, env=env, overrides=overrides or {})
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that dates and times stay the text they were written as:
+    `api_version: 2024-10-21` is Azure's version string, not a date (YAML 1.1's timestamps)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def yaml_problem(source: str, exc: yaml.YAMLError) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 PROVIDER_KINDS = ("openai", "anthropic", "azure", "mock")
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
@@ -39,11 +39,6 @@ class Limits:
     connect_timeout: float = 10.0  # seconds to get a connection: a free slot in the pool, then connect
     max_response_bytes: int = 16 * 1024 * 1024  # an upstream's whole answer, decompressed (not streamed)
     max_event_bytes: int = 1024 * 1024  # one server-sent event or line of an upstream's stream
-
-    def tightened(self, overrides: Mapping[str, float]) -> Limits:
-        """These limits with each override applied only where it is stricter."""
-        changes = {key: min(getattr(self, key), value) for key, value in overrides.items()}
-        return replace(self, **changes)
 
 
 @dataclass(frozen=True, slots=True)
