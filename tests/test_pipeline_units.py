@@ -381,12 +381,6 @@ async def test_an_event_over_max_event_bytes_is_too_large(
     assert received == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SSEDecoder.decode raises UpstreamTooLarge without returning the events completed before the "
-    "oversized one in the same read, so stream_chunks drops them; an error event or an early end in the "
-    "same place lets those whole events go out first (what the client gets depends on the TCP split)",
-)
 async def test_whole_events_before_an_oversized_one_in_the_same_read_still_go_out(
     client: UpstreamClient, upstreams: MockedUpstreams, counter: TokenCounter
 ) -> None:

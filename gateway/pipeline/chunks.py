@@ -15,7 +15,7 @@ import orjson
 from ..errors import UpstreamError, UpstreamProtocolError
 from ..providers import Provider, StreamTranslator
 from ..stream.limiter import StreamLimiter
-from ..stream.sse import DONE_DATA, SSEDecoder, SSEEvent, encode_events
+from ..stream.sse import DONE_DATA, EventTooLarge, SSEDecoder, SSEEvent, encode_events
 from ..upstream.base import UpstreamResponse
 from .clock import Clock
 
@@ -37,12 +37,18 @@ async def stream_chunks(
     while True:
         data = await timed_read(response, clock)
         out: list[bytes] = []  # the data of the events to send, encoded together
+        too_large: EventTooLarge | None = None
         try:
-            events = decoder.decode(data) if data else decoder.flush()
+            try:
+                events = decoder.decode(data) if data else decoder.flush()
+            except EventTooLarge as exc:  # the whole events before it still go out, then the error
+                events, too_large = exc.complete, exc
             started = clock.last_chunk_at is not None
             if translate_events(events, translator, limiter, out) or (started and events):
                 # a chunk came; once started, any event is the upstream at work (pings, thinking)
                 clock.last_chunk_at = clock.now()
+            if too_large is not None and not (translator.finished or limiter.done):
+                raise too_large
         except UpstreamError:
             if out:  # what was good in this read still goes out, then the error
                 yield encode_events(out)

@@ -28,6 +28,14 @@ class SSEEvent(NamedTuple):
 _event_of_pair = partial(tuple.__new__, SSEEvent)  # SSEEvent from a (data, event) pair, with no Python call
 
 
+class EventTooLarge(UpstreamTooLarge):
+    """An event over the decoder's cap; `complete` holds the whole events that came before it."""
+
+    def __init__(self, limit: int, complete: list[SSEEvent]) -> None:
+        super().__init__("stream has an event that", "limits.max_event_bytes", limit)
+        self.complete = complete
+
+
 class SSEDecoder:
     """A read made only of single-line `data: ` events (nearly every upstream's) is split
     on the event boundaries at once. Otherwise events are split on blank lines: an event
@@ -41,8 +49,9 @@ class SSEDecoder:
         self.max_event_bytes = max_event_bytes  # one event, or its unfinished part, may hold no more
 
     def decode(self, chunk: bytes) -> list[SSEEvent]:
-        """The events that `chunk` completes; raises UpstreamTooLarge for an event (or what has
-        come of one) over `max_event_bytes`, and keeps nothing of it."""
+        """The events that `chunk` completes; raises EventTooLarge for an event (or what has
+        come of one) over `max_event_bytes`, carrying the events completed before it, and
+        keeps nothing of it."""
         text = self._partial + chunk if self._partial else chunk
         events = self._decode(text)
         if len(text) > self.max_event_bytes:  # only then can one event be over the cap
@@ -50,9 +59,13 @@ class SSEDecoder:
         return events
 
     def _check_sizes(self, events: list[SSEEvent]) -> None:
-        if len(self._partial) > self.max_event_bytes or any(len(e.data) > self.max_event_bytes for e in events):
+        for position, event in enumerate(events):
+            if len(event.data) > self.max_event_bytes:
+                self._partial = b""
+                raise EventTooLarge(self.max_event_bytes, events[:position])
+        if len(self._partial) > self.max_event_bytes:
             self._partial = b""
-            raise UpstreamTooLarge("stream has an event that", "limits.max_event_bytes", self.max_event_bytes)
+            raise EventTooLarge(self.max_event_bytes, events)
 
     def _decode(self, text: bytes) -> list[SSEEvent]:
         if text.startswith(b"data: ") and b"\r" not in text:
