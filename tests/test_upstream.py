@@ -440,3 +440,31 @@ async def test_a_connect_that_takes_too_long_is_a_connect_timeout(transport) -> 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_proxy_that_refuses_its_credentials_is_unreachable_not_an_answer(
+    raw_upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain-http request through a proxy (HTTP_PROXY, trust_env on) that answers 407 is an
+    error that names the proxy, not the upstream's answer passed on to the client; the
+    proxy's password is in no message."""
+    proxy = await raw_upstream(
+        lambda request: (
+            b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="proxy"\r\n'
+            b"Content-Length: 0\r\n\r\n",
+            False,
+        )
+    )
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:secretpass@127.0.0.1:{proxy.port}")
+    client = UpstreamClient(UpstreamConfig())  # trust_env: reads HTTP_PROXY now
+    try:
+        with pytest.raises(UpstreamUnreachable, match=r"proxy refused .*\(HTTP 407\)") as refused:
+            await post(client.for_provider(PROVIDER), "http://127.0.0.1:9/v1/chat/completions")
+    finally:
+        await client.aclose()
+    assert "secretpass" not in str(refused.value)
+    [request] = proxy.requests  # the proxy got it, with its credentials
+    assert request.startswith(b"POST http://127.0.0.1:9/v1/chat/completions HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic dXNlcjpzZWNyZXRwYXNz\r\n" in request  # user:secretpass

@@ -192,6 +192,9 @@ class ProviderTransport:
                 f"The upstream answered with a redirect (HTTP {response.status}); the gateway does not follow "
                 "them: set the provider's base_url to the address it points to."
             )
+        if response.status == 407:  # only a proxy answers so (to a plain-http request through it)
+            response.close()
+            raise UpstreamUnreachable("The proxy refused the request (HTTP 407).")
         return HTTPResponse(response)
 
 
