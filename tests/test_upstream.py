@@ -468,3 +468,31 @@ async def test_a_proxy_that_refuses_its_credentials_is_unreachable_not_an_answer
     [request] = proxy.requests  # the proxy got it, with its credentials
     assert request.startswith(b"POST http://127.0.0.1:9/v1/chat/completions HTTP/1.1\r\n")
     assert b"Proxy-Authorization: Basic dXNlcjpzZWNyZXRwYXNz\r\n" in request  # user:secretpass
+
+
+async def test_a_pooled_connection_closed_at_the_next_request_is_retried_once_on_a_fresh_one(
+    raw_upstream, transport
+) -> None:
+    """The upstream reads the second request on a kept-alive connection and closes it unanswered:
+    the request is sent again, once, on a fresh connection, and its answer comes back."""
+    fake = await raw_upstream(lambda request: (b"", True) if len(fake.requests) == 2 else (ok(), False))
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert (fake.connections, len(fake.requests)) == (2, 3)
+
+
+async def test_a_retried_request_whose_fresh_connection_is_closed_too_is_an_error(raw_upstream, transport) -> None:
+    """The retry on a fresh connection is the last: closed unanswered as well, it is an error."""
+    fake = await raw_upstream(lambda request: (b"", True) if len(fake.requests) >= 2 else (ok(), False))
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    with pytest.raises(UpstreamProtocolError, match="closed the connection before answering"):
+        await post(transport, fake.url)
+    assert (fake.connections, len(fake.requests)) == (2, 3)
+
+
+async def test_a_fresh_connection_closed_before_the_answer_is_not_retried(raw_upstream, transport) -> None:
+    """A request on a new connection that the upstream closes unanswered is not sent again."""
+    fake = await raw_upstream(lambda request: (b"", True))
+    with pytest.raises(UpstreamProtocolError, match="closed the connection before answering"):
+        await post(transport, fake.url)
+    assert (fake.connections, len(fake.requests)) == (1, 1)
