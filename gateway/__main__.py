@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.check:
         print(describe(config))
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         return 0
     access_log = AccessLog(sys.stderr, args.log_format)
     return run(config, loader=functools.partial(load_config, args.config, overrides=overrides), access_log=access_log)
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_log: AccessLog) -> int:
     log = logging.getLogger("gateway")
     log.info("config %s: %d routes", config.source, len(config.routes), extra={"fields": {"config": config.source}})
+    for warning in config.warnings:
+        log.warning("%s", warning, extra={"fields": {"problem": warning}})
     for route in config.routes:
         log.info(
             "route %s -> %s",

@@ -166,3 +166,44 @@ def test_access_lines_are_written_while_running_not_only_at_exit(tmp_path: Path)
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
+
+
+UNVERIFIED = (
+    "providers: {lab: {kind: openai, base_url: 'https://127.0.0.1:9/v1', verify: false}, demo: {kind: mock}}\n"
+    "routes:\n  - {model: lab, provider: lab}\n  - {model: one, provider: demo}\n"
+)
+
+
+def test_check_prints_the_configs_warnings(tmp_path: Path) -> None:
+    """`--check` of a valid but risky config exits 0, prints the table, and a warning line
+    on stderr naming the key (providers.<name>.verify)."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(UNVERIFIED)
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--check", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lab -> lab model (as requested)" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"warning: {config}: providers.lab.verify: false: the upstream's TLS certificate is not verified"
+    ]
+
+
+def test_the_server_logs_the_configs_warnings_at_start(tmp_path: Path) -> None:
+    """A server started on a risky config says so in its log before it listens, not only on reload."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(UNVERIFIED)
+    seen: list[dict] = []
+    process, _ = start_gateway("--config", str(config), seen=seen)
+    try:
+        warnings = [entry for entry in seen if entry["level"] == "WARNING"]
+        assert [entry["message"] for entry in warnings] == [
+            f"{config}: providers.lab.verify: false: the upstream's TLS certificate is not verified"
+        ]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0

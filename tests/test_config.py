@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import trustme
 
-from gateway.config import ConfigError, Limits, load_config, parse_config
+from gateway.config import ConfigError, Limits, UpstreamConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,3 +211,73 @@ def test_built_in_default_without_a_file(tmp_path: Path) -> None:
     assert "demo -> demo" in result.stdout and "gpt-*" not in result.stdout
     with_key = gateway_cli("--check", cwd=tmp_path, env={"GATEWAY_CONFIG": "", "OPENAI_API_KEY": "sk-x"})
     assert "gpt-* -> openai" in with_key.stdout and "sk-x" not in with_key.stdout
+
+
+def test_upstream_settings_are_checked_with_their_key_paths() -> None:
+    """`upstream:` takes its five keys, each checked; a bad one is a problem naming upstream.<key>."""
+    base = {"providers": {"d": {"kind": "mock"}}, "routes": [{"model": "m", "provider": "d"}]}
+    config = parse({**base, "upstream": {"max_connections": 2, "trust_env": False, "dns_cache_ttl": 0}})
+    assert (config.upstream.max_connections, config.upstream.trust_env, config.upstream.dns_cache_ttl) == (2, False, 0)
+    assert parse(base).upstream == UpstreamConfig()
+    bad = {"max_connections": 0, "keepalive_timeout": -1, "trust_env": "yes", "colour": "blue"}
+    assert problems({**base, "upstream": bad}) == [
+        "gw.yaml: upstream.colour: unknown key (expected one of: max_connections, keepalive_timeout, "
+        "dns_cache_ttl, happy_eyeballs_delay, trust_env)",
+        "gw.yaml: upstream.max_connections: must be at least 1, got 0",
+        "gw.yaml: upstream.keepalive_timeout: must be more than 0 seconds, got -1",
+        "gw.yaml: upstream.trust_env: must be true or false, got 'yes'",
+    ]
+
+
+def test_provider_tls_files_are_loaded_at_load_and_a_bad_one_names_its_key(tmp_path: Path) -> None:
+    """ca_bundle, client_cert and client_key are loaded when the config is: a missing or unusable
+    file, or half of a client certificate, is a problem naming providers.<name>.<key>, never
+    quoting the file; a good set loads."""
+    authority = trustme.CA()
+    mine, other = authority.issue_cert("gateway@example.com"), authority.issue_cert("other@example.com")
+    ca, cert, key, other_key = (tmp_path / name for name in ("ca.pem", "client.pem", "client.key", "other.key"))
+    authority.cert_pem.write_to_path(str(ca))
+    mine.cert_chain_pems[0].write_to_path(str(cert))
+    mine.private_key_pem.write_to_path(str(key))
+    other.private_key_pem.write_to_path(str(other_key))
+
+    def provider(**tls: str) -> dict:
+        return {"kind": "openai", "base_url": "https://127.0.0.1:9/v1", **tls}
+
+    tree = {
+        "providers": {
+            "good": provider(ca_bundle=str(ca), client_cert=str(cert), client_key=str(key)),
+            "missing": provider(ca_bundle=str(tmp_path / "missing.pem")),
+            "not_a_ca": provider(ca_bundle=str(key)),
+            "cert_only": provider(client_cert=str(cert)),
+            "key_only": provider(client_key=str(key)),
+            "mismatch": provider(client_cert=str(cert), client_key=str(other_key)),
+        },
+        "routes": [{"model": "m", "provider": "good"}],
+    }
+    found = problems(tree)
+    assert found == [
+        f"gw.yaml: providers.missing.ca_bundle: cannot load CA certificates from '{tmp_path / 'missing.pem'}': "
+        "No such file or directory",
+        f"gw.yaml: providers.not_a_ca.ca_bundle: cannot load CA certificates from '{key}': NO_CERTIFICATE_OR_CRL_FOUND",
+        "gw.yaml: providers.cert_only.client_key: client_cert and client_key go together (mutual TLS)",
+        "gw.yaml: providers.key_only.client_cert: client_cert and client_key go together (mutual TLS)",
+        "gw.yaml: providers.mismatch.client_cert: cannot load the client certificate and key: KEY_VALUES_MISMATCH",
+    ]
+    assert not any("PRIVATE KEY" in problem or "BEGIN" in problem for problem in found)
+    good = parse({"providers": {"good": tree["providers"]["good"]}, "routes": tree["routes"]}).providers["good"]
+    assert (good.ca_bundle, good.client_cert, good.client_key, good.verify) == (str(ca), str(cert), str(key), True)
+    assert str(key) not in repr(good)  # the key's path stays out of reprs, as the api_key does
+
+
+def test_verify_false_loads_with_a_warning_naming_the_key() -> None:
+    """`verify: false` is valid, but the config's warnings name providers.<name>.verify."""
+    tree = {
+        "providers": {"lab": {"kind": "openai", "base_url": "https://10.0.0.5/v1", "verify": False}},
+        "routes": [{"model": "m", "provider": "lab"}],
+    }
+    config = parse(tree)
+    assert config.providers["lab"].verify is False
+    assert config.warnings == ("gw.yaml: providers.lab.verify: false: the upstream's TLS certificate is not verified",)
+    tree["providers"]["lab"]["verify"] = True
+    assert parse(tree).warnings == ()

@@ -440,3 +440,59 @@ async def test_a_connect_that_takes_too_long_is_a_connect_timeout(transport) -> 
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_proxy_that_refuses_its_credentials_is_unreachable_not_an_answer(
+    raw_upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain-http request through a proxy (HTTP_PROXY, trust_env on) that answers 407 is an
+    error that names the proxy, not the upstream's answer passed on to the client; the
+    proxy's password is in no message."""
+    proxy = await raw_upstream(
+        lambda request: (
+            b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="proxy"\r\n'
+            b"Content-Length: 0\r\n\r\n",
+            False,
+        )
+    )
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:secretpass@127.0.0.1:{proxy.port}")
+    client = UpstreamClient(UpstreamConfig())  # trust_env: reads HTTP_PROXY now
+    try:
+        with pytest.raises(UpstreamUnreachable, match=r"proxy refused .*\(HTTP 407\)") as refused:
+            await post(client.for_provider(PROVIDER), "http://127.0.0.1:9/v1/chat/completions")
+    finally:
+        await client.aclose()
+    assert "secretpass" not in str(refused.value)
+    [request] = proxy.requests  # the proxy got it, with its credentials
+    assert request.startswith(b"POST http://127.0.0.1:9/v1/chat/completions HTTP/1.1\r\n")
+    assert b"Proxy-Authorization: Basic dXNlcjpzZWNyZXRwYXNz\r\n" in request  # user:secretpass
+
+
+async def test_a_pooled_connection_closed_at_the_next_request_is_retried_once_on_a_fresh_one(
+    raw_upstream, transport
+) -> None:
+    """The upstream reads the second request on a kept-alive connection and closes it unanswered:
+    the request is sent again, once, on a fresh connection, and its answer comes back."""
+    fake = await raw_upstream(lambda request: (b"", True) if len(fake.requests) == 2 else (ok(), False))
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    assert (fake.connections, len(fake.requests)) == (2, 3)
+
+
+async def test_a_retried_request_whose_fresh_connection_is_closed_too_is_an_error(raw_upstream, transport) -> None:
+    """The retry on a fresh connection is the last: closed unanswered as well, it is an error."""
+    fake = await raw_upstream(lambda request: (b"", True) if len(fake.requests) >= 2 else (ok(), False))
+    assert await post(transport, fake.url) == (200, b'{"ok":true}')
+    with pytest.raises(UpstreamProtocolError, match="closed the connection before answering"):
+        await post(transport, fake.url)
+    assert (fake.connections, len(fake.requests)) == (2, 3)
+
+
+async def test_a_fresh_connection_closed_before_the_answer_is_not_retried(raw_upstream, transport) -> None:
+    """A request on a new connection that the upstream closes unanswered is not sent again."""
+    fake = await raw_upstream(lambda request: (b"", True))
+    with pytest.raises(UpstreamProtocolError, match="closed the connection before answering"):
+        await post(transport, fake.url)
+    assert (fake.connections, len(fake.requests)) == (1, 1)

@@ -120,8 +120,9 @@ class Destination:
     """An upstream URL taken apart once: where to send, and through which proxy."""
 
     url: URL
-    proxy: URL | None = None  # without its credentials, which go in proxy_headers
-    proxy_headers: Mapping[str, str] = field(default_factory=dict)
+    proxy: URL | None = None  # without its credentials, which go in proxy_headers or headers
+    proxy_headers: Mapping[str, str] = field(default_factory=dict)  # sent by aiohttp with an https CONNECT only
+    headers: Mapping[str, str] = field(default_factory=dict)  # added to a plain-http request: the proxy gets it whole
 
 
 def destination(url: str, proxies: Mapping[str, str]) -> Destination:
@@ -136,6 +137,8 @@ def destination(url: str, proxies: Mapping[str, str]) -> Destination:
         credentials = aiohttp.BasicAuth(proxy_url.user, proxy_url.password or "")
         headers["Proxy-Authorization"] = credentials.encode()
         proxy_url = proxy_url.with_user(None)
+    if target.scheme != "https":  # no tunnel: the credentials go with the request itself
+        return Destination(target, proxy_url, headers=headers)
     return Destination(target, proxy_url, headers)
 
 
@@ -163,6 +166,8 @@ class ProviderTransport:
             # the connect limit includes the wait for a free connection of the host's pool
             timeout = self._timeouts[connect_timeout] = aiohttp.ClientTimeout(total=None, connect=connect_timeout)
         headers = {**request.headers, **STREAM_HEADERS} if request.stream else request.headers
+        if where.headers:
+            headers = {**headers, **where.headers}
         with mapped_errors(connect_timeout):
             for last_try in (False, True):
                 REUSED.set(False)
@@ -187,6 +192,9 @@ class ProviderTransport:
                 f"The upstream answered with a redirect (HTTP {response.status}); the gateway does not follow "
                 "them: set the provider's base_url to the address it points to."
             )
+        if response.status == 407:  # only a proxy answers so (to a plain-http request through it)
+            response.close()
+            raise UpstreamUnreachable("The proxy refused the request (HTTP 407).")
         return HTTPResponse(response)
 
 
