@@ -5,26 +5,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 
 from aiohttp import web
 
 from .app import create_app
-from .config import GatewayConfig
+from .config import GatewayConfig, ServerConfig
 from .observability.logs import AccessLog
 from .runtime import ConfigLoader
+from .server.connections import ConnectionLimits, GatewayRunner
 from .server.keys import GATEWAY
-from .server.protocol import GatewayRunner
 from .stream.tokens import Tokenizers
 
 log = logging.getLogger("gateway")
 
+FILES_KEPT_FREE = 128  # descriptors left for upstream connections, logs and the config file
+
+
+def open_files_allowed() -> int:
+    """The process's limit on open files, raised to its hard limit first (as servers do at start)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
 
 async def start(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float = 30.0, reuse_port: bool = False
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float = 30.0,
+    reuse_port: bool = False,
+    server: ServerConfig | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Start serving; returns the runner and the port actually bound (port 0 picks a free one)."""
-    runner = GatewayRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    """Start serving; returns the runner and the port actually bound (port 0 picks a free one).
+
+    `server`'s keep-alive, request-head and connection limits apply (the defaults without it).
+    """
+    server = server or ServerConfig()
+    limits = ConnectionLimits(
+        # each client connection may need one to an upstream too
+        max_connections=min(server.max_connections, (open_files_allowed() - FILES_KEPT_FREE) // 2),
+        request_head_timeout=server.request_head_timeout,
+    )
+    runner = GatewayRunner(
+        app,
+        limits=limits,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=server.keepalive_timeout,
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
     await site.start()
@@ -49,6 +84,7 @@ async def serve(
         config.server.port,
         shutdown_timeout=config.server.shutdown_timeout,
         reuse_port=reuse_port,
+        server=config.server,
     )
     address = f"http://{config.server.host}:{port}"
     log.info("listening on %s", address, extra={"fields": {"address": address}})

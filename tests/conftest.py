@@ -161,7 +161,7 @@ async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactor
         else:
             config = parse_config(tree, source="test.yaml", env=env or {}, overrides={})
         app = create_app(config, tokenizers=tokenizers, loader=loader, clock=clock, rng=random.Random(seed))
-        runner, port = await start(app, "127.0.0.1", 0)
+        runner, port = await start(app, "127.0.0.1", 0, server=config.server)
         runners.append(runner)
         return Gateway(url=f"http://127.0.0.1:{port}", app=app)
 

@@ -181,6 +181,9 @@ class ConfigChecker:
                 "drain_delay",
                 "sse_keepalive",
                 "send_timeout",
+                "keepalive_timeout",
+                "request_head_timeout",
+                "max_connections",
             ),
         )
         defaults = ServerConfig()
@@ -204,6 +207,9 @@ class ConfigChecker:
             drain_delay=self.seconds(node, "drain_delay", "server", defaults.drain_delay, zero=True),
             sse_keepalive=self.seconds(node, "sse_keepalive", "server", defaults.sse_keepalive),
             send_timeout=self.seconds(node, "send_timeout", "server", defaults.send_timeout),
+            keepalive_timeout=self.seconds(node, "keepalive_timeout", "server", defaults.keepalive_timeout),
+            request_head_timeout=self.seconds(node, "request_head_timeout", "server", defaults.request_head_timeout),
+            max_connections=self.integer(node, "max_connections", "server", defaults.max_connections),
         )
 
     def workers(self, node: dict[str, Any]) -> int:

@@ -53,6 +53,9 @@ class ServerConfig:
     drain_delay: float = 0.0  # seconds still accepting after SIGTERM, /ready answering 503
     sse_keepalive: float = 15.0  # seconds between the `: ping` comments of a stream
     send_timeout: float = 120.0  # seconds a client may leave 64 KiB of a response unread before it is cut off
+    keepalive_timeout: float = 75.0  # seconds an idle client connection is kept between requests (as nginx)
+    request_head_timeout: float = 10.0  # seconds a new connection has to send a complete request head
+    max_connections: int = 10000  # client connections open at once; beyond: 503 (and no more than files allow)
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,8 +134,7 @@ def destination(url: str, proxies: Mapping[str, str]) -> Destination:
     proxy_url = URL(proxy if "://" in proxy else f"http://{proxy}")
     headers = {}
     if proxy_url.user is not None:
-        credentials = aiohttp.BasicAuth(proxy_url.user, proxy_url.password or "")
-        headers["Proxy-Authorization"] = credentials.encode()
+        headers["Proxy-Authorization"] = aiohttp.encode_basic_auth(proxy_url.user, proxy_url.password or "")
         proxy_url = proxy_url.with_user(None)
     if target.scheme != "https":  # no tunnel: the credentials go with the request itself
         return Destination(target, proxy_url, headers=headers)
