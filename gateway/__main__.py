@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import dataclasses
 import functools
 import logging
@@ -84,6 +86,7 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
                 "fields": {"route": route.model, "provider": route.provider, "upstream_model": route.upstream_model}
             },
         )
+    return_freed_memory()
     workers = config.server.workers
     metrics_dir = prepare_multiprocess_metrics() if workers > 1 else None  # before prometheus_client is imported
     tokenizers = Tokenizers.load(
@@ -102,6 +105,22 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
         )
     finally:
         holder.close()
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter (malloc.h)
+MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def return_freed_memory() -> None:
+    """Have glibc's malloc give blocks over 128 KiB their own mappings, always, so that freeing
+    one returns it to the system. By default the threshold rises with the largest block freed,
+    and a burst of large buffers (clients that stopped reading, long answers) then stays in the
+    heap after it is gone. Elsewhere than glibc this does nothing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def serve_until_stopped(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
-from fakes import sse_handler, text_stream
+from fakes import sse_bytes, sse_handler, text_stream
+from test_cli import sdk_client, start_gateway
 from test_limits_e2e import wait_for
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -59,6 +63,57 @@ async def test_every_stalled_client_is_cut_at_send_timeout_and_its_upstream_clos
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+def rss_mib(pid: int) -> float:
+    """A process's resident memory, MiB (/proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_stalled_clients_of_a_fast_upstream_give_their_memory_back(upstream: Upstream, tmp_path: Path) -> None:
+    """A gateway process whose twenty clients stop reading an 11 MB stream that the upstream sends
+    at once holds a bounded amount for them, and gives it back once they are cut off."""
+    payload = b"".join(sse_bytes(text_stream(["lorem ipsum dolor sit amet, " * 146] * 2700), done=False))
+
+    async def flood(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(payload)
+        await asyncio.sleep(3600)  # then silence, until the gateway hangs up
+        return response
+
+    upstream.handler = flood
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        orjson.dumps(
+            {
+                "server": {"send_timeout": 2},
+                "limits": {"max_tokens": 10_000_000},
+                "providers": {"up": {"kind": "openai", "base_url": f"{upstream.url}/v1"}},
+                "routes": [{"model": "test-model", "provider": "up"}],
+            }
+        ).decode()
+    )
+    process, url = start_gateway("--config", str(config))
+    try:
+        body = orjson.dumps({"model": "test-model", "messages": MESSAGES, "stream": True})
+        await asyncio.to_thread(sdk_client(url).models.list)  # warm: encodings, first imports
+        before = rss_mib(process.pid)
+        clients = [await stalled_client(url, body) for _ in range(20)]
+        await wait_for(lambda: len(upstream.requests) == 20, timeout=10)
+        during = rss_mib(process.pid)
+        await wait_for(lambda: len(upstream.disconnects) == 20, timeout=30)
+        for _, writer in clients:
+            writer.close()
+        after = rss_mib(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 15)
+    print(f"RSS before {before:.1f} MiB, during {during:.1f}, after {after:.1f}")
+    assert after - before < 40, (before, during, after)
 
 
 async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -191,6 +191,7 @@ async def serve(
         record.timing(clock)
         record.truncated = stream.limiter.truncated
         if stream.limiter.upstream_usage or stream.limiter.delivered:
+            await stream.limiter.usage_ready()
             record.usage(stream.limiter.usage())
 
 

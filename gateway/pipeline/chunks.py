@@ -16,6 +16,7 @@ from ..errors import UpstreamError, UpstreamProtocolError
 from ..providers import Provider, StreamTranslator
 from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE_DATA, EventTooLarge, SSEDecoder, SSEEvent, encode_events
+from ..stream.tokens import INLINE_CHARS
 from ..upstream.base import UpstreamResponse
 from .clock import Clock
 
@@ -44,7 +45,13 @@ async def stream_chunks(
             except EventTooLarge as exc:  # the whole events before it still go out, then the error
                 events, too_large = exc.complete, exc
             started = clock.last_chunk_at is not None
-            if translate_events(events, translator, limiter, out) or (started and events):
+            if sum(len(event.data) for event in events) > INLINE_CHARS:
+                # a long event is parsed and counted on a worker thread: the loop serves the others;
+                # the translator and limiter are this request's alone, and it waits for the thread
+                any_chunk = await asyncio.to_thread(translate_events, events, translator, limiter, out)
+            else:
+                any_chunk = translate_events(events, translator, limiter, out)
+            if any_chunk or (started and events):
                 # a chunk came; once started, any event is the upstream at work (pings, thinking)
                 clock.last_chunk_at = clock.now()
             if too_large is not None and not (translator.finished or limiter.done):
@@ -72,6 +79,7 @@ async def stream_chunks(
         if clock.first_token_at is None and limiter.delivered:
             clock.first_token_at = clock.upstream_done_at
         if include_usage:
+            await limiter.usage_ready()
             out.append(orjson.dumps(limiter.usage_chunk()))
         out.append(DONE_DATA)
         yield encode_events(out)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,11 +20,12 @@ import orjson
 from ..errors import UpstreamError, UpstreamTooLarge
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
-from ..stream.tokens import TokenCounter
+from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter
 from ..upstream.base import Transport, UpstreamResponse
 from .clock import Clock
 
 ERROR_BODY_BYTES = 64 * 1024  # of an error status's body: its message is all the gateway keeps
+INLINE_BYTES = INLINE_CHARS  # a longer completion is cut and counted on a worker thread
 
 
 def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> Awaitable[UpstreamResponse]:
@@ -91,9 +93,15 @@ async def complete(
         raise clock.timeout("total") from None
     clock.upstream_done_at = time.perf_counter()
     completion = provider.translate_response(payload)
-    truncated, changed = limit_completion(
-        completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens
+    limit = functools.partial(
+        limit_completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens
     )
+    if len(payload) > INLINE_BYTES:  # a long answer is counted on a worker thread, not on the event loop
+        if isinstance(prompt_tokens, PromptTokens):
+            await prompt_tokens.ready()
+        truncated, changed = await asyncio.to_thread(limit, completion)
+    else:
+        truncated, changed = limit(completion)
     body = payload if provider.native_responses and not changed else orjson.dumps(completion)
     return Completed(body=body, usage=completion.get("usage"), truncated=truncated)
 

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .tokens import TokenCounter
+from .tokens import PromptTokens, TokenCounter, tail_start
 
 TEXT_FIELDS = ("content", "refusal")
 OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still change
+PENDING_BYTES = 16 * 1024  # deltas left uncounted at most, per choice: they are counted once past it
 UNLIMITED = 1 << 62
 
 
@@ -48,16 +49,17 @@ class TextCount:
         Returns the part of `delta` accepted and whether it had to be cut.
         """
         text = self.open + delta
-        open_tokens = counter.count(text)
-        if self.committed + open_tokens > allowance:
+        if allowance < UNLIMITED:  # the cut first: its work ends where the allowance does
             kept = counter.prefix(text, allowance - self.committed)
-            accepted = kept[len(self.open) :] if kept.startswith(self.open) else ""
-            self._set_open(self.open + accepted)
-            self.total = self.committed + counter.count(self.open)
-            return accepted, True
-        self.total = self.committed + open_tokens
-        pieces = counter.pieces(text)
-        if len(pieces) > OPEN_PIECES:
+            if len(kept) < len(text):
+                accepted = kept[len(self.open) :] if kept.startswith(self.open) else ""
+                self._set_open(self.open + accepted)
+                self.total = self.committed + counter.count(self.open)
+                return accepted, True
+        self.total = self.committed + counter.count(text)
+        start = tail_start(text)  # only the end of a long text is split into pieces
+        pieces = counter.pieces(text[start:])
+        if len(pieces) > OPEN_PIECES or start:
             tail = "".join(pieces[-OPEN_PIECES:])
             self._set_open(tail)
             self.committed = self.total - counter.count(tail)
@@ -83,7 +85,7 @@ class ChoiceBudget:
     bound: limit - used - slack - the pending deltas' bytes.
     """
 
-    __slots__ = ("cut", "finished", "limit", "pending", "room", "texts", "used")
+    __slots__ = ("cut", "finished", "limit", "pending", "pending_bytes", "room", "texts", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -93,6 +95,7 @@ class ChoiceBudget:
         self.cut = False
         self.finished = False
         self.pending: list[tuple[Any, str]] = []  # (text key, delta) not counted yet, in order
+        self.pending_bytes = 0
 
     def take(self, key: Any, delta: str, counter: TokenCounter) -> str:
         """The part of `delta` (appended to the text `key`) that stays within the limit."""
@@ -100,6 +103,9 @@ class ChoiceBudget:
         if size <= self.room:
             self.room -= size
             self.pending.append((key, delta))
+            self.pending_bytes += size
+            if self.pending_bytes > PENDING_BYTES:  # count as it comes: memory and each count stay bounded
+                self.settle(counter)
             return delta
         self.settle(counter)
         text = self.texts.get(key)
@@ -124,6 +130,7 @@ class ChoiceBudget:
         for key, delta in self.pending:
             grouped.setdefault(key, []).append(delta)
         self.pending.clear()
+        self.pending_bytes = 0
         for key, parts in grouped.items():
             text = self.texts.get(key)
             if text is None:
@@ -257,6 +264,12 @@ class StreamLimiter:
             self._finished += 1
             self.done = self.truncated and self.all_finished
         return True
+
+    async def usage_ready(self) -> None:
+        """Count what usage() will need that could be long (the prompt) on a worker thread, so
+        that usage() never holds the event loop up."""
+        if (self.upstream_usage is None or self.truncated) and isinstance(self._prompt_tokens, PromptTokens):
+            await self._prompt_tokens.ready()
 
     def usage(self) -> dict[str, Any]:
         """The upstream's figures when it sent them and nothing was cut, else the gateway's own."""

@@ -9,6 +9,7 @@ an `ApproximateCounter` stands in, so that a request never fails for want of one
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import functools
 import logging
@@ -39,7 +40,18 @@ class TokenCounter(Protocol):
     def prefix(self, text: str, tokens: int) -> str: ...
 
 
+LONG_PIECE = 2048  # characters: a run without (or of only) white space longer than this is counted in slices
+SLICE = 65536  # characters tiktoken is given at once when counting a long text (each slice holds the GIL)
+INLINE_CHARS = 65536  # longer texts are counted on a worker thread, not on the event loop
+SPACE_AFTER_TEXT = re.compile(r"(?<=\S)\s")  # a place where a pre-tokenizer piece always ends
+
+
 class TiktokenCounter:
+    """Exact counts, except inside runs longer than LONG_PIECE characters with no white space
+    (base64, a repeated character), which are counted in slices of LONG_PIECE: tiktoken's work on
+    one piece grows faster than its length (a 10 MB piece took seconds), so a slice boundary may
+    add a token where BPE would have merged across it; counts there are never below the exact."""
+
     def __init__(self, encoding: tiktoken.Encoding) -> None:
         self.name = encoding.name
         self._encoding = encoding
@@ -47,15 +59,108 @@ class TiktokenCounter:
         self._split = regex.compile(encoding._pat_str).findall
 
     def count(self, text: str) -> int:
-        return len(self._encode(text))
+        if len(text) <= LONG_PIECE or (len(text) <= SLICE and not long_runs(text)):
+            return len(self._encode(text))
+        return sum(len(self._encode(part)) for part in sliced(text))
 
     def pieces(self, text: str) -> list[str]:
-        return self._split(text)
+        runs = long_runs(text) if len(text) > LONG_PIECE else []
+        if not runs:
+            return self._split(text)
+        pieces: list[str] = []
+        last = 0
+        for start, end in runs:
+            pieces.extend(self._split(text[last:start]))
+            pieces.extend(text[at : min(at + LONG_PIECE, end)] for at in range(start, end, LONG_PIECE))
+            last = end
+        pieces.extend(self._split(text[last:]))
+        return pieces
 
     def prefix(self, text: str, tokens: int) -> str:
-        """The text of its first `tokens` tokens; a character split by the cut is dropped."""
+        """The text of its first `tokens` tokens; a character split by the cut is dropped.
+        The work is bounded by what the cut needs: slices past it are not counted."""
+        if len(text) <= LONG_PIECE or (len(text) <= SLICE and not long_runs(text)):
+            return self._prefix(text, tokens)
+        kept: list[str] = []
+        for part in sliced(text):
+            count = len(self._encode(part))
+            if count > tokens:
+                kept.append(self._prefix(part, tokens))
+                break
+            kept.append(part)
+            tokens -= count
+        return "".join(kept)
+
+    def _prefix(self, text: str, tokens: int) -> str:
         ids = self._encode(text)[: max(tokens, 0)]
         return self._encoding.decode_bytes(ids).decode("utf-8", errors="ignore")
+
+
+def sliced(text: str) -> list[str]:
+    """`text` in parts that count to the same as the whole: long runs in LONG_PIECE slices (the
+    one approximation), and what lies between them cut where a piece ends, every SLICE characters."""
+    parts: list[str] = []
+    last = 0
+    for start, end in long_runs(text):
+        if start > last:
+            parts.extend(at_piece_ends(text[last:start]))
+        parts.extend(text[at : min(at + LONG_PIECE, end)] for at in range(start, end, LONG_PIECE))
+        last = end
+    if last < len(text):
+        parts.extend(at_piece_ends(text[last:]))
+    return parts
+
+
+WORD_RUN, SPACE_RUN = re.compile(r"\S*"), re.compile(r"\s*")
+
+
+def long_runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every run of non-white-space, or of white space, longer than LONG_PIECE.
+
+    Such a run covers one of the positions LONG_PIECE, 2 x LONG_PIECE, ...: only those are
+    looked at, each run measured from there, so the work is one short match per LONG_PIECE
+    characters (a regular expression for long runs tries every position: slow on megabytes).
+    """
+    runs: list[tuple[int, int]] = []
+    covered = 0
+    for position in range(LONG_PIECE, len(text), LONG_PIECE):
+        if position < covered:
+            continue
+        run = SPACE_RUN if text[position].isspace() else WORD_RUN
+        end = run.match(text, position).end()  # type: ignore[union-attr]
+        # backwards, read in reverse: the run does not reach past the last position looked at,
+        # or that one would have covered this one
+        start = position - run.match(text[position - LONG_PIECE : position][::-1]).end()  # type: ignore[union-attr]
+        if end - start > LONG_PIECE:
+            runs.append((start, end))
+            covered = end
+    return runs
+
+
+TAIL_CHARS = 4 * LONG_PIECE  # how much of a long text's end tail_start() looks at
+
+
+def tail_start(text: str) -> int:
+    """Where a piece ends within the last TAIL_CHARS characters of `text` (0 when none is found
+    there): splitting only what follows into pieces finds the same last pieces as splitting it all."""
+    if len(text) <= TAIL_CHARS:
+        return 0
+    found = SPACE_AFTER_TEXT.search(text, len(text) - TAIL_CHARS)
+    return found.start() if found else 0
+
+
+def at_piece_ends(text: str) -> list[str]:
+    """`text` cut into parts of about SLICE characters, each cut before white space that follows text."""
+    parts: list[str] = []
+    start = 0
+    while len(text) - start > SLICE:
+        cut = SPACE_AFTER_TEXT.search(text, start + SLICE)
+        if cut is None:
+            break
+        parts.append(text[start : cut.start()])
+        start = cut.start()
+    parts.append(text[start:])
+    return parts
 
 
 class ApproximateCounter:
@@ -173,7 +278,11 @@ def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
 
 class PromptTokens:
     """A request's prompt tokens, counted when first asked for and then kept (a stream's
-    usage chunk and its metrics may both ask; an upstream that reports usage spares it)."""
+    usage chunk and its metrics may both ask; an upstream that reports usage spares it).
+
+    `await ready()` before a count may be needed counts a long prompt on a worker thread,
+    so that calling it then never holds the event loop up.
+    """
 
     __slots__ = ("_count", "_counter", "_messages")
 
@@ -186,6 +295,18 @@ class PromptTokens:
         if self._count is None:
             self._count = count_prompt_tokens(self._messages, self._counter)
         return self._count
+
+    async def ready(self) -> None:
+        if self._count is None:
+            if prompt_chars(self._messages) > INLINE_CHARS:
+                self._count = await asyncio.to_thread(count_prompt_tokens, self._messages, self._counter)
+            else:
+                self()
+
+
+def prompt_chars(messages: list[Any]) -> int:
+    """The characters of text in chat messages (the cost of counting them)."""
+    return sum(len(text) for message in messages if isinstance(message, dict) for text in _texts(message))
 
 
 @functools.lru_cache(maxsize=64)

@@ -18,7 +18,7 @@ import orjson
 
 from ..config import ProviderConfig
 from ..stream.sse import DONE, encode_json
-from ..stream.tokens import TokenCounter, Tokenizers, count_prompt_tokens
+from ..stream.tokens import PromptTokens, TokenCounter, Tokenizers
 from .base import UpstreamRequest
 
 REPLY = (
@@ -42,7 +42,9 @@ class MockTransport:
         reply = self._replies.get(counter.name)
         if reply is None:
             reply = self._replies[counter.name] = reply_tokens(counter, REPLY)
-        return MockResponse(body, counter, reply, self._interval)
+        prompt = PromptTokens(body.get("messages") or [], counter)
+        await prompt.ready()  # a long prompt is counted on a worker thread
+        return MockResponse(body, prompt(), reply, self._interval)
 
     async def aclose(self) -> None:
         return None
@@ -51,14 +53,14 @@ class MockTransport:
 class MockResponse:
     status = 200
 
-    def __init__(self, body: dict[str, Any], counter: TokenCounter, pieces: list[str], interval: float) -> None:
+    def __init__(self, body: dict[str, Any], prompt_tokens: int, pieces: list[str], interval: float) -> None:
         self._body = body
         self._interval = interval
         self._model = str(body.get("model") or "mock")
         limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(pieces)
         self._finish_reason = "length" if len(pieces) > limit else "stop"
         self._tokens = pieces[:limit]
-        self._prompt_tokens = count_prompt_tokens(body.get("messages") or [], counter)
+        self._prompt_tokens = prompt_tokens
         self._choices = int(body.get("n") or 1)
         self._streaming = bool(body.get("stream"))
         self._position = 0  # the next event of the stream
