@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..config import ServerConfig
-from ..errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError
+from ..errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
 from ..observability.record import RequestRecord, finish, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
@@ -116,7 +116,7 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
             response = await serve(request, endpoint, gateway, snapshot, record, arrived)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
-            exc.headers.update({"x-should-retry": "false", "x-gateway-attempts": str(exhausted.attempts)})
+            exc.headers.update(retry_advice(exhausted))
             record.fail(exc)
             response = error_response(exc)
         except GatewayError as exc:
@@ -136,6 +136,21 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         raise
     finally:
         finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+
+
+def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
+    """The headers that tell a client (the OpenAI SDK) whether to retry a failed request.
+
+    When the gateway has retried or fallen back, `x-should-retry: false`: the SDK's own
+    retries would multiply the gateway's. After one attempt the request was tried no more
+    than a client would try the upstream itself, so the upstream's own hints go on.
+    """
+    advice = {"x-gateway-attempts": str(exhausted.attempts)}
+    if exhausted.attempts > 1:
+        advice["x-should-retry"] = "false"
+    elif isinstance(exhausted.error, UpstreamStatusError):
+        advice.update(exhausted.error.retry_hints)
+    return advice
 
 
 async def serve(
