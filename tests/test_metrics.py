@@ -123,8 +123,9 @@ async def test_metrics_show_the_traffic(trafficked: Gateway) -> None:
     assert value(found, "gateway_client_disconnects_total", route="test-model") == 1
     assert value(found, "gateway_inflight_requests", route="test-model") == 0
     assert value(found, "gateway_build_info", version=__version__) == 1
-    # the whole stream, the cut one, the one that timed out after "a"; the client that left saw no content
-    assert value(found, "gateway_time_to_first_token_seconds_count", route="test-model", provider="up") == 3
+    # the whole stream, the cut one, the one that timed out after "a", and the client that left after its
+    # first event, which holds the role chunk and the first word together
+    assert value(found, "gateway_time_to_first_token_seconds_count", route="test-model", provider="up") == 4
     assert value(found, "gateway_request_duration_seconds_count", route="test-model", provider="up", stream="true") == 5
     assert value(found, "gateway_overhead_seconds_count", route="test-model", provider="up") == 3
     assert not any(("route", "no-such-model") in labels for _, labels in found)

@@ -103,6 +103,46 @@ async def test_failures_before_the_first_chunk_move_on_to_the_next_target(
     assert (await collect(raw.parse()))[0][0] == "from b" and raw.headers["x-gateway-attempts"] == "2"
 
 
+ROLE_CHUNK = text_stream([])[0]  # {"role": "assistant", "content": ""}, before any content
+
+
+@pytest.mark.parametrize("failure", ["error-event", "dropped", "idle"])
+async def test_failures_after_the_role_chunk_but_before_content_move_on_and_count_towards_cooldown(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory, failure: str
+) -> None:
+    """Nothing has gone to the client until content comes: the attempt failed like any other."""
+    upstream.handler = {
+        "error-event": sse_handler(
+            [ROLE_CHUNK, {"error": {"message": "overloaded", "type": "server_error", "status": 503}}], done=False
+        ),
+        "dropped": sse_handler([ROLE_CHUNK], done=False),
+        "idle": sse_handler([ROLE_CHUNK], done=False, hang_after=True),
+    }[failure]
+    second.handler = sse_handler(text_stream(["from", " b"]))
+    tree = two_targets(upstream.url, second.url, cooldown={"failures": 1, "seconds": 30})
+    tree["limits"] = {"idle_timeout": 0.2}
+    gateway = await gateway_factory(tree, clock=FakeClock())
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="smart", messages=MESSAGES, stream=True
+    )
+    assert raw.headers["x-gateway-provider"] == "b" and raw.headers["x-gateway-attempts"] == "2"
+    texts, finishes, _ = await collect(raw.parse())
+    assert texts[0] == "from b" and finishes[0] == "stop"
+    assert (await upstream_states(gateway))["a"]["state"] == "cooling"
+
+
+async def test_a_role_chunk_then_a_slow_first_token_is_not_a_first_token_timeout(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
+    """first_token_timeout is the wait for any upstream chunk; after the role chunk, idle_timeout holds."""
+    upstream.handler = sse_handler(text_stream(["late"]), done=False, delay=0.3)
+    gateway = await gateway_factory(one_route(upstream.url, first_token_timeout=0.2, idle_timeout=1))
+    texts, finishes, _ = await collect(
+        await gateway.client().chat.completions.create(model="one", messages=MESSAGES, stream=True)
+    )
+    assert texts[0] == "late" and finishes[0] == "stop" and len(upstream.requests) == 1
+
+
 async def test_429_with_retry_after_is_honoured_on_the_same_target(
     upstream: Upstream, gateway_factory: GatewayFactory
 ) -> None:

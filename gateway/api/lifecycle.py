@@ -50,7 +50,8 @@ class RoutedRequest(Protocol):
 
 @dataclass(slots=True)
 class StreamStart:
-    """A stream whose first chunk has arrived: from here on it belongs to the client."""
+    """A stream whose answer has begun (`first` holds its first chunk of content, refusal,
+    tool call or finish reason, after any held back): from here on it belongs to the client."""
 
     upstream: UpstreamResponse
     limiter: StreamLimiter
@@ -85,8 +86,8 @@ class Endpoint(Protocol):
         ...
 
     async def attempt(self, exchange: Exchange, request: Any, planned: Attempt) -> Reply:
-        """One attempt at `planned`'s target: a whole answer, or a stream whose first chunk
-        has arrived. Raises UpstreamError when the attempt failed (dispatch decides what next)."""
+        """One attempt at `planned`'s target: a whole answer, or a stream whose answer has
+        begun. Raises UpstreamError when the attempt failed (dispatch decides what next)."""
         ...
 
 
