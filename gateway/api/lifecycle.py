@@ -36,6 +36,7 @@ from .parsing import parse_body
 
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
+INTERNAL_ERROR = 500
 
 
 class RoutedRequest(Protocol):
@@ -134,6 +135,10 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     except asyncio.CancelledError:
         record.disconnected = True
         record.status = record.status or CLIENT_CLOSED_REQUEST
+        raise
+    except Exception:  # a bug: the errors middleware answers 500, or the stream it broke off ends
+        record.status = record.status or INTERNAL_ERROR
+        record.error = record.error or "internal_error"
         raise
     finally:
         finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
