@@ -133,6 +133,7 @@ class UpstreamStatusError(UpstreamError):
         self.status = status
         self.type = type or openai_error_type(status)
         self.retry_after: float | None = None  # seconds, from the upstream's retry-after
+        self.retry_hints: dict[str, str] = {}  # its retry-after, retry-after-ms and x-should-retry, to pass on
 
 
 def openai_error_type(status: int) -> str:

@@ -387,6 +387,30 @@ async def test_an_error_event_mid_stream(upstream: Upstream, claude: Gateway) ->
     assert raised.value.message == "Overloaded" and raised.value.code == "overloaded_error"
 
 
+async def test_overloaded_after_message_start_is_retried(upstream: Upstream, gateway_factory: GatewayFactory) -> None:
+    """message_start (a role chunk), a ping, then overloaded_error: no content went out, so it is retried."""
+    overloaded = stream_handler(
+        [message_start(), {"type": "ping"}, {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}]
+    )
+    answers = [overloaded, stream_handler(text_stream(["Sunny."]))]
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await answers.pop(0)(request)
+
+    upstream.handler = handle
+    gateway = await gateway_factory(
+        {
+            "providers": {"claude": {"kind": "anthropic", "base_url": upstream.url, "api_key": API_KEY}},
+            "routes": [{"model": "claude", "provider": "claude", "upstream_model": MODEL, "retries": 1}],
+        }
+    )
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="claude", messages=MESSAGES, stream=True
+    )
+    assert raw.headers["x-gateway-attempts"] == "2"
+    assert (await collect(raw.parse()))[:2] == ("Sunny.", "stop")
+
+
 async def test_pings_and_thinking_keep_a_long_quiet_stream_alive(
     upstream: Upstream, gateway_factory: GatewayFactory
 ) -> None:

@@ -408,8 +408,10 @@ async def test_a_429_is_a_rate_limit_error(upstream: Upstream, azure_gateway: Ga
         await azure_gateway.client().chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
     error = raised.value
     assert error.status_code == 429 and error.body["message"] == RATE_LIMITED
-    assert error.response.headers["x-should-retry"] == "false"
     assert len(upstream.requests) == 1  # the route has one target and no retries
+    # so the gateway passes Azure's hints on for the SDK to follow, and does not forbid its retry
+    assert error.response.headers["retry-after-ms"] == "2000" and error.response.headers["retry-after"] == "2"
+    assert "x-should-retry" not in error.response.headers
     assert_no_key(error)
 
 

@@ -39,6 +39,8 @@ HISTOGRAMS = {
 # bare histogram name would select nothing and is not accepted here.
 ALLOWED_METRICS = PLAIN_METRICS | {h + suffix for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count")}
 METRIC_RE = re.compile(r"gateway_[a-z_]+")
+# The requests that failed: a 5xx status, or a 200 stream broken off after its start.
+FAILED = 'outcome=~"error|broken"'
 
 PROMTOOL_TIMEOUT = 30
 
@@ -116,6 +118,8 @@ def test_rules_structure_and_metric_names():
         assert rule["annotations"].get("summary"), rule["alert"]
         assert rule["annotations"].get("description"), rule["alert"]
         assert not _unknown_metrics(rule["expr"]), (rule["alert"], _unknown_metrics(rule["expr"]))
+    error_rate = next(rule for rule in rules if rule["alert"] == "GatewayHighErrorRate")
+    assert FAILED in error_rate["expr"] and "code=" not in error_rate["expr"]
 
 
 # ------------------------------------------------------------ dashboard
@@ -174,7 +178,7 @@ def test_dashboard_panels_cover_the_issue():
         for histogram in ("gateway_request_duration_seconds", "gateway_time_to_first_token_seconds"):
             pattern = re.compile(rf"^histogram_quantile\({re.escape(q)}, .*\b{histogram}_bucket\b")
             assert any(pattern.search(expr) for expr in exprs), (q, histogram)
-    assert any('code=~"5.."' in expr for expr in exprs)
+    assert any(FAILED in expr for expr in exprs)  # the error share counts streams broken after their start
     assert any('code=~"4.."' in expr for expr in exprs)
 
 

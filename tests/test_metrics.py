@@ -19,6 +19,7 @@ from test_limits_e2e import WORDS, collect, wait_for
 
 from gateway import __version__
 from gateway.observability.logs import AccessLog
+from gateway.observability.record import OUTCOMES
 from gateway.server.keys import GATEWAY
 
 MESSAGES = [{"role": "user", "content": "a secret message body"}]
@@ -96,22 +97,20 @@ async def test_metrics_show_the_traffic(trafficked: Gateway) -> None:
     found = samples(await fetch_metrics(trafficked))
     requests = {key: v for key, v in found.items() if key[0] == "gateway_requests_total"}
     expected = {
-        ("test-model", "up", "200", "false"): 1,
-        (
-            "test-model",
-            "up",
-            "200",
-            "true",
-        ): 4,  # a whole stream, a cut one, an idle timeout after the start, a client gone
-        ("test-model", "up", "500", "false"): 1,
-        ("test-model", "up", "504", "true"): 1,
-        ("unknown", "none", "404", "false"): 3,  # three made-up model names, one series
+        ("test-model", "up", "200", "false", "ok"): 1,
+        ("test-model", "up", "200", "true", "ok"): 2,  # a whole stream, and one cut to max_tokens
+        ("test-model", "up", "200", "true", "broken"): 1,  # an idle timeout after the start
+        ("test-model", "up", "200", "true", "client_gone"): 1,
+        ("test-model", "up", "500", "false", "error"): 1,
+        ("test-model", "up", "504", "true", "error"): 1,
+        ("unknown", "none", "404", "false", "rejected"): 3,  # three made-up model names, one series
     }
     got = {
-        tuple(dict(labels)[k] for k in ("route", "provider", "code", "stream")): v
+        tuple(dict(labels)[k] for k in ("route", "provider", "code", "stream", "outcome")): v
         for (_, labels), v in requests.items()
     }
     assert got == expected
+    assert {key[4] for key in got} <= set(OUTCOMES)  # the label's values are the gateway's own few
     assert value(found, "gateway_tokens_total", route="test-model", provider="up", type="prompt") >= 10 + 11
     # 2 (upstream's count) + 3 (cut) + what the idle and disconnected streams delivered
     assert value(found, "gateway_tokens_total", route="test-model", provider="up", type="completion") >= 2 + 2 + 3
@@ -123,11 +122,85 @@ async def test_metrics_show_the_traffic(trafficked: Gateway) -> None:
     assert value(found, "gateway_client_disconnects_total", route="test-model") == 1
     assert value(found, "gateway_inflight_requests", route="test-model") == 0
     assert value(found, "gateway_build_info", version=__version__) == 1
-    # the whole stream, the cut one, the one that timed out after "a"; the client that left saw no content
-    assert value(found, "gateway_time_to_first_token_seconds_count", route="test-model", provider="up") == 3
+    # the whole stream, the cut one, the one that timed out after "a", and the client that left after its
+    # first event, which holds the role chunk and the first word together
+    assert value(found, "gateway_time_to_first_token_seconds_count", route="test-model", provider="up") == 4
     assert value(found, "gateway_request_duration_seconds_count", route="test-model", provider="up", stream="true") == 5
     assert value(found, "gateway_overhead_seconds_count", route="test-model", provider="up") == 3
     assert not any(("route", "no-such-model") in labels for _, labels in found)
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        ("idle", "idle_timeout"),
+        ("error-event", "server_error"),
+        ("dropped", "upstream_protocol_error"),
+        ("total", "timeout"),
+    ],
+)
+async def test_a_stream_that_breaks_after_its_start_is_counted_as_broken_not_ok(
+    upstream: Upstream, gateway_factory: GatewayFactory, caplog: pytest.LogCaptureFixture, failure: str, error: str
+) -> None:
+    """Its status was 200, and stays so; its outcome is what its user saw: a stream broken off."""
+    started = text_stream(["Hel", "lo"])[:2]
+    upstream.handler = {
+        "idle": sse_handler(started, done=False, hang_after=True),
+        "error-event": sse_handler([*started, {"error": {"message": "overloaded", "type": "server_error"}}]),
+        "dropped": sse_handler(started, done=False),
+        "total": sse_handler(text_stream(["Hel", "lo"] * 50), delay=0.05),
+    }[failure]
+    gateway = await gateway_factory(openai_route_config(upstream.url, limits={"idle_timeout": 0.2, "timeout": 0.4}))
+    caplog.set_level(logging.INFO, logger="gateway.access")
+    with pytest.raises(openai.APIError):
+        await collect(
+            await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
+        )
+    found = samples_now(gateway)
+    labels = {"route": "test-model", "provider": "up", "stream": "true"}
+    assert value(found, "gateway_requests_total", **labels, code="200", outcome="broken") == 1
+    assert value(found, "gateway_requests_total", **labels, code="200", outcome="ok") == 0
+    [line] = [r.fields for r in caplog.records if r.name == "gateway.access"]
+    assert (line["status"], line["outcome"], line["error"]) == (200, "broken", error)
+
+
+async def test_a_gateway_bug_is_counted_as_an_error(
+    routed: Gateway, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("gateway.api.chat.parse_chat_request", broken)
+    with pytest.raises(openai.InternalServerError):
+        await routed.client().chat.completions.create(model="test-model", messages=MESSAGES)
+    requests = {
+        (dict(labels)["code"], dict(labels).get("outcome")): v
+        for (name, labels), v in samples_now(routed).items()
+        if name == "gateway_requests_total"
+    }
+    assert requests == {("500", "error"): 1}
+
+
+async def test_a_gateway_bug_mid_stream_is_counted_as_broken(
+    upstream: Upstream, routed: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.stream.limiter import StreamLimiter
+
+    limit, calls = StreamLimiter.limit, []
+
+    def buggy(self: StreamLimiter, chunk: dict) -> dict | None:
+        calls.append(chunk)
+        if len(calls) == 3:  # after the role chunk and the first word went out
+            raise RuntimeError("a bug")
+        return limit(self, chunk)
+
+    monkeypatch.setattr(StreamLimiter, "limit", buggy)
+    upstream.handler = sse_handler(text_stream(["a", "b", "c"]), delay=0.05)
+    with pytest.raises(openai.APIConnectionError):
+        await collect(await routed.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True))
+    found = samples_now(routed)
+    labels = {"route": "test-model", "provider": "up", "stream": "true", "code": "200"}
+    assert value(found, "gateway_requests_total", **labels, outcome="broken") == 1
 
 
 async def test_promtool_accepts_the_metrics(trafficked: Gateway, tmp_path: Path) -> None:
@@ -164,6 +237,7 @@ async def test_a_real_prometheus_scrapes_the_gateway(trafficked: Gateway, tmp_pa
             ("code", "200"),
             ("instance", target),
             ("job", "gateway"),
+            ("outcome", "ok"),
             ("provider", "up"),
             ("route", "test-model"),
             ("stream", "false"),
@@ -227,6 +301,7 @@ async def test_one_json_log_line_per_request_without_secrets(
             "completion_tokens",
             "truncated",
             "error",
+            "outcome",
             "client",
         )
     } == {
@@ -242,6 +317,7 @@ async def test_one_json_log_line_per_request_without_secrets(
         "completion_tokens": 2,
         "truncated": False,
         "error": None,
+        "outcome": "ok",
         "client": "127.0.0.1",
     }
     assert entry["duration_ms"] > 0 and entry["ttft_ms"] > 0 and entry["time"].endswith("Z")

@@ -103,6 +103,46 @@ async def test_failures_before_the_first_chunk_move_on_to_the_next_target(
     assert (await collect(raw.parse()))[0][0] == "from b" and raw.headers["x-gateway-attempts"] == "2"
 
 
+ROLE_CHUNK = text_stream([])[0]  # {"role": "assistant", "content": ""}, before any content
+
+
+@pytest.mark.parametrize("failure", ["error-event", "dropped", "idle"])
+async def test_failures_after_the_role_chunk_but_before_content_move_on_and_count_towards_cooldown(
+    upstream: Upstream, second: Upstream, gateway_factory: GatewayFactory, failure: str
+) -> None:
+    """Nothing has gone to the client until content comes: the attempt failed like any other."""
+    upstream.handler = {
+        "error-event": sse_handler(
+            [ROLE_CHUNK, {"error": {"message": "overloaded", "type": "server_error", "status": 503}}], done=False
+        ),
+        "dropped": sse_handler([ROLE_CHUNK], done=False),
+        "idle": sse_handler([ROLE_CHUNK], done=False, hang_after=True),
+    }[failure]
+    second.handler = sse_handler(text_stream(["from", " b"]))
+    tree = two_targets(upstream.url, second.url, cooldown={"failures": 1, "seconds": 30})
+    tree["limits"] = {"idle_timeout": 0.2}
+    gateway = await gateway_factory(tree, clock=FakeClock())
+    raw = await gateway.client().chat.completions.with_raw_response.create(
+        model="smart", messages=MESSAGES, stream=True
+    )
+    assert raw.headers["x-gateway-provider"] == "b" and raw.headers["x-gateway-attempts"] == "2"
+    texts, finishes, _ = await collect(raw.parse())
+    assert texts[0] == "from b" and finishes[0] == "stop"
+    assert (await upstream_states(gateway))["a"]["state"] == "cooling"
+
+
+async def test_a_role_chunk_then_a_slow_first_token_is_not_a_first_token_timeout(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
+    """first_token_timeout is the wait for any upstream chunk; after the role chunk, idle_timeout holds."""
+    upstream.handler = sse_handler(text_stream(["late"]), done=False, delay=0.3)
+    gateway = await gateway_factory(one_route(upstream.url, first_token_timeout=0.2, idle_timeout=1))
+    texts, finishes, _ = await collect(
+        await gateway.client().chat.completions.create(model="one", messages=MESSAGES, stream=True)
+    )
+    assert texts[0] == "late" and finishes[0] == "stop" and len(upstream.requests) == 1
+
+
 async def test_429_with_retry_after_is_honoured_on_the_same_target(
     upstream: Upstream, gateway_factory: GatewayFactory
 ) -> None:
@@ -137,6 +177,72 @@ async def test_spent_retries_tell_the_sdk_not_to_retry(
     assert raised.value.response.headers["x-should-retry"] == "false"
     assert raised.value.response.headers["x-gateway-attempts"] == "3"
     assert len(upstream.requests) + len(second.requests) == 3  # the SDK did not multiply them
+
+
+def one_route(url: str, **route: object) -> dict:
+    return {"providers": {"a": provider(url)}, "routes": [{"model": "one", "provider": "a", **route}]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("status", "hints"), [(429, {"retry-after-ms": "20", "retry-after": "1"}), (503, {"retry-after-ms": "20"})]
+)
+async def test_a_one_off_failure_through_a_route_without_retries_is_survived_by_the_sdks_own_retry(
+    upstream: Upstream, gateway_factory: GatewayFactory, status: int, hints: dict, stream: bool
+) -> None:
+    """The gateway made one attempt, so the SDK's own retries (two by default) are the client's to make."""
+    answer = sse_handler(text_stream(["second", " time"])) if stream else json_handler(completion("second time"))
+    upstream.handler = failing(status, 1, answer, headers=hints)
+    gateway = await gateway_factory(one_route(upstream.url))
+    raw = await gateway.client(max_retries=2).chat.completions.with_raw_response.create(
+        model="one", messages=MESSAGES, stream=stream
+    )
+    result = raw.parse()
+    text = (await collect(result))[0][0] if stream else result.choices[0].message.content
+    assert text == "second time" and len(upstream.requests) == 2
+    assert raw.headers["x-gateway-attempts"] == "1"  # the SDK's retry was a request of its own
+
+
+@pytest.mark.parametrize(
+    ("sent", "passed_on"),
+    [
+        (
+            {"retry-after": "7", "retry-after-ms": "7000", "x-should-retry": "true"},
+            {"retry-after": "7", "retry-after-ms": "7000", "x-should-retry": "true"},
+        ),
+        ({"retry-after": "Wed, 21 Oct 2037 07:28:00 GMT"}, {"retry-after": "Wed, 21 Oct 2037 07:28:00 GMT"}),
+        ({"x-should-retry": "false"}, {"x-should-retry": "false"}),  # OpenAI's insufficient_quota 429s say so
+        ({"retry-after": "soon", "retry-after-ms": "-5", "x-should-retry": "maybe"}, {}),  # not hints: dropped
+        ({"retry-after": "9" * 100}, {}),
+    ],
+)
+async def test_one_attempt_passes_the_upstreams_retry_hints_on(
+    upstream: Upstream, gateway_factory: GatewayFactory, sent: dict, passed_on: dict
+) -> None:
+    upstream.handler = failing(429, 1_000, json_handler(completion("never")), headers=sent)
+    gateway = await gateway_factory(one_route(upstream.url))
+    status, headers, body = await post(gateway, {"model": "one"})
+    assert status == 429 and body["error"]["type"] == "rate_limit_error" and headers["x-gateway-attempts"] == "1"
+    named = {name.lower(): value for name, value in headers.items()}
+    hints = {name: named[name] for name in ("retry-after", "retry-after-ms", "x-should-retry") if name in named}
+    assert hints == passed_on
+
+
+@pytest.mark.parametrize("way", ["retries", "fallbacks"])
+async def test_a_gateway_that_retried_tells_the_sdk_not_to_retry_whatever_the_upstream_said(
+    upstream: Upstream, gateway_factory: GatewayFactory, way: str
+) -> None:
+    hints = {"retry-after-ms": "20", "retry-after": "1", "x-should-retry": "true"}
+    upstream.handler = failing(429, 1_000, json_handler(completion("never")), headers=hints)
+    tree = one_route(upstream.url, retries=1) if way == "retries" else one_route(upstream.url, fallbacks=["two"])
+    tree["routes"].append({"model": "two", "provider": "a"})
+    gateway = await gateway_factory(tree)
+    with pytest.raises(openai.RateLimitError) as raised:
+        await gateway.client(max_retries=2).chat.completions.create(model="one", messages=MESSAGES)
+    headers = raised.value.response.headers
+    assert headers["x-should-retry"] == "false" and headers["x-gateway-attempts"] == "2"
+    assert "retry-after" not in headers and "retry-after-ms" not in headers
+    assert len(upstream.requests) == 2  # the SDK did not multiply them
 
 
 async def test_fallback_route_serves_when_every_target_failed(

@@ -60,7 +60,7 @@ class ChatCompletions:
         )
         started = StreamStart(upstream, limiter, chunks, b"")
         try:
-            started.first = await anext(chunks)
+            started.first = await anext(chunks)  # the answer's first chunk, with the role chunk held back before it
         except BaseException:
             await started.aclose()
             raise

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..config import ServerConfig
-from ..errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError
+from ..errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
 from ..observability.record import RequestRecord, finish, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
@@ -36,6 +36,7 @@ from .parsing import parse_body
 
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
+INTERNAL_ERROR = 500
 
 
 class RoutedRequest(Protocol):
@@ -50,7 +51,8 @@ class RoutedRequest(Protocol):
 
 @dataclass(slots=True)
 class StreamStart:
-    """A stream whose first chunk has arrived: from here on it belongs to the client."""
+    """A stream whose answer has begun (`first` holds its first chunk of content, refusal,
+    tool call or finish reason, after any held back): from here on it belongs to the client."""
 
     upstream: UpstreamResponse
     limiter: StreamLimiter
@@ -85,8 +87,8 @@ class Endpoint(Protocol):
         ...
 
     async def attempt(self, exchange: Exchange, request: Any, planned: Attempt) -> Reply:
-        """One attempt at `planned`'s target: a whole answer, or a stream whose first chunk
-        has arrived. Raises UpstreamError when the attempt failed (dispatch decides what next)."""
+        """One attempt at `planned`'s target: a whole answer, or a stream whose answer has
+        begun. Raises UpstreamError when the attempt failed (dispatch decides what next)."""
         ...
 
 
@@ -116,7 +118,7 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
             response = await serve(request, endpoint, gateway, snapshot, record, arrived)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
-            exc.headers.update({"x-should-retry": "false", "x-gateway-attempts": str(exhausted.attempts)})
+            exc.headers.update(retry_advice(exhausted))
             record.fail(exc)
             response = error_response(exc)
         except GatewayError as exc:
@@ -134,8 +136,27 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record.disconnected = True
         record.status = record.status or CLIENT_CLOSED_REQUEST
         raise
+    except Exception:  # a bug: the errors middleware answers 500, or the stream it broke off ends
+        record.status = record.status or INTERNAL_ERROR
+        record.error = record.error or "internal_error"
+        raise
     finally:
         finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+
+
+def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
+    """The headers that tell a client (the OpenAI SDK) whether to retry a failed request.
+
+    When the gateway has retried or fallen back, `x-should-retry: false`: the SDK's own
+    retries would multiply the gateway's. After one attempt the request was tried no more
+    than a client would try the upstream itself, so the upstream's own hints go on.
+    """
+    advice = {"x-gateway-attempts": str(exhausted.attempts)}
+    if exhausted.attempts > 1:
+        advice["x-should-retry"] = "false"
+    elif isinstance(exhausted.error, UpstreamStatusError):
+        advice.update(exhausted.error.retry_hints)
+    return advice
 
 
 async def serve(

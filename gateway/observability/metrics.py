@@ -1,7 +1,7 @@
 """Every metric the gateway exports, by name, in one place.
 
 Labels come only from the routing table (route, provider) and from the gateway's
-own vocabulary (code, stream, type, kind, reason), never from raw client input, so
+own vocabulary (code, stream, outcome, type, kind, reason), never from raw client input, so
 no request can create a new series. With several worker processes,
 prometheus-client's multiprocess mode sums them: `PROMETHEUS_MULTIPROC_DIR` must
 then be set before prometheus_client is first imported (see `workers.py`).
@@ -41,8 +41,9 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "gateway_requests_total",
-            "Finished chat completion requests, by HTTP status.",
-            ["route", "provider", "code", "stream"],
+            "Finished chat completion requests, by HTTP status and outcome "
+            "(ok, rejected, error, broken: a stream that failed after its start, client_gone).",
+            ["route", "provider", "code", "stream", "outcome"],
             registry=r,
         )
         self.duration = Histogram(
@@ -164,7 +165,7 @@ class RequestSeries:
 
     def __init__(self, metrics: Metrics, route: str, provider: str, stream: str) -> None:
         self._requests = functools.partial(metrics.requests.labels, route, provider)
-        self._codes: dict[int, Any] = {}
+        self._codes: dict[tuple[int, str], Any] = {}
         self.duration = metrics.duration.labels(route, provider, stream)
         self.ttft = metrics.ttft.labels(route, provider)
         self.overhead = metrics.overhead.labels(route, provider)
@@ -174,8 +175,8 @@ class RequestSeries:
         self.disconnects = metrics.client_disconnects.labels(route)
         self._stream = stream
 
-    def requests(self, code: int) -> Any:
-        child = self._codes.get(code)
+    def requests(self, code: int, outcome: str) -> Any:
+        child = self._codes.get((code, outcome))
         if child is None:
-            child = self._codes[code] = self._requests(str(code), self._stream)
+            child = self._codes[code, outcome] = self._requests(str(code), self._stream, outcome)
         return child

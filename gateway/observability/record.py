@@ -9,6 +9,8 @@ from ..errors import GatewayError, UpstreamError, UpstreamTimeout
 from .logs import AccessLog
 from .metrics import NO_PROVIDER, UNKNOWN_ROUTE, Metrics
 
+OUTCOMES = ("ok", "rejected", "error", "broken", "client_gone")  # the values of the `outcome` label
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -40,6 +42,18 @@ class RequestRecord:
     def fail(self, exc: GatewayError) -> None:
         self.error = exc.code or exc.type
 
+    @property
+    def outcome(self) -> str:
+        """How the request ended for its client, one of OUTCOMES: an error status says it;
+        a 200 stream that ended with an error event instead of its end is `broken`."""
+        if self.status >= 500 or self.status < 200:  # no status: the handler failed, and a 500 went out
+            return "error"
+        if self.disconnected:
+            return "client_gone"
+        if self.status >= 400:
+            return "rejected"
+        return "broken" if self.error else "ok"
+
     def usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -57,7 +71,7 @@ def finish(metrics: Metrics, access_log: AccessLog, record: RequestRecord, finis
     """Count the request in every metric it belongs to, and write its one log line."""
     series = metrics.series(record.route, record.provider, "true" if record.stream else "false")
     duration = finished - record.started
-    series.requests(record.status).inc()
+    series.requests(record.status, record.outcome).inc()
     series.duration.observe(duration)
     ttft = None
     if record.first_token_at is not None:
@@ -104,5 +118,6 @@ def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> di
         "completion_tokens": record.completion_tokens,
         "truncated": record.truncated,
         "error": record.error,
+        "outcome": record.outcome,
         "client": record.client,
     }

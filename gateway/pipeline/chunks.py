@@ -20,6 +20,8 @@ from ..stream.tokens import INLINE_CHARS
 from ..upstream.base import UpstreamResponse
 from .clock import Clock
 
+HOLD_BACK_BYTES = 64 * 1024  # of chunks held before the answer begins; past it the stream starts anyway
+
 
 async def stream_chunks(
     response: UpstreamResponse,
@@ -31,13 +33,20 @@ async def stream_chunks(
 ) -> AsyncGenerator[bytes, None]:
     """The client's SSE bytes, one piece per upstream read; ends with [DONE] or raises UpstreamError.
 
+    Chunks that come before the answer has begun (a role chunk, Azure's prompt filter
+    results) are held back, and go out with its first chunk of content, refusal, tool
+    call or finish reason (`StreamLimiter.begun`). Until then nothing is yielded, so an
+    error is the attempt's failure, which dispatch may retry, not the end of a stream
+    the client has seen start.
+
     The caller closes `response` when this ends early (an error, the client gone).
     """
     decoder = SSEDecoder(max_event_bytes=clock.limits.max_event_bytes)
     translator = provider.stream_translator()
+    out: list[bytes] = []  # the data of the events to send, encoded together
+    flowing = False  # something has been yielded: chunks go out as they come
     while True:
         data = await timed_read(response, clock)
-        out: list[bytes] = []  # the data of the events to send, encoded together
         too_large: EventTooLarge | None = None
         try:
             try:
@@ -57,7 +66,7 @@ async def stream_chunks(
             if too_large is not None and not (translator.finished or limiter.done):
                 raise too_large
         except UpstreamError:
-            if out:  # what was good in this read still goes out, then the error
+            if out and (flowing or limiter.begun):  # what was good in this read still goes out, then the error
                 yield encode_events(out)
             raise
         if translator.finished:
@@ -66,14 +75,16 @@ async def stream_chunks(
             response.close()  # the upstream ignored max_tokens: stop it generating
         elif not data:
             if not limiter.all_finished:
-                if out:  # whole events that came before the end still go out, then the error
+                if out and (flowing or limiter.begun):  # whole events before the end still go out, then the error
                     yield encode_events(out)
                 raise UpstreamProtocolError("The upstream's stream ended before the answer was complete.")
         else:
-            if out:
+            if out and (flowing or limiter.begun or sum(map(len, out)) > HOLD_BACK_BYTES):
                 if clock.first_token_at is None and limiter.delivered:
                     clock.first_token_at = time.perf_counter()
+                flowing = True
                 yield encode_events(out)
+                out = []
             continue
         clock.upstream_done_at = time.perf_counter()
         if clock.first_token_at is None and limiter.delivered:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .clock import Clock
 
 ERROR_BODY_BYTES = 64 * 1024  # of an error status's body: its message is all the gateway keeps
 INLINE_BYTES = INLINE_CHARS  # a longer completion is cut and counted on a worker thread
+RETRY_HINT_CHARS = 64  # a longer retry-after or retry-after-ms is no hint, and is not passed on
 
 
 def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> Awaitable[UpstreamResponse]:
@@ -47,6 +49,7 @@ async def status_error(provider: Provider, response: UpstreamResponse) -> Upstre
         response.close()
     error = provider.map_error(response.status, payload)
     error.retry_after = parse_retry_after(response.headers)
+    error.retry_hints = retry_hints(response.headers)
     return error
 
 
@@ -108,21 +111,46 @@ async def complete(
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """`retry-after-ms`, or `retry-after` in seconds or as an HTTP date (RFC 9110, 10.2.3)."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds:
-        try:
-            return max(float(milliseconds) / 1000, 0.0)
-        except ValueError:
-            pass
+    milliseconds = seconds_in(headers.get("retry-after-ms"))
+    if milliseconds is not None:
+        return milliseconds / 1000
     value = headers.get("retry-after")
     if not value:
         return None
+    seconds = seconds_in(value)
+    if seconds is not None:
+        return seconds
+    when = http_date(value)
+    return None if when is None else max(when - time.time(), 0.0)
+
+
+def retry_hints(headers: Mapping[str, str]) -> dict[str, str]:
+    """The upstream's `retry-after`, `retry-after-ms` and `x-should-retry`, as it sent them,
+    for a client to follow when the gateway made one attempt; a value that is no hint
+    (not a number, a date, `true` or `false`) is left out."""
+    hints = {}
+    milliseconds, after, should = (headers.get(name) for name in ("retry-after-ms", "retry-after", "x-should-retry"))
+    if milliseconds and len(milliseconds) <= RETRY_HINT_CHARS and seconds_in(milliseconds) is not None:
+        hints["retry-after-ms"] = milliseconds
+    if after and len(after) <= RETRY_HINT_CHARS and (seconds_in(after) is not None or http_date(after) is not None):
+        hints["retry-after"] = after
+    if should in ("true", "false"):
+        hints["x-should-retry"] = should
+    return hints
+
+
+def seconds_in(value: str | None) -> float | None:
+    """A finite, non-negative number, or None."""
     try:
-        return max(float(value), 0.0)
+        number = float(value) if value else math.nan
     except ValueError:
-        pass
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def http_date(value: str) -> float | None:
+    """An HTTP date as a Unix time, or None."""
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-    return max(when.timestamp() - time.time(), 0.0)

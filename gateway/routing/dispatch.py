@@ -1,9 +1,10 @@
 """Try a request's targets until one answers: weights, retries, fallbacks, cooldowns.
 
-Only what is worth retrying is retried (connection errors, timeouts before the
-first chunk, 429, 500, 502, 503, 504, 529, a broken first event), and only
-before a byte has gone to the client: an attempt ends with the upstream's first
-chunk (or whole completion), after which the response is the client's.
+Only what is worth retrying is retried (connection errors, timeouts, 429, 500,
+502, 503, 504, 529, an error event or a broken stream), and only before a byte
+has gone to the client: an attempt ends with the first chunk of the upstream's
+answer (content, refusal, tool call or finish reason; a role chunk before it is
+held back) or its whole completion, after which the response is the client's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .table import RoutingTable
 T = TypeVar("T")
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
-RETRYABLE_TIMEOUTS = frozenset({"connect", "first_token"})
+RETRYABLE_TIMEOUTS = frozenset({"connect", "first_token", "idle"})  # idle: after a role chunk, before the answer
 BACKOFF_BASE = 0.1  # seconds before the second attempt, doubling after
 BACKOFF_CAP = 2.0
 
@@ -56,7 +57,7 @@ def retryable(exc: UpstreamError) -> bool:
         return exc.kind in RETRYABLE_TIMEOUTS
     if isinstance(exc, UpstreamStatusError):
         return exc.status in RETRYABLE_STATUSES
-    return True  # unreachable upstreams and broken protocol, before the first chunk
+    return True  # unreachable upstreams and broken protocol, before the answer began
 
 
 async def dispatch(

@@ -188,6 +188,14 @@ def carries_text(delta: Any) -> bool:
     return isinstance(delta, dict) and any(delta.get(key) for key in (*TEXT_FIELDS, "tool_calls"))
 
 
+def begins_answer(choice: dict[str, Any], delta: Any) -> bool:
+    """Whether a choice carries some of the answer: a finish reason, or a delta with more than
+    its role (content, refusal, tool calls, and what else an upstream streams: reasoning, audio)."""
+    if choice.get("finish_reason"):
+        return True
+    return isinstance(delta, dict) and any(value for key, value in delta.items() if key != "role")
+
+
 class StreamLimiter:
     """Applies the budget to each `chat.completion.chunk` of a stream, in order."""
 
@@ -207,6 +215,7 @@ class StreamLimiter:
         self.truncated = False
         self.changed = False  # whether the last chunk passed on differs from the upstream's
         self.done = False  # cut, and every choice has ended: nothing more goes out (stop the upstream)
+        self.begun = False  # a chunk of the answer has gone out, not only a role or filter results
         self._finished = 0  # choices that have ended
         self.last_chunk: dict[str, Any] | None = None
         self._prompt_tokens = prompt_tokens
@@ -263,6 +272,8 @@ class StreamLimiter:
             budget.finished = True
             self._finished += 1
             self.done = self.truncated and self.all_finished
+        if not self.begun:
+            self.begun = begins_answer(choice, delta)
         return True
 
     async def usage_ready(self) -> None:
