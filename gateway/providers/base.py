@@ -15,6 +15,7 @@ import orjson
 
 from .. import __version__
 from ..config import ProviderConfig, Target
+from ..config.secrets import Redactor
 from ..errors import UpstreamStatusError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
@@ -48,7 +49,7 @@ class StreamTranslator(Protocol):
     passthrough: bool  # each event is exactly one chunk: unchanged, its bytes may be sent on as they are
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
-        """Chat completion chunks for one upstream event; raises UpstreamError for an error event."""
+        """Chat completion chunks for one upstream event; raises UpstreamStatusError for an error event."""
         ...
 
 
@@ -62,36 +63,56 @@ class Provider(Protocol):
 
     def stream_translator(self) -> StreamTranslator: ...
 
-    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError: ...
+    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError:
+        """The upstream's error of this status and body, its secrets redacted (upstream_error)."""
+        ...
 
 
-def error_from_payload(status: int, payload: bytes, *, secrets: tuple[str, ...] = ()) -> UpstreamStatusError:
+def error_from_payload(status: int, payload: bytes, redactor: Redactor) -> UpstreamStatusError:
     """An upstream's error body in OpenAI's shape; its message only, never raw HTML."""
-    message = f"The upstream answered with HTTP {status}."
-    kind = code = param = None
     try:
         document = orjson.loads(payload) if payload else None
     except orjson.JSONDecodeError:
         document = None
+    return error_from_document(status, document, redactor)
+
+
+def error_from_document(status: int, document: Any, redactor: Redactor) -> UpstreamStatusError:
+    """`{"error": {"message", "type", "code", "param"}}`, `{"error": "..."}` or `{"message": "..."}`."""
+    message = kind = code = param = None
     error = document.get("error") if isinstance(document, dict) else None
     if isinstance(error, dict):
         if isinstance(error.get("message"), str) and error["message"]:
             message = error["message"]
-        kind = _text_or_none(error.get("type"))
-        code = _text_or_none(error.get("code"))
-        param = _text_or_none(error.get("param"))
+        kind, code, param = (_text_or_none(error.get(name)) for name in ("type", "code", "param"))
     elif isinstance(error, str) and error:
         message = error
     elif isinstance(document, dict) and isinstance(document.get("message"), str):
         message = document["message"]
-    return UpstreamStatusError(status, redact(message, secrets), type=kind, code=code, param=param)
+    return upstream_error(status, message, redactor, type=kind, code=code, param=param)
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 8 and secret in text:
-            text = text.replace(secret, "[redacted]")
-    return text
+def upstream_error(
+    status: int,
+    message: str | None,
+    redactor: Redactor,
+    *,
+    type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> UpstreamStatusError:
+    """The one place an upstream's error becomes the gateway's, whichever protocol and path
+    it came by (an error status, an error event): every configured secret is redacted from
+    each field, whichever the upstream put it in."""
+    if message is None:
+        message = f"The upstream answered with HTTP {status}."
+    return UpstreamStatusError(
+        status,
+        redactor.text(message),
+        type=redactor.optional(type),
+        code=redactor.optional(code),
+        param=redactor.optional(param),
+    )
 
 
 def _text_or_none(value: Any) -> str | None:
