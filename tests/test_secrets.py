@@ -7,8 +7,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from gateway.config import parse_config
-from gateway.config.secrets import REDACTED, Redactor, mask_url, url_secrets
+from gateway.config import ProviderConfig, parse_config
+from gateway.config.secrets import REDACTED, Redactor, mask_url, short_secrets, url_secrets
 
 # ---------------------------------------------------------------- the redactor
 
@@ -75,3 +75,14 @@ def test_a_config_redactor_holds_every_providers_secrets_and_the_proxies() -> No
     redactor = Redactor.for_config(config, ["http://puser:proxy-pass@proxy:3128"])
     text = redactor.text("url-pass hdr-value ant-key-123 proxy-pass")
     assert text == " ".join([REDACTED] * 4)
+
+
+def test_short_secrets_are_named_by_their_key_not_shown() -> None:
+    provider = ProviderConfig(
+        name="p",
+        kind="openai",
+        base_url="http://u:pw@h/v1",
+        api_key="k3y",
+        headers={"X-Debug": "1", "X-Org": "org-long-value"},
+    )
+    assert short_secrets(provider) == [("api_key", 3), ("headers.X-Debug", 1), ("base_url", 2)]

@@ -25,6 +25,7 @@ from .model import (
     Target,
     UpstreamConfig,
 )
+from .secrets import short_secrets
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 LINE_BREAKS = re.compile(r"[\r\n\0]")
@@ -324,7 +325,7 @@ class ConfigChecker:
                 f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}"
             )
             rate = 0
-        return ProviderConfig(
+        provider = ProviderConfig(
             name=name,
             kind=kind,
             base_url=base_url,
@@ -338,6 +339,13 @@ class ConfigChecker:
             deployment=self.string(node, "deployment", path),
             **self.tls(node, path),
         )
+        for key, length in short_secrets(provider):
+            self.warning(
+                f"{path}.{key}",
+                f"a secret of only {length} characters: it is redacted wherever those characters appear in an "
+                "upstream's error, which garbles the message",
+            )
+        return provider
 
     def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
         if node is None:

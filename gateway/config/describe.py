@@ -6,7 +6,8 @@ from .model import GatewayConfig, Limits
 
 
 def describe(config: GatewayConfig) -> str:
-    """The routing table after every default, override and `${VAR}` is applied; no secret is printed."""
+    """The routing table after every default, override and `${VAR}` is applied, then the
+    config's warnings; no secret is printed."""
     limits = config.limits
     lines = [
         f"config: {config.source}",
@@ -31,6 +32,9 @@ def describe(config: GatewayConfig) -> str:
         if route.fallbacks:
             extras += f"; fallbacks {', '.join(route.fallbacks)}"
         lines.append(f"  {route.model} -> {targets}; {format_limits(route.limits)}{extras}")
+    if config.warnings:
+        lines.append("warnings:")
+        lines += [f"  {warning}" for warning in config.warnings]
     return "\n".join(lines)
 
 

@@ -78,6 +78,15 @@ def provider_secrets(provider: ProviderConfig) -> list[str]:
     return [provider.api_key, *provider.headers.values(), *url_secrets(provider.base_url)]
 
 
+def short_secrets(provider: ProviderConfig) -> list[tuple[str, int]]:
+    """(key, length) of each of a provider's configured secrets shorter than SHORT_SECRET."""
+    named = [("api_key", provider.api_key), *((f"headers.{name}", value) for name, value in provider.headers.items())]
+    credentials = url_secrets(provider.base_url)
+    if credentials:
+        named.append(("base_url", unquote(credentials[0])))
+    return [(key, len(secret)) for key, secret in named if 0 < len(secret) < SHORT_SECRET]
+
+
 def url_secrets(url: str) -> tuple[str, ...]:
     """The secret of a URL's `user:password@` (the password; a lone user name, as in
     `https://TOKEN@host`, is taken for one): as written, percent-decoded, and as the
