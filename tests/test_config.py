@@ -197,6 +197,39 @@ def test_check_prints_the_warnings(tmp_path: Path) -> None:
     assert "k3y" not in result.stdout + result.stderr
 
 
+def test_check_never_prints_a_secret(tmp_path: Path) -> None:
+    """The URL's password is masked; keys and header values are never printed."""
+    secrets = ("sk-env-secret-key", "url-password-secret", "org-header-secret", "sk-ant-file-secret")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers:\n"
+        "  p: {kind: openai, base_url: 'https://gwuser:url-password-secret@127.0.0.1:9/v1', api_key: '${KEY}',"
+        " headers: {X-Org: org-header-secret}}\n"
+        "  t: {kind: openai, base_url: 'https://sk-token-as-user@127.0.0.1:9/v1'}\n"
+        "  a: {kind: anthropic, api_key: sk-ant-file-secret}\n"
+        "routes:\n  - {model: m, provider: p}\n"
+    )
+    result = gateway_cli("--check", "--config", str(config), env={"KEY": "sk-env-secret-key"})
+    assert result.returncode == 0, result.stderr
+    assert "p: openai https://gwuser:***@127.0.0.1:9/v1 (api key set)" in result.stdout
+    assert "t: openai https://***@127.0.0.1:9/v1" in result.stdout
+    for secret in (*secrets, "sk-token-as-user"):
+        assert secret not in result.stdout + result.stderr
+
+    config.write_text(
+        "providers:\n  p: {kind: openai, base_url: 'https://gwuser:url-password-secret@127.0.0.1:99999/v1'}\n"
+        "  q: {kind: openai, base_url: 'gwuser:url-password-secret@127.0.0.1/v1'}\n"
+        "routes:\n  - {model: m, provider: p}\n"
+    )
+    result = gateway_cli("--check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}: providers.p.base_url: must name a host and, if any, a port from 1 to 65535, "
+        "got 'https://gwuser:***@127.0.0.1:99999/v1'",
+        f"{config}: providers.q.base_url: must start with http:// or https://, got 'gwuser:***@127.0.0.1/v1'",
+    ]
+
+
 def test_check_of_an_invalid_file_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -25,7 +25,7 @@ from .model import (
     Target,
     UpstreamConfig,
 )
-from .secrets import short_secrets
+from .secrets import mask_url, short_secrets
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 LINE_BREAKS = re.compile(r"[\r\n\0]")
@@ -298,9 +298,12 @@ class ConfigChecker:
             node, "base_url", path, DEFAULT_BASE_URLS.get(kind, ""), required=kind in ("openai", "azure")
         ).rstrip("/")
         if base_url and not base_url.startswith(("http://", "https://")):
-            self.problem(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+            self.problem(f"{path}.base_url", f"must start with http:// or https://, got {mask_url(base_url)!r}")
         elif base_url and not _has_host_and_port(base_url):
-            self.problem(f"{path}.base_url", f"must name a host and, if any, a port from 1 to 65535, got {base_url!r}")
+            self.problem(
+                f"{path}.base_url",
+                f"must name a host and, if any, a port from 1 to 65535, got {mask_url(base_url)!r}",
+            )
         headers = node.get("headers") or {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             self.problem(f"{path}.headers", "must be a mapping of header names to strings")

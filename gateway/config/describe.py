@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .model import GatewayConfig, Limits
+from .secrets import mask_url
 
 
 def describe(config: GatewayConfig) -> str:
@@ -17,7 +18,7 @@ def describe(config: GatewayConfig) -> str:
         "providers:",
     ]
     for provider in config.providers.values():
-        where = f" {provider.base_url}" if provider.base_url else ""
+        where = f" {mask_url(provider.base_url)}" if provider.base_url else ""
         key = " (api key set)" if provider.api_key else ""
         lines.append(f"  {provider.name}: {provider.kind}{where}{key}")
     lines.append("routes (exact names first, then globs in file order):")
