@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import UpstreamError, UpstreamTooLarge
+from ..errors import UpstreamError, UpstreamStatusError, UpstreamTooLarge
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
 from ..stream.tokens import TokenCounter
@@ -34,9 +34,17 @@ def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Cl
     return transport.send(request, connect_timeout=clock.limits.connect_timeout)
 
 
+def failed(response: UpstreamResponse) -> bool:
+    """Whether the upstream's answer is not a success (2xx): an error status, or one no
+    upstream should answer with (below 200: 1xx reach here only as 101, or as 99 and the like).
+    Redirects never reach here (the transport refuses them)."""
+    return not 200 <= response.status < 300
+
+
 async def status_error(provider: Provider, response: UpstreamResponse) -> UpstreamError:
-    """An upstream's error status, as the provider's mapped error (from at most ERROR_BODY_BYTES
-    of its body: a larger one is answered by its status alone)."""
+    """An upstream's failed status, as the provider's mapped error (from at most ERROR_BODY_BYTES
+    of its body: a larger one is answered by its status alone); a status that is not an HTTP
+    error status (400-599) is a protocol error (providers.base.upstream_error)."""
     try:
         payload = await response.read(ERROR_BODY_BYTES)
     except UpstreamTooLarge:
@@ -44,7 +52,8 @@ async def status_error(provider: Provider, response: UpstreamResponse) -> Upstre
     finally:
         response.close()
     error = provider.map_error(response.status, payload)
-    error.retry_after = parse_retry_after(response.headers)
+    if isinstance(error, UpstreamStatusError):
+        error.retry_after = parse_retry_after(response.headers)
     return error
 
 
@@ -54,7 +63,7 @@ async def open_stream(provider: Provider, transport: Transport, call: UpstreamCa
     try:
         async with asyncio.timeout_at(deadline):
             response = await send(provider, transport, call, clock)
-            if response.status >= 400:
+            if failed(response):
                 raise await status_error(provider, response)
             return response
     except TimeoutError:
@@ -81,7 +90,7 @@ async def complete(
     try:
         async with asyncio.timeout_at(clock.total_deadline):
             response = await send(provider, transport, call, clock)
-            if response.status >= 400:
+            if failed(response):
                 raise await status_error(provider, response)
             try:
                 payload = await response.read(clock.limits.max_response_bytes)

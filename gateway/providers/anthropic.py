@@ -21,7 +21,7 @@ import orjson
 
 from ..config import ProviderConfig
 from ..config.secrets import Redactor
-from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
 from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, upstream_error
@@ -87,7 +87,7 @@ class AnthropicProvider:
     def stream_translator(self) -> AnthropicStreamTranslator:
         return AnthropicStreamTranslator(self._redactor)
 
-    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError:
+    def map_error(self, status: int, payload: bytes) -> UpstreamError:
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -360,7 +360,7 @@ def parse_json(payload: bytes, what: str) -> Any:
         raise UpstreamProtocolError(f"The upstream's {what} is not valid JSON.") from None
 
 
-def anthropic_error(error: dict[str, Any], redactor: Redactor, *, status: int | None = None) -> UpstreamStatusError:
+def anthropic_error(error: dict[str, Any], redactor: Redactor, *, status: int | None = None) -> UpstreamError:
     """Anthropic's `{"type": ..., "message": ...}` error as the gateway's, in OpenAI's shape: its
     type becomes the `code` (`overloaded_error`), and `type` is OpenAI's for the status."""
     kind = str(error.get("type") or "api_error")

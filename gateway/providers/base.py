@@ -16,7 +16,7 @@ import orjson
 from .. import __version__
 from ..config import ProviderConfig, Target
 from ..config.secrets import Redactor
-from ..errors import UpstreamStatusError
+from ..errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, is_error_status
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
 
@@ -49,7 +49,7 @@ class StreamTranslator(Protocol):
     passthrough: bool  # each event is exactly one chunk: unchanged, its bytes may be sent on as they are
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
-        """Chat completion chunks for one upstream event; raises UpstreamStatusError for an error event."""
+        """Chat completion chunks for one upstream event; raises UpstreamError for an error event."""
         ...
 
 
@@ -63,12 +63,12 @@ class Provider(Protocol):
 
     def stream_translator(self) -> StreamTranslator: ...
 
-    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError:
+    def map_error(self, status: int, payload: bytes) -> UpstreamError:
         """The upstream's error of this status and body, its secrets redacted (upstream_error)."""
         ...
 
 
-def error_from_payload(status: int, payload: bytes, redactor: Redactor) -> UpstreamStatusError:
+def error_from_payload(status: int, payload: bytes, redactor: Redactor) -> UpstreamError:
     """An upstream's error body in OpenAI's shape; its message only, never raw HTML."""
     try:
         document = orjson.loads(payload) if payload else None
@@ -77,7 +77,7 @@ def error_from_payload(status: int, payload: bytes, redactor: Redactor) -> Upstr
     return error_from_document(status, document, redactor)
 
 
-def error_from_document(status: int, document: Any, redactor: Redactor) -> UpstreamStatusError:
+def error_from_document(status: int, document: Any, redactor: Redactor) -> UpstreamError:
     """`{"error": {"message", "type", "code", "param"}}`, `{"error": "..."}` or `{"message": "..."}`."""
     message = kind = code = param = None
     error = document.get("error") if isinstance(document, dict) else None
@@ -93,19 +93,28 @@ def error_from_document(status: int, document: Any, redactor: Redactor) -> Upstr
 
 
 def upstream_error(
-    status: int,
+    status: object,
     message: str | None,
     redactor: Redactor,
     *,
     type: str | None = None,
     code: str | None = None,
     param: str | None = None,
-) -> UpstreamStatusError:
+) -> UpstreamError:
     """The one place an upstream's error becomes the gateway's, whichever protocol and path
-    it came by (an error status, an error event): every configured secret is redacted from
-    each field, whichever the upstream put it in."""
+    it came by (an error status, an error event).
+
+    Every configured secret is redacted from each field, whichever the upstream put it in.
+    The client gets the upstream's status only when it is an HTTP error status (400-599):
+    any other (99, 101, 200, 204, 600, 1000, a string) is the upstream breaking the
+    protocol, a 502 upstream_protocol_error whose message says what it sent.
+    """
     if message is None:
         message = f"The upstream answered with HTTP {status}."
+    if not is_error_status(status):
+        sent = orjson.dumps(status, default=str).decode()
+        message = f"The upstream sent an error with status {sent}, not an HTTP error status (400-599): {message}"
+        return UpstreamProtocolError(redactor.text(message))
     return UpstreamStatusError(
         status,
         redactor.text(message),

@@ -8,7 +8,7 @@ import orjson
 
 from ..config import ProviderConfig
 from ..config.secrets import Redactor
-from ..errors import UpstreamProtocolError, UpstreamStatusError
+from ..errors import UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
 from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, upstream_error
@@ -60,7 +60,7 @@ class OpenAIProvider:
     def stream_translator(self) -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator(self._redactor)
 
-    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError:
+    def map_error(self, status: int, payload: bytes) -> UpstreamError:
         return error_from_payload(status, payload, self._redactor)
 
 
@@ -92,11 +92,14 @@ class OpenAIStreamTranslator:
         return [chunk]
 
 
-def stream_error(error: Any, redactor: Redactor) -> UpstreamStatusError:
-    """An error event in the upstream's stream, as the gateway's error."""
+def stream_error(error: Any, redactor: Redactor) -> UpstreamError:
+    """An error event in the upstream's stream, as the gateway's error: of its `status` if
+    it gives one (upstream_error holds it to 400-599), else 502."""
     if not isinstance(error, dict):
         error = {"message": str(error)}
-    status = error.get("status") if isinstance(error.get("status"), int) else 502
+    status = error.get("status")
+    if status is None:
+        status = 502
     message = error.get("message") if isinstance(error.get("message"), str) else "The upstream reported an error."
     code = error.get("code")
     return upstream_error(
