@@ -482,6 +482,34 @@ async def test_an_upstream_status_below_200_is_a_502(gateway_factory: GatewayFac
     )
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_success_that_is_only_an_error_is_a_502_that_keeps_its_message(
+    upstream: Upstream, routed: Gateway, stream: bool
+) -> None:
+    upstream.handler = json_handler(
+        {"error": {"message": "Incorrect API key provided: sk-upstream-secret-key", "code": "invalid_api_key"}}
+    )
+    assert await post_raw(routed, stream=stream) == (
+        502,
+        {
+            "message": "The upstream sent an error with status 200, not an HTTP error status (400-599): "
+            "Incorrect API key provided: [redacted]",
+            "type": "server_error",
+            "param": None,
+            "code": PROTOCOL_ERROR,
+        },
+    )
+
+
+async def test_a_whole_completion_to_a_streamed_request_is_a_502_that_says_so(
+    upstream: Upstream, routed: Gateway
+) -> None:
+    upstream.handler = json_handler(completion("Hi!"))
+    status, error = await post_raw(routed, stream=True)
+    assert (status, error["code"]) == (502, PROTOCOL_ERROR)
+    assert error["message"] == "The upstream answered a streamed request with a whole completion, not an event stream."
+
+
 async def test_unreachable_upstream_is_502(gateway_factory: GatewayFactory, unused_tcp_port: int) -> None:
     gateway = await gateway_factory(openai_route_config(f"http://127.0.0.1:{unused_tcp_port}"))
     with pytest.raises(openai.InternalServerError) as raised:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import UpstreamError, UpstreamStatusError, UpstreamTooLarge
+from ..errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTooLarge
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
 from ..stream.tokens import TokenCounter
@@ -41,20 +41,45 @@ def failed(response: UpstreamResponse) -> bool:
     return not 200 <= response.status < 300
 
 
+async def error_body(response: UpstreamResponse) -> bytes:
+    """At most ERROR_BODY_BYTES of an answer that failed (b"" when it is larger); the connection
+    is dropped after."""
+    try:
+        return await response.read(ERROR_BODY_BYTES)
+    except UpstreamTooLarge:
+        return b""
+    finally:
+        response.close()
+
+
 async def status_error(provider: Provider, response: UpstreamResponse) -> UpstreamError:
     """An upstream's failed status, as the provider's mapped error (from at most ERROR_BODY_BYTES
     of its body: a larger one is answered by its status alone); a status that is not an HTTP
     error status (400-599) is a protocol error (providers.base.upstream_error)."""
-    try:
-        payload = await response.read(ERROR_BODY_BYTES)
-    except UpstreamTooLarge:
-        payload = b""
-    finally:
-        response.close()
+    payload = await error_body(response)
     error = provider.map_error(response.status, payload)
     if isinstance(error, UpstreamStatusError):
         error.retry_after = parse_retry_after(response.headers)
     return error
+
+
+def is_json(response: UpstreamResponse) -> bool:
+    """Whether the answer says it is JSON: to a streamed request, a whole body, not an event stream."""
+    media_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    return media_type == "application/json"
+
+
+async def json_instead_of_stream(provider: Provider, response: UpstreamResponse) -> UpstreamError:
+    """A success in JSON to a streamed request: the upstream's error, when that is all it holds
+    (the provider's translate_response raises it, redacted, its message kept), else a protocol error."""
+    payload = await error_body(response)
+    try:
+        provider.translate_response(payload)
+    except UpstreamError as error:
+        return error
+    return UpstreamProtocolError(
+        "The upstream answered a streamed request with a whole completion, not an event stream."
+    )
 
 
 async def open_stream(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
@@ -65,6 +90,8 @@ async def open_stream(provider: Provider, transport: Transport, call: UpstreamCa
             response = await send(provider, transport, call, clock)
             if failed(response):
                 raise await status_error(provider, response)
+            if is_json(response):
+                raise await json_instead_of_stream(provider, response)
             return response
     except TimeoutError:
         raise clock.timeout(kind) from None

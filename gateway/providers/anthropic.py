@@ -24,7 +24,7 @@ from ..config.secrets import Redactor
 from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
-from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, upstream_error
+from .base import USER_AGENT, UpstreamCall, error_from_document, provider_headers, upstream_error
 
 log = logging.getLogger("gateway.providers.anthropic")
 
@@ -82,7 +82,10 @@ class AnthropicProvider:
         )
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
-        return completion_from_message(payload)
+        message = parse_json(payload, "response")
+        if isinstance(message, dict) and message.get("type") != "message" and message.get("error"):
+            raise self._error(200, message)  # a success that is only an error
+        return completion_from_message(message)
 
     def stream_translator(self) -> AnthropicStreamTranslator:
         return AnthropicStreamTranslator(self._redactor)
@@ -92,10 +95,14 @@ class AnthropicProvider:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
             document = None
+        return self._error(status, document)
+
+    def _error(self, status: int, document: Any) -> UpstreamError:
+        """Anthropic's `{"type": "error", "error": {"type", "message"}}`, else OpenAI's shapes."""
         error = document.get("error") if isinstance(document, dict) else None
         if isinstance(error, dict) and isinstance(error.get("type"), str):
             return anthropic_error(error, self._redactor, status=status)
-        return error_from_payload(status, payload, self._redactor)
+        return error_from_document(status, document, self._redactor)
 
 
 # ---------------------------------------------------------------- requests
@@ -278,9 +285,8 @@ def translate_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- responses
 
 
-def completion_from_message(payload: bytes) -> dict[str, Any]:
-    """An Anthropic message as a `chat.completion`."""
-    message = parse_json(payload, "response")
+def completion_from_message(message: Any) -> dict[str, Any]:
+    """An Anthropic message (parsed JSON) as a `chat.completion`."""
     content = message.get("content") if isinstance(message, dict) and message.get("type") == "message" else None
     if not isinstance(content, list):
         raise UpstreamProtocolError("The upstream's response is not an Anthropic message.")

@@ -11,7 +11,14 @@ from ..config.secrets import Redactor
 from ..errors import UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
-from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, upstream_error
+from .base import (
+    USER_AGENT,
+    UpstreamCall,
+    error_from_document,
+    error_from_payload,
+    provider_headers,
+    upstream_error,
+)
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -54,6 +61,8 @@ class OpenAIProvider:
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
         if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+            if isinstance(completion, dict) and completion.get("error"):  # a success that is only an error
+                raise error_from_document(200, completion, self._redactor)
             raise UpstreamProtocolError("The upstream's response is not a chat completion.")
         return completion
 
