@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_log: AccessLog) -> int:
     log = logging.getLogger("gateway")
     log.info("config %s: %d routes", config.source, len(config.routes), extra={"fields": {"config": config.source}})
-    for warning in config.warnings:
+    for warning in config.warnings:  # a reload logs those of the new config (runtime.Gateway.reload)
         log.warning("%s", warning, extra={"fields": {"problem": warning}})
     for route in config.routes:
         log.info(

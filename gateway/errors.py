@@ -14,14 +14,14 @@ any OpenAI client reads them; `code` says precisely what happened.
         ├── UpstreamProtocolError     502 server_error / upstream_protocol_error
         │   └── UpstreamTooLarge      502 server_error / upstream_response_too_large
         ├── UpstreamTimeout           504 server_error / connect_timeout, first_token_timeout, idle_timeout, timeout
-        └── UpstreamStatusError       the upstream's own status, with its message
+        └── UpstreamStatusError       the upstream's own error status (400-599), with its message
 
 Only these reach a client: anything else is logged and answered as a 500 with no detail.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import orjson
 
@@ -116,7 +116,11 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamStatusError(UpstreamError):
-    """The upstream answered with an error status; carried to the client in OpenAI's shape."""
+    """The upstream answered with an error status; carried to the client in OpenAI's shape.
+
+    Made by providers.base.upstream_error, which redacts its texts and gives it only an
+    HTTP error status (is_error_status): an upstream's other statuses are protocol errors.
+    """
 
     reason = "status"
 
@@ -134,6 +138,11 @@ class UpstreamStatusError(UpstreamError):
         self.type = type or openai_error_type(status)
         self.retry_after: float | None = None  # seconds, from the upstream's retry-after
         self.retry_hints: dict[str, str] = {}  # its retry-after, retry-after-ms and x-should-retry, to pass on
+
+
+def is_error_status(status: object) -> TypeGuard[int]:
+    """Whether an upstream's `status` may be the client's: an HTTP error status, 400-599."""
+    return isinstance(status, int) and not isinstance(status, bool) and 400 <= status <= 599
 
 
 def openai_error_type(status: int) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, GatewayConfig
+from .config.secrets import Redactor
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
 from .providers import Provider, create_provider
@@ -43,17 +44,20 @@ class Snapshot:
     providers: Mapping[str, Provider]
     transports: Mapping[str, Transport]
     tokenizers: Tokenizers
+    redactor: Redactor  # every secret of the config and of the client's proxies
     loaded_at: int = field(default_factory=lambda: int(time.time()))  # seconds since the epoch
 
     @classmethod
     def build(cls, config: GatewayConfig, tokenizers: Tokenizers, client: UpstreamClient) -> Snapshot:
-        """Adapters for every provider; the mock's in-process upstream, the shared client for the rest."""
-        providers = {name: create_provider(provider) for name, provider in config.providers.items()}
+        """Adapters for every provider, sharing one redactor of every secret; the mock's
+        in-process upstream, the shared client for the rest."""
+        redactor = Redactor.for_config(config, client.proxy_urls)
+        providers = {name: create_provider(provider, redactor=redactor) for name, provider in config.providers.items()}
         transports: dict[str, Transport] = {
             name: MockTransport(provider, tokenizers) if provider.kind == "mock" else client.for_provider(provider)
             for name, provider in config.providers.items()
         }
-        return cls(config, RoutingTable(config.routes), providers, transports, tokenizers)
+        return cls(config, RoutingTable(config.routes), providers, transports, tokenizers, redactor)
 
 
 class Gateway:

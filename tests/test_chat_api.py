@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 import aiohttp
 import openai
 import orjson
@@ -365,6 +369,145 @@ async def test_upstream_error_that_echoes_the_api_key_is_redacted(upstream: Upst
     ):
         text = await response.text()
     assert response.status == 401 and "sk-upstream-secret-key" not in text and "[redacted]" in text
+
+
+async def post_raw(gateway: Gateway, *, stream: bool) -> tuple[int, dict]:
+    """The client's HTTP status and error, read by aiohttp (which takes any three-digit status)."""
+    body = {"model": "test-model", "messages": MESSAGES, "stream": stream}
+    async with aiohttp.ClientSession() as http, http.post(f"{gateway.url}/v1/chat/completions", json=body) as response:
+        return response.status, (await response.json(content_type=None))["error"]
+
+
+PROTOCOL_ERROR = "upstream_protocol_error"
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        *[(1000, "1000"), (99, "99"), (204, "204"), (200, "200"), (0, "0"), (399, "399"), (600, "600")],
+        *[(True, "true"), ("429", '"429"'), (429.0, "429.0"), ({"code": 429}, '{"code":429}')],
+    ],
+)
+async def test_an_error_events_status_that_is_not_an_error_status_is_a_502(
+    upstream: Upstream, routed: Gateway, status: object, shown: str
+) -> None:
+    """The first event, an error with a status no client should get, is a protocol error whose
+    message says what the upstream sent, and keeps its own message."""
+    upstream.handler = sse_handler([{"error": {"message": "Model overloaded", "status": status, "code": "busy"}}])
+    assert await post_raw(routed, stream=True) == (
+        502,
+        {
+            "message": f"The upstream sent an error with status {shown}, not an HTTP error status (400-599): "
+            "Model overloaded",
+            "type": "server_error",
+            "param": None,
+            "code": PROTOCOL_ERROR,
+        },
+    )
+    with pytest.raises(openai.InternalServerError) as raised:
+        await collect_stream(routed)
+    assert raised.value.status_code == 502 and raised.value.code == PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize(("status", "code"), [(400, "busy"), (429, "busy"), (599, "busy"), (None, "busy")])
+async def test_an_error_events_error_status_is_the_clients(
+    upstream: Upstream, routed: Gateway, status: int | None, code: str
+) -> None:
+    """An error status (400-599) is the client's; with none given, 502 with the upstream's code."""
+    error = {"message": "Model overloaded", "code": "busy"} | ({"status": status} if status else {})
+    upstream.handler = sse_handler([{"error": error}], done=False)
+    client_status, shown = await post_raw(routed, stream=True)
+    assert (client_status, shown["message"], shown["code"]) == (status or 502, "Model overloaded", code)
+
+
+async def collect_stream(gateway: Gateway) -> None:
+    stream = await gateway.client().chat.completions.create(model="test-model", messages=MESSAGES, stream=True)
+    async for _ in stream:
+        pass
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("status", [600, 999])
+async def test_an_upstream_status_above_599_is_a_502(
+    upstream: Upstream, routed: Gateway, stream: bool, status: int
+) -> None:
+    upstream.handler = json_handler({"error": {"message": "Quota exceeded", "code": "quota"}}, status=status)
+    assert await post_raw(routed, stream=stream) == (
+        502,
+        {
+            "message": f"The upstream sent an error with status {status}, not an HTTP error status (400-599): "
+            "Quota exceeded",
+            "type": "server_error",
+            "param": None,
+            "code": PROTOCOL_ERROR,
+        },
+    )
+    upstream.handler = json_handler({"error": {"message": "Quota exceeded", "code": "quota"}}, status=599)
+    assert (await post_raw(routed, stream=stream))[0] == 599
+
+
+@contextlib.asynccontextmanager
+async def raw_upstream(status_line: bytes, body: bytes) -> AsyncIterator[str]:
+    """An upstream that answers every request with `status_line` and a JSON `body`, as written."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
+            0,
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"%s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status_line, len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_upstream_status_below_200_is_a_502(gateway_factory: GatewayFactory, stream: bool) -> None:
+    """A status line of 099, which aiohttp's client takes as a final answer, is no success."""
+    body = orjson.dumps({"error": {"message": "Quota exceeded"}})
+    async with raw_upstream(b"HTTP/1.1 099 Odd", body) as url:
+        gateway = await gateway_factory(openai_route_config(url))
+        status, error = await post_raw(gateway, stream=stream)
+    assert (status, error["code"]) == (502, PROTOCOL_ERROR)
+    assert error["message"] == (
+        "The upstream sent an error with status 99, not an HTTP error status (400-599): Quota exceeded"
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_success_that_is_only_an_error_is_a_502_that_keeps_its_message(
+    upstream: Upstream, routed: Gateway, stream: bool
+) -> None:
+    upstream.handler = json_handler(
+        {"error": {"message": "Incorrect API key provided: sk-upstream-secret-key", "code": "invalid_api_key"}}
+    )
+    assert await post_raw(routed, stream=stream) == (
+        502,
+        {
+            "message": "The upstream sent an error with status 200, not an HTTP error status (400-599): "
+            "Incorrect API key provided: [redacted]",
+            "type": "server_error",
+            "param": None,
+            "code": PROTOCOL_ERROR,
+        },
+    )
+
+
+async def test_a_whole_completion_to_a_streamed_request_is_a_502_that_says_so(
+    upstream: Upstream, routed: Gateway
+) -> None:
+    upstream.handler = json_handler(completion("Hi!"))
+    status, error = await post_raw(routed, stream=True)
+    assert (status, error["code"]) == (502, PROTOCOL_ERROR)
+    assert error["message"] == "The upstream answered a streamed request with a whole completion, not an event stream."
 
 
 async def test_unreachable_upstream_is_502(gateway_factory: GatewayFactory, unused_tcp_port: int) -> None:

@@ -207,3 +207,19 @@ def test_the_server_logs_the_configs_warnings_at_start(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
+
+
+def test_config_warnings_are_logged_at_start(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers:\n  p: {kind: openai, base_url: 'https://127.0.0.1:9/v1', api_key: k3y}\n"
+        "routes:\n  - {model: m, provider: p}\n"
+    )
+    seen: list[dict] = []
+    process, _ = start_gateway("--config", str(config), seen=seen)
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    [warning] = [entry for entry in seen if entry["level"] == "WARNING"]
+    assert "providers.p.api_key: a secret of only 3 characters" in warning["message"]
+    assert "k3y" not in "".join(map(str, seen)) + rest

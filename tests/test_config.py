@@ -114,6 +114,29 @@ def test_what_goes_into_upstream_headers_is_checked_at_load() -> None:
     assert not any("sk-secret" in problem for problem in found)
 
 
+def test_a_short_secret_is_warned_about_by_its_key_never_shown() -> None:
+    tree = {
+        "providers": {
+            "p": {
+                "kind": "openai",
+                "base_url": "http://u:pw@127.0.0.1:9/v1",
+                "api_key": "k3y",
+                "headers": {"X-Debug": "1"},
+            }
+        },
+        "routes": [{"model": "m", "provider": "p"}],
+    }
+    warnings = parse(tree).warnings
+    redacted = "is redacted wherever those characters appear in an upstream's error, which garbles the message"
+    assert warnings == (
+        f"gw.yaml: providers.p.api_key: a secret of only 3 characters: it {redacted}",
+        f"gw.yaml: providers.p.headers.X-Debug: a secret of only 1 characters: it {redacted}",
+        f"gw.yaml: providers.p.base_url: a secret of only 2 characters: it {redacted}",
+    )
+    tree["providers"]["p"].update(api_key="sk-long-enough", headers={}, base_url="http://127.0.0.1:9/v1")
+    assert parse(tree).warnings == ()
+
+
 def test_quick_start_environment_overrides_the_file_and_flags_override_both() -> None:
     tree = {
         "server": {"port": 8000},
@@ -179,6 +202,52 @@ def test_check_prints_the_routing_table() -> None:
     assert result.returncode == 0, result.stderr
     assert "fast -> openai model gpt-4o-mini; max_tokens=512 timeout=20s" in result.stdout
     assert result.stdout.index("demo -> demo") < result.stdout.index("gpt-* -> openai")
+
+
+def test_check_prints_the_warnings(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers:\n  p: {kind: openai, base_url: 'https://127.0.0.1:9/v1', api_key: k3y, verify: false}\n"
+        "routes:\n  - {model: m, provider: p}\n"
+    )
+    result = gateway_cli("--check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert [line.split(": ")[2] for line in warnings] == ["providers.p.verify", "providers.p.api_key"]
+    assert "k3y" not in result.stdout + result.stderr
+
+
+def test_check_never_prints_a_secret(tmp_path: Path) -> None:
+    """The URL's password is masked; keys and header values are never printed."""
+    secrets = ("sk-env-secret-key", "url-password-secret", "org-header-secret", "sk-ant-file-secret")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "providers:\n"
+        "  p: {kind: openai, base_url: 'https://gwuser:url-password-secret@127.0.0.1:9/v1', api_key: '${KEY}',"
+        " headers: {X-Org: org-header-secret}}\n"
+        "  t: {kind: openai, base_url: 'https://sk-token-as-user@127.0.0.1:9/v1'}\n"
+        "  a: {kind: anthropic, api_key: sk-ant-file-secret}\n"
+        "routes:\n  - {model: m, provider: p}\n"
+    )
+    result = gateway_cli("--check", "--config", str(config), env={"KEY": "sk-env-secret-key"})
+    assert result.returncode == 0, result.stderr
+    assert "p: openai https://gwuser:***@127.0.0.1:9/v1 (api key set)" in result.stdout
+    assert "t: openai https://***@127.0.0.1:9/v1" in result.stdout
+    for secret in (*secrets, "sk-token-as-user"):
+        assert secret not in result.stdout + result.stderr
+
+    config.write_text(
+        "providers:\n  p: {kind: openai, base_url: 'https://gwuser:url-password-secret@127.0.0.1:99999/v1'}\n"
+        "  q: {kind: openai, base_url: 'gwuser:url-password-secret@127.0.0.1/v1'}\n"
+        "routes:\n  - {model: m, provider: p}\n"
+    )
+    result = gateway_cli("--check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{config}: providers.p.base_url: must name a host and, if any, a port from 1 to 65535, "
+        "got 'https://gwuser:***@127.0.0.1:99999/v1'",
+        f"{config}: providers.q.base_url: must start with http:// or https://, got 'gwuser:***@127.0.0.1/v1'",
+    ]
 
 
 def test_check_of_an_invalid_file_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:

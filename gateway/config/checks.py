@@ -25,6 +25,7 @@ from .model import (
     Target,
     UpstreamConfig,
 )
+from .secrets import mask_url, short_secrets
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 LINE_BREAKS = re.compile(r"[\r\n\0]")
@@ -303,9 +304,12 @@ class ConfigChecker:
             node, "base_url", path, DEFAULT_BASE_URLS.get(kind, ""), required=kind in ("openai", "azure")
         ).rstrip("/")
         if base_url and not base_url.startswith(("http://", "https://")):
-            self.problem(f"{path}.base_url", f"must start with http:// or https://, got {base_url!r}")
+            self.problem(f"{path}.base_url", f"must start with http:// or https://, got {mask_url(base_url)!r}")
         elif base_url and not _has_host_and_port(base_url):
-            self.problem(f"{path}.base_url", f"must name a host and, if any, a port from 1 to 65535, got {base_url!r}")
+            self.problem(
+                f"{path}.base_url",
+                f"must name a host and, if any, a port from 1 to 65535, got {mask_url(base_url)!r}",
+            )
         headers = node.get("headers") or {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             self.problem(f"{path}.headers", "must be a mapping of header names to strings")
@@ -330,7 +334,7 @@ class ConfigChecker:
                 f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}"
             )
             rate = 0
-        return ProviderConfig(
+        provider = ProviderConfig(
             name=name,
             kind=kind,
             base_url=base_url,
@@ -344,6 +348,13 @@ class ConfigChecker:
             deployment=self.string(node, "deployment", path),
             **self.tls(node, path),
         )
+        for key, length in short_secrets(provider):
+            self.warning(
+                f"{path}.{key}",
+                f"a secret of only {length} characters: it is redacted wherever those characters appear in an "
+                "upstream's error, which garbles the message",
+            )
+        return provider
 
     def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
         if node is None:

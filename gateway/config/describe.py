@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from .model import GatewayConfig, Limits
+from .secrets import mask_url
 
 
 def describe(config: GatewayConfig) -> str:
-    """The routing table after every default, override and `${VAR}` is applied; no secret is printed."""
+    """The routing table after every default, override and `${VAR}` is applied (the config's
+    warnings go to stderr: see __main__); no secret is printed."""
     limits = config.limits
     lines = [
         f"config: {config.source}",
@@ -16,7 +18,7 @@ def describe(config: GatewayConfig) -> str:
         "providers:",
     ]
     for provider in config.providers.values():
-        where = f" {provider.base_url}" if provider.base_url else ""
+        where = f" {mask_url(provider.base_url)}" if provider.base_url else ""
         key = " (api key set)" if provider.api_key else ""
         lines.append(f"  {provider.name}: {provider.kind}{where}{key}")
     lines.append("routes (exact names first, then globs in file order):")

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import UpstreamError, UpstreamTooLarge
+from ..errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, UpstreamTooLarge
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
 from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter
@@ -38,19 +38,53 @@ def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Cl
     return transport.send(request, connect_timeout=clock.limits.connect_timeout)
 
 
-async def status_error(provider: Provider, response: UpstreamResponse) -> UpstreamError:
-    """An upstream's error status, as the provider's mapped error (from at most ERROR_BODY_BYTES
-    of its body: a larger one is answered by its status alone)."""
+def failed(response: UpstreamResponse) -> bool:
+    """Whether the upstream's answer is not a success (2xx): an error status, or one no
+    upstream should answer with (below 200: 1xx reach here only as 101, or as 99 and the like).
+    Redirects never reach here (the transport refuses them)."""
+    return not 200 <= response.status < 300
+
+
+async def error_body(response: UpstreamResponse) -> bytes:
+    """At most ERROR_BODY_BYTES of an answer that failed (b"" when it is larger); the connection
+    is dropped after."""
     try:
-        payload = await response.read(ERROR_BODY_BYTES)
+        return await response.read(ERROR_BODY_BYTES)
     except UpstreamTooLarge:
-        payload = b""
+        return b""
     finally:
         response.close()
+
+
+async def status_error(provider: Provider, response: UpstreamResponse) -> UpstreamError:
+    """An upstream's failed status, as the provider's mapped error (from at most ERROR_BODY_BYTES
+    of its body: a larger one is answered by its status alone); a status that is not an HTTP
+    error status (400-599) is a protocol error (providers.base.upstream_error)."""
+    payload = await error_body(response)
     error = provider.map_error(response.status, payload)
-    error.retry_after = parse_retry_after(response.headers)
-    error.retry_hints = retry_hints(response.headers)
+    if isinstance(error, UpstreamStatusError):
+        error.retry_after = parse_retry_after(response.headers)
+        error.retry_hints = retry_hints(response.headers)
     return error
+
+
+def is_json(response: UpstreamResponse) -> bool:
+    """Whether the answer says it is JSON: to a streamed request, a whole body, not an event stream."""
+    media_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    return media_type == "application/json"
+
+
+async def json_instead_of_stream(provider: Provider, response: UpstreamResponse) -> UpstreamError:
+    """A success in JSON to a streamed request: the upstream's error, when that is all it holds
+    (the provider's translate_response raises it, redacted, its message kept), else a protocol error."""
+    payload = await error_body(response)
+    try:
+        provider.translate_response(payload)
+    except UpstreamError as error:
+        return error
+    return UpstreamProtocolError(
+        "The upstream answered a streamed request with a whole completion, not an event stream."
+    )
 
 
 async def open_stream(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
@@ -59,8 +93,10 @@ async def open_stream(provider: Provider, transport: Transport, call: UpstreamCa
     try:
         async with asyncio.timeout_at(deadline):
             response = await send(provider, transport, call, clock)
-            if response.status >= 400:
+            if failed(response):
                 raise await status_error(provider, response)
+            if is_json(response):
+                raise await json_instead_of_stream(provider, response)
             return response
     except TimeoutError:
         raise clock.timeout(kind) from None
@@ -86,7 +122,7 @@ async def complete(
     try:
         async with asyncio.timeout_at(clock.total_deadline):
             response = await send(provider, transport, call, clock)
-            if response.status >= 400:
+            if failed(response):
                 raise await status_error(provider, response)
             try:
                 payload = await response.read(clock.limits.max_response_bytes)

@@ -20,10 +20,11 @@ from typing import Any
 import orjson
 
 from ..config import ProviderConfig
-from ..errors import InvalidRequest, UpstreamProtocolError, UpstreamStatusError
+from ..config.secrets import Redactor
+from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
-from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
+from .base import USER_AGENT, UpstreamCall, error_from_document, provider_headers, upstream_error
 
 log = logging.getLogger("gateway.providers.anthropic")
 
@@ -57,8 +58,10 @@ TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
 class AnthropicProvider:
     native_responses = False  # its messages are translated into chat completions
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, *, redactor: Redactor | None = None) -> None:
+        """`redactor`: the snapshot's, holding every secret (default: this provider's own)."""
         self.config = config
+        self._redactor = redactor if redactor is not None else Redactor.for_provider(config)
         self._url = f"{config.base_url}/v1/messages"
         extra = {name: value for name, value in config.headers.items() if name.lower() != "authorization"}
         defaults = {
@@ -79,21 +82,27 @@ class AnthropicProvider:
         )
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
-        return completion_from_message(payload)
+        message = parse_json(payload, "response")
+        if isinstance(message, dict) and message.get("type") != "message" and message.get("error"):
+            raise self._error(200, message)  # a success that is only an error
+        return completion_from_message(message)
 
     def stream_translator(self) -> AnthropicStreamTranslator:
-        return AnthropicStreamTranslator(secrets=(self.config.api_key,))
+        return AnthropicStreamTranslator(self._redactor)
 
-    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError:
-        secrets = (self.config.api_key,)
+    def map_error(self, status: int, payload: bytes) -> UpstreamError:
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
             document = None
+        return self._error(status, document)
+
+    def _error(self, status: int, document: Any) -> UpstreamError:
+        """Anthropic's `{"type": "error", "error": {"type", "message"}}`, else OpenAI's shapes."""
         error = document.get("error") if isinstance(document, dict) else None
         if isinstance(error, dict) and isinstance(error.get("type"), str):
-            return anthropic_error(error, secrets, status=status)
-        return error_from_payload(status, payload, secrets=secrets)
+            return anthropic_error(error, self._redactor, status=status)
+        return error_from_document(status, document, self._redactor)
 
 
 # ---------------------------------------------------------------- requests
@@ -276,9 +285,8 @@ def translate_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- responses
 
 
-def completion_from_message(payload: bytes) -> dict[str, Any]:
-    """An Anthropic message as a `chat.completion`."""
-    message = parse_json(payload, "response")
+def completion_from_message(message: Any) -> dict[str, Any]:
+    """An Anthropic message (parsed JSON) as a `chat.completion`."""
     content = message.get("content") if isinstance(message, dict) and message.get("type") == "message" else None
     if not isinstance(content, list):
         raise UpstreamProtocolError("The upstream's response is not an Anthropic message.")
@@ -358,17 +366,14 @@ def parse_json(payload: bytes, what: str) -> Any:
         raise UpstreamProtocolError(f"The upstream's {what} is not valid JSON.") from None
 
 
-def anthropic_error(
-    error: dict[str, Any], secrets: tuple[str, ...], *, status: int | None = None
-) -> UpstreamStatusError:
+def anthropic_error(error: dict[str, Any], redactor: Redactor, *, status: int | None = None) -> UpstreamError:
     """Anthropic's `{"type": ..., "message": ...}` error as the gateway's, in OpenAI's shape: its
     type becomes the `code` (`overloaded_error`), and `type` is OpenAI's for the status."""
     kind = str(error.get("type") or "api_error")
     message = error.get("message") if isinstance(error.get("message"), str) and error["message"] else None
     if status is None:
         status = ERROR_STATUSES.get(kind, 502)
-    message = message or f"The upstream answered with HTTP {status}."
-    return UpstreamStatusError(status, redact(message, secrets), code=kind)
+    return upstream_error(status, message, redactor, code=kind)
 
 
 # ---------------------------------------------------------------- streams
@@ -383,16 +388,16 @@ class AnthropicStreamTranslator:
 
     passthrough = False  # chunks are built here, not the upstream's bytes
 
-    __slots__ = ("_created", "_id", "_model", "_secrets", "_tool_calls", "_usage", "finished")
+    __slots__ = ("_created", "_id", "_model", "_redactor", "_tool_calls", "_usage", "finished")
 
-    def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, redactor: Redactor) -> None:
         self.finished = False
         self._id = "chatcmpl-"
         self._model: Any = None
         self._created = int(time.time())
         self._usage: dict[str, int] = {}  # Anthropic's figures so far
         self._tool_calls: dict[Any, int] = {}  # content block index -> tool call index
-        self._secrets = secrets
+        self._redactor = redactor
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = parse_json(event.data, "event")
@@ -412,7 +417,7 @@ class AnthropicStreamTranslator:
                 return [self._chunk(None, usage=True)]
             case "error":
                 error = data.get("error")
-                raise anthropic_error(error if isinstance(error, dict) else {"message": str(error)}, self._secrets)
+                raise anthropic_error(error if isinstance(error, dict) else {"message": str(error)}, self._redactor)
             case _:  # ping, content_block_stop and event types Anthropic may add
                 return []
 

@@ -15,7 +15,8 @@ import orjson
 
 from .. import __version__
 from ..config import ProviderConfig, Target
-from ..errors import UpstreamStatusError
+from ..config.secrets import Redactor
+from ..errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, is_error_status
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
 
@@ -62,36 +63,65 @@ class Provider(Protocol):
 
     def stream_translator(self) -> StreamTranslator: ...
 
-    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError: ...
+    def map_error(self, status: int, payload: bytes) -> UpstreamError:
+        """The upstream's error of this status and body, its secrets redacted (upstream_error)."""
+        ...
 
 
-def error_from_payload(status: int, payload: bytes, *, secrets: tuple[str, ...] = ()) -> UpstreamStatusError:
+def error_from_payload(status: int, payload: bytes, redactor: Redactor) -> UpstreamError:
     """An upstream's error body in OpenAI's shape; its message only, never raw HTML."""
-    message = f"The upstream answered with HTTP {status}."
-    kind = code = param = None
     try:
         document = orjson.loads(payload) if payload else None
     except orjson.JSONDecodeError:
         document = None
+    return error_from_document(status, document, redactor)
+
+
+def error_from_document(status: int, document: Any, redactor: Redactor) -> UpstreamError:
+    """`{"error": {"message", "type", "code", "param"}}`, `{"error": "..."}` or `{"message": "..."}`."""
+    message = kind = code = param = None
     error = document.get("error") if isinstance(document, dict) else None
     if isinstance(error, dict):
         if isinstance(error.get("message"), str) and error["message"]:
             message = error["message"]
-        kind = _text_or_none(error.get("type"))
-        code = _text_or_none(error.get("code"))
-        param = _text_or_none(error.get("param"))
+        kind, code, param = (_text_or_none(error.get(name)) for name in ("type", "code", "param"))
     elif isinstance(error, str) and error:
         message = error
     elif isinstance(document, dict) and isinstance(document.get("message"), str):
         message = document["message"]
-    return UpstreamStatusError(status, redact(message, secrets), type=kind, code=code, param=param)
+    return upstream_error(status, message, redactor, type=kind, code=code, param=param)
 
 
-def redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 8 and secret in text:
-            text = text.replace(secret, "[redacted]")
-    return text
+def upstream_error(
+    status: object,
+    message: str | None,
+    redactor: Redactor,
+    *,
+    type: str | None = None,
+    code: str | None = None,
+    param: str | None = None,
+) -> UpstreamError:
+    """The one place an upstream's error becomes the gateway's, whichever protocol and path
+    it came by (an error status, an error event).
+
+    Every configured secret is redacted from each field, whichever the upstream put it in.
+    The client gets the upstream's status only when it is an HTTP error status (400-599):
+    any other (99, 101, 200, 204, 600, 1000, a string) is the upstream breaking the
+    protocol, a 502 upstream_protocol_error whose message says what it sent.
+    """
+    if message is None:
+        message = f"The upstream answered with HTTP {status}."
+    if not is_error_status(status):
+        sent = orjson.dumps(status, default=str).decode()
+        message = f"The upstream sent an error with status {sent}, not an HTTP error status (400-599): {message}"
+        return UpstreamProtocolError(redactor.text(message))
+    return UpstreamStatusError(
+        status,
+        redactor.text(message),
+        type=redactor.optional(type),
+        code=redactor.optional(code),
+        param=redactor.optional(param),
+    )
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -7,10 +7,18 @@ from typing import Any
 import orjson
 
 from ..config import ProviderConfig
-from ..errors import UpstreamProtocolError, UpstreamStatusError
+from ..config.secrets import Redactor
+from ..errors import UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
-from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
+from .base import (
+    USER_AGENT,
+    UpstreamCall,
+    error_from_document,
+    error_from_payload,
+    provider_headers,
+    upstream_error,
+)
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -18,8 +26,10 @@ TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 class OpenAIProvider:
     native_responses = True  # its completions are already OpenAI's: sent on unchanged when nothing was cut
 
-    def __init__(self, config: ProviderConfig) -> None:
+    def __init__(self, config: ProviderConfig, *, redactor: Redactor | None = None) -> None:
+        """`redactor`: the snapshot's, holding every secret (default: this provider's own)."""
         self.config = config
+        self._redactor = redactor if redactor is not None else Redactor.for_provider(config)
         self._url = f"{config.base_url}/chat/completions"
         defaults = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **self.auth_headers(config)}
         self._headers = provider_headers(defaults, config.headers)
@@ -51,25 +61,27 @@ class OpenAIProvider:
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
         if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+            if isinstance(completion, dict) and completion.get("error"):  # a success that is only an error
+                raise error_from_document(200, completion, self._redactor)
             raise UpstreamProtocolError("The upstream's response is not a chat completion.")
         return completion
 
     def stream_translator(self) -> OpenAIStreamTranslator:
-        return OpenAIStreamTranslator(secrets=(self.config.api_key,))
+        return OpenAIStreamTranslator(self._redactor)
 
-    def map_error(self, status: int, payload: bytes) -> UpstreamStatusError:
-        return error_from_payload(status, payload, secrets=(self.config.api_key,))
+    def map_error(self, status: int, payload: bytes) -> UpstreamError:
+        return error_from_payload(status, payload, self._redactor)
 
 
 class OpenAIStreamTranslator:
     """OpenAI's chunks are already what the client wants: check their shape, pass them on."""
 
-    __slots__ = ("_secrets", "finished")
+    __slots__ = ("_redactor", "finished")
     passthrough = True  # one event, one chunk, whose JSON is the event's data
 
-    def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, redactor: Redactor) -> None:
         self.finished = False
-        self._secrets = secrets
+        self._redactor = redactor
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = event.data
@@ -83,22 +95,26 @@ class OpenAIStreamTranslator:
         if not isinstance(chunk, dict):
             raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
         if chunk.get("error"):
-            raise stream_error(chunk["error"], self._secrets)
+            raise stream_error(chunk["error"], self._redactor)
         if not isinstance(chunk.get("choices"), list):
             raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
         return [chunk]
 
 
-def stream_error(error: Any, secrets: tuple[str, ...]) -> UpstreamStatusError:
-    """An error event in the upstream's stream, as the gateway's error."""
+def stream_error(error: Any, redactor: Redactor) -> UpstreamError:
+    """An error event in the upstream's stream, as the gateway's error: of its `status` if
+    it gives one (upstream_error holds it to 400-599), else 502."""
     if not isinstance(error, dict):
         error = {"message": str(error)}
-    status = error.get("status") if isinstance(error.get("status"), int) else 502
+    status = error.get("status")
+    if status is None:
+        status = 502
     message = error.get("message") if isinstance(error.get("message"), str) else "The upstream reported an error."
     code = error.get("code")
-    return UpstreamStatusError(
+    return upstream_error(
         status,
-        redact(message, secrets),
+        message,
+        redactor,
         type=error.get("type") if isinstance(error.get("type"), str) else None,
         code=str(code) if code is not None else None,
     )

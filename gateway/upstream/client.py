@@ -94,6 +94,11 @@ class UpstreamClient:
             max_field_size=MAX_HEADER_BYTES,
         )
 
+    @property
+    def proxy_urls(self) -> list[str]:
+        """The proxies from the environment (their credentials are secrets: config.secrets)."""
+        return [url for scheme, url in self.proxies.items() if scheme != "no"]
+
     def for_provider(self, provider: ProviderConfig) -> ProviderTransport:
         """A transport with `provider`'s TLS settings (its CA bundle, client certificate, verify)."""
         return ProviderTransport(self.session, tls_context(provider), self.proxies)
