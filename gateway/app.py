@@ -17,6 +17,7 @@ from .observability.metrics import Metrics
 from .runtime import ConfigLoader, Gateway, watch_config
 from .server import ops
 from .server.access_log import access_log_middleware
+from .server.auth import auth_middleware
 from .server.cors import cors_middleware, response_headers
 from .server.errors import errors_middleware
 from .server.keys import GATEWAY
@@ -49,6 +50,7 @@ def create_app(
     middlewares: list[Middleware] = [request_id_middleware(), access_log_middleware(access_log), errors_middleware()]
     if origins:
         middlewares.append(cors_middleware(origins))
+    middlewares.append(auth_middleware())  # after CORS: a browser's preflight carries no key
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
     app.on_response_prepare.append(response_headers(origins))
 

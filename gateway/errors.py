@@ -7,6 +7,8 @@ any OpenAI client reads them; `code` says precisely what happened.
 
     GatewayError                      status, type, code, param, message
     ├── InvalidRequest                400 invalid_request_error
+    ├── InvalidAPIKey                 401 invalid_request_error / invalid_api_key
+    ├── ModelNotAllowed               403 invalid_request_error / model_not_allowed
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
     └── UpstreamError                 something went wrong on the way to or from a provider
@@ -49,6 +51,36 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+
+
+class InvalidAPIKey(GatewayError):
+    """No key, or one the gateway does not know (OpenAI's 401: the SDKs raise AuthenticationError)."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def __init__(self, *, presented: bool) -> None:
+        if presented:
+            message = "Incorrect API key provided: the gateway knows no such key."
+        else:
+            message = (
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' (as the OpenAI SDKs do) "
+                "or as 'api-key: <key>'."
+            )
+        super().__init__(message)
+        self.headers["WWW-Authenticate"] = "Bearer"
+
+
+class ModelNotAllowed(GatewayError):
+    """A model outside the key's `models` (403: the SDKs raise PermissionDeniedError)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "model_not_allowed"
+
+    def __init__(self, key_id: str, model: str) -> None:
+        super().__init__(f"The key {key_id!r} may not use the model {model!r}.", param="model")
 
 
 class ModelNotFound(GatewayError):

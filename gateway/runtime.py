@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ConfigError, GatewayConfig
+from .config import ClientKey, ConfigError, GatewayConfig
 from .config.secrets import Redactor
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
@@ -45,6 +45,7 @@ class Snapshot:
     transports: Mapping[str, Transport]
     tokenizers: Tokenizers
     redactor: Redactor  # every secret of the config and of the client's proxies
+    keys: Mapping[bytes, ClientKey]  # the client keys by the SHA-256 digest of their secret; empty: none asked for
     loaded_at: int = field(default_factory=lambda: int(time.time()))  # seconds since the epoch
 
     @classmethod
@@ -57,7 +58,8 @@ class Snapshot:
             name: MockTransport(provider, tokenizers) if provider.kind == "mock" else client.for_provider(provider)
             for name, provider in config.providers.items()
         }
-        return cls(config, RoutingTable(config.routes), providers, transports, tokenizers, redactor)
+        keys = {key.digest: key for key in config.auth.keys}
+        return cls(config, RoutingTable(config.routes), providers, transports, tokenizers, redactor, keys)
 
 
 class Gateway:

@@ -223,3 +223,14 @@ def test_config_warnings_are_logged_at_start(tmp_path: Path) -> None:
     [warning] = [entry for entry in seen if entry["level"] == "WARNING"]
     assert "providers.p.api_key: a secret of only 3 characters" in warning["message"]
     assert "k3y" not in "".join(map(str, seen)) + rest
+
+
+def gateway_cli_check(config: Path) -> subprocess.CompletedProcess[str]:
+    """`gateway --check --config <config>`, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--check", "--config", str(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

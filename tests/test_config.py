@@ -144,6 +144,7 @@ def test_quick_start_environment_overrides_the_file_and_flags_override_both() ->
         "default_model": "a",
         "providers": {"d": {"kind": "mock"}},
         "routes": [{"model": "a", "provider": "d"}, {"model": "b", "provider": "d"}],
+        "auth": {"open": True},  # listening beyond loopback with no keys, on purpose
     }
     env = {
         "HOST": "0.0.0.0",

@@ -34,7 +34,13 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 def value(found: dict, name: str, **labels: str) -> float:
-    return found.get((name, frozenset(labels.items())), 0.0)
+    """The sum of the samples of `name` whose labels include `labels` (others, such as `key`, summed over)."""
+    wanted = set(labels.items())
+    return sum(
+        sample
+        for (sample_name, sample_labels), sample in found.items()
+        if sample_name == name and wanted <= sample_labels
+    )
 
 
 async def fetch_metrics(gateway: Gateway) -> str:
@@ -237,6 +243,7 @@ async def test_a_real_prometheus_scrapes_the_gateway(trafficked: Gateway, tmp_pa
             ("code", "200"),
             ("instance", target),
             ("job", "gateway"),
+            ("key", "none"),
             ("outcome", "ok"),
             ("provider", "up"),
             ("route", "test-model"),
@@ -292,6 +299,7 @@ async def test_one_json_log_line_per_request_without_secrets(
             "request_id",
             "method",
             "path",
+            "key",
             "route",
             "provider",
             "upstream_model",
@@ -308,6 +316,7 @@ async def test_one_json_log_line_per_request_without_secrets(
         "request_id": "req-42",
         "method": "POST",
         "path": "/v1/chat/completions",
+        "key": "none",
         "route": "test-model",
         "provider": "up",
         "upstream_model": "test-model",

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..config import ServerConfig
-from ..errors import GatewayError, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
+from ..config import ClientKey, ServerConfig
+from ..errors import GatewayError, ModelNotAllowed, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
+from ..observability.metrics import NO_KEY
 from ..observability.record import RequestRecord, finish, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
@@ -28,7 +29,7 @@ from ..routing.dispatch import Attempt, AttemptsExhausted, dispatch
 from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
 from ..server.event_stream import EventStream, write_bounded
-from ..server.keys import GATEWAY, LOGGED, REQUEST_ID
+from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
 from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE, encode_json
 from ..upstream.base import UpstreamResponse
@@ -76,6 +77,7 @@ class Exchange:
     snapshot: Snapshot
     record: RequestRecord
     clock: Clock
+    key: ClientKey | None  # the client's key; None when the gateway asks for none
     headers: dict[str, str] = field(default_factory=dict)  # the endpoint's own x-gateway-* headers
 
 
@@ -105,17 +107,19 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     arrived = asyncio.get_running_loop().time()  # the deadlines run on the loop's clock
     request[LOGGED] = True
+    client_key = request.get(CLIENT_KEY)
     record = RequestRecord(
         request_id=request[REQUEST_ID],
         method=request.method,
         path=request.path,
         client=request.remote,
         started=time.perf_counter(),
+        key=client_key.id if client_key is not None else NO_KEY,
     )
     try:
         try:
             snapshot = gateway.state  # this request keeps this snapshot to its end
-            response = await serve(request, endpoint, gateway, snapshot, record, arrived)
+            response = await serve(request, endpoint, gateway, snapshot, record, arrived, client_key)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
             exc.headers.update(retry_advice(exhausted))
@@ -166,17 +170,21 @@ async def serve(
     snapshot: Snapshot,
     record: RequestRecord,
     arrived: float,
+    client_key: ClientKey | None,
 ) -> web.StreamResponse:
     payload = await read_payload(request, snapshot.config.server.max_body_bytes)
     parsed = endpoint.parse(parse_body(payload), snapshot)
     record.stream = parsed.stream
     route = snapshot.table.resolve(parsed.model)
+    names = (parsed.model,) if route is None else (parsed.model, route.model)
+    if client_key is not None and not client_key.allows(*names):  # before 404: no route's existence leaks
+        raise ModelNotAllowed(client_key.id, parsed.model)
     if route is None:
         raise ModelNotFound(parsed.model)
     record.route, record.provider, record.routed = route.model, route.provider, True
     gateway.metrics.inflight_of(route.model).inc()
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
-    exchange = Exchange(record.request_id, snapshot, record, clock)
+    exchange = Exchange(record.request_id, snapshot, record, clock, client_key)
 
     async def attempt(planned: Attempt) -> Reply:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model

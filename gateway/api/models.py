@@ -9,27 +9,35 @@ from typing import Any
 
 from aiohttp import web
 
+from ..config import Route
 from ..errors import ModelNotFound
 from ..runtime import Snapshot
 from ..server.errors import dumps
-from ..server.keys import GATEWAY
+from ..server.keys import CLIENT_KEY, GATEWAY
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """`{"object": "list", "data": [model, ...]}`."""
+    """`{"object": "list", "data": [model, ...]}`: the routes the client's key may use."""
     snapshot = request.app[GATEWAY].state
-    data = [model_object(snapshot, route.model, route.provider) for route in snapshot.table.exact_routes]
+    data = [model_object(snapshot, route.model, route.provider) for route in visible_routes(request, snapshot)]
     return web.json_response({"object": "list", "data": data}, dumps=dumps)
 
 
 async def get_model(request: web.Request) -> web.Response:
-    """One model object, or 404 `model_not_found`."""
+    """One model object, or 404 `model_not_found` (also for a route the key may not use)."""
     snapshot = request.app[GATEWAY].state
     model = request.match_info["model"]
-    for route in snapshot.table.exact_routes:
+    for route in visible_routes(request, snapshot):
         if route.model == model:
             return web.json_response(model_object(snapshot, route.model, route.provider), dumps=dumps)
     raise ModelNotFound(model)
+
+
+def visible_routes(request: web.Request, snapshot: Snapshot) -> list[Route]:
+    """The exact routes, those of the client's key only when it has a list."""
+    key = request.get(CLIENT_KEY)
+    routes = snapshot.table.exact_routes
+    return routes if key is None else [route for route in routes if key.allows(route.model)]
 
 
 def model_object(snapshot: Snapshot, model: str, provider: str) -> dict[str, Any]:

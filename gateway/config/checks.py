@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import ssl
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from .auth import check_auth
 from .model import (
     ANTHROPIC_VERSION,
     DEFAULT_BASE_URLS,
@@ -139,13 +141,21 @@ class ConfigChecker:
     # -- sections
 
     def gateway(self, tree: dict[str, Any]) -> GatewayConfig | None:
-        top = self.mapping(tree, "", ("server", "limits", "default_model", "providers", "routes", "upstream"))
+        top = self.mapping(tree, "", ("server", "limits", "default_model", "providers", "routes", "upstream", "auth"))
         server = self.server(top.get("server"))
         upstream = self.upstream(top.get("upstream"))
         limits = self.limits(self.mapping(top.get("limits"), "limits", LIMIT_KEYS), "limits", Limits())
         providers = self.providers(top.get("providers"))
         routes = self.routes(top.get("routes"), providers, limits)
         default_model = self.string(top, "default_model", "") or None
+        auth = check_auth(self, top.get("auth"))
+        if not auth.keys and not auth.open and not is_loopback(server.host):
+            self.problem(
+                "auth",
+                f"the gateway would listen on {server.host} with no keys: anyone who reaches it could spend "
+                "its providers' keys. Add client keys under auth.keys (a key's secret may come from the "
+                "environment: key: ${GATEWAY_API_KEY}), listen on 127.0.0.1, or state auth: {open: true}",
+            )
         return GatewayConfig(
             server=server,
             limits=limits,
@@ -154,6 +164,7 @@ class ConfigChecker:
             routes=routes,
             source=self.source,
             upstream=upstream,
+            auth=auth,
             warnings=tuple(self.warnings),
         )
 
@@ -457,6 +468,16 @@ class ConfigChecker:
             failures=self.integer(node, "failures", path, defaults.failures),
             seconds=self.seconds(node, "seconds", path, defaults.seconds),
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is this machine only: 127.0.0.0/8, ::1, localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _reason(exc: Exception) -> str:

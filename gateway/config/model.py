@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -129,6 +130,40 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientKey:
+    """A client's API key (`auth.keys`): its name, the SHA-256 digest of its secret (the secret
+    itself is not kept), the routes it may use and its own limits (None: unlimited)."""
+
+    id: str  # the key's name in logs, metrics and errors; never the secret
+    digest: bytes = field(repr=False)  # SHA-256 of the secret, 32 bytes
+    models: tuple[str, ...] | None = None  # exact names and globs of routes; None: every route
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute, prompt and completion
+    max_parallel: int | None = None  # requests in flight at once
+
+    def allows(self, *names: str) -> bool:
+        """Whether any of `names` (the model asked for, the route's name) is one of the key's models."""
+        if self.models is None:
+            return True
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.models for name in names)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Who may call the model endpoints (`auth:`). No keys and not `open`: only a gateway that
+    listens on loopback starts (server.host), and then anyone who reaches it may call."""
+
+    keys: tuple[ClientKey, ...] = ()
+    admin_digest: bytes | None = field(default=None, repr=False)  # SHA-256 of auth.admin_key
+    open: bool = False  # stated on purpose: no keys, on any address
+
+    @property
+    def required(self) -> bool:
+        """Whether the model endpoints need a key."""
+        return bool(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     server: ServerConfig
     limits: Limits
@@ -137,6 +172,7 @@ class GatewayConfig:
     routes: tuple[Route, ...]
     source: str
     upstream: UpstreamConfig = UpstreamConfig()
+    auth: AuthConfig = AuthConfig()
     warnings: tuple[str, ...] = ()  # valid but risky settings, one line each, naming the key
 
     @property

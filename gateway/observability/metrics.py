@@ -27,6 +27,8 @@ from .. import __version__
 
 UNKNOWN_ROUTE = "unknown"
 NO_PROVIDER = "none"
+NO_KEY = "none"  # the `key` label when the gateway asks for no keys
+UNKNOWN_KEY = "unknown"  # the `key` label of a request refused for a missing or unknown key
 
 # Time to first token: 50 ms to 30 s. Whole requests: up to ten minutes of streaming.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
@@ -43,7 +45,7 @@ class Metrics:
             "gateway_requests_total",
             "Finished chat completion requests, by HTTP status and outcome "
             "(ok, rejected, error, broken: a stream that failed after its start, client_gone).",
-            ["route", "provider", "code", "stream", "outcome"],
+            ["route", "provider", "code", "stream", "outcome", "key"],
             registry=r,
         )
         self.duration = Histogram(
@@ -70,7 +72,7 @@ class Metrics:
         self.tokens = Counter(
             "gateway_tokens_total",
             "Tokens by type (prompt, completion), as delivered.",
-            ["route", "provider", "type"],
+            ["route", "provider", "type", "key"],
             registry=r,
         )
         self.inflight = Gauge(
@@ -120,7 +122,7 @@ class Metrics:
         )
         self.build_info.labels(__version__).set(1)
 
-        self._series: dict[tuple[str, str, str], RequestSeries] = {}
+        self._series: dict[tuple[str, str, str, str], RequestSeries] = {}
         self._inflight: dict[str, Any] = {}
 
     def inflight_of(self, route: str) -> Any:
@@ -129,15 +131,15 @@ class Metrics:
             child = self._inflight[route] = self.inflight.labels(route)
         return child
 
-    def series(self, route: str, provider: str, stream: str) -> RequestSeries:
-        """The children a finished request updates, bound once per (route, provider, stream).
+    def series(self, route: str, provider: str, stream: str, key: str) -> RequestSeries:
+        """The children a finished request updates, bound once per (route, provider, stream, key).
 
-        Routes and providers come from the config, so this stays as small as the routing table.
+        Routes, providers and key ids come from the config, so this stays as small as the
+        routing table times the keys (a refused key is UNKNOWN_KEY, no key at all NO_KEY).
         """
-        key = (route, provider, stream)
-        found = self._series.get(key)
+        found = self._series.get((route, provider, stream, key))
         if found is None:
-            found = self._series[key] = RequestSeries(self, route, provider, stream)
+            found = self._series[route, provider, stream, key] = RequestSeries(self, route, provider, stream, key)
         return found
 
     def render(self) -> tuple[bytes, str]:
@@ -152,6 +154,7 @@ class Metrics:
 class RequestSeries:
     __slots__ = (
         "_codes",
+        "_key",
         "_requests",
         "_stream",
         "completion_tokens",
@@ -163,14 +166,15 @@ class RequestSeries:
         "ttft",
     )
 
-    def __init__(self, metrics: Metrics, route: str, provider: str, stream: str) -> None:
+    def __init__(self, metrics: Metrics, route: str, provider: str, stream: str, key: str) -> None:
         self._requests = functools.partial(metrics.requests.labels, route, provider)
+        self._key = key
         self._codes: dict[tuple[int, str], Any] = {}
         self.duration = metrics.duration.labels(route, provider, stream)
         self.ttft = metrics.ttft.labels(route, provider)
         self.overhead = metrics.overhead.labels(route, provider)
-        self.prompt_tokens = metrics.tokens.labels(route, provider, "prompt")
-        self.completion_tokens = metrics.tokens.labels(route, provider, "completion")
+        self.prompt_tokens = metrics.tokens.labels(route, provider, "prompt", key)
+        self.completion_tokens = metrics.tokens.labels(route, provider, "completion", key)
         self.truncations = metrics.truncations.labels(route)
         self.disconnects = metrics.client_disconnects.labels(route)
         self._stream = stream
@@ -178,5 +182,5 @@ class RequestSeries:
     def requests(self, code: int, outcome: str) -> Any:
         child = self._codes.get((code, outcome))
         if child is None:
-            child = self._codes[code, outcome] = self._requests(str(code), self._stream, outcome)
+            child = self._codes[code, outcome] = self._requests(str(code), self._stream, outcome, self._key)
         return child

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout
 from .logs import AccessLog
-from .metrics import NO_PROVIDER, UNKNOWN_ROUTE, Metrics
+from .metrics import NO_KEY, NO_PROVIDER, UNKNOWN_ROUTE, Metrics
 
 OUTCOMES = ("ok", "rejected", "error", "broken", "client_gone")  # the values of the `outcome` label
 
@@ -21,6 +21,7 @@ class RequestRecord:
     started: float  # time.perf_counter(), like every moment below
     route: str = UNKNOWN_ROUTE
     provider: str = NO_PROVIDER
+    key: str = NO_KEY  # the client key's id
     upstream_model: str | None = None
     stream: bool = False
     status: int = 0
@@ -69,7 +70,7 @@ def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: Upstream
 
 def finish(metrics: Metrics, access_log: AccessLog, record: RequestRecord, finished: float) -> None:
     """Count the request in every metric it belongs to, and write its one log line."""
-    series = metrics.series(record.route, record.provider, "true" if record.stream else "false")
+    series = metrics.series(record.route, record.provider, "true" if record.stream else "false", record.key)
     duration = finished - record.started
     series.requests(record.status, record.outcome).inc()
     series.duration.observe(duration)
@@ -107,6 +108,7 @@ def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> di
         "request_id": record.request_id,
         "method": record.method,
         "path": record.path,
+        "key": record.key,
         "route": record.route,
         "provider": record.provider,
         "upstream_model": record.upstream_model,

@@ -1,0 +1,85 @@
+"""Who is calling: the client's key, for every model endpoint (paths under /v1 and /api/v1).
+
+Keys are sent as the OpenAI SDKs send them (`Authorization: Bearer <key>`), or as Azure's
+(`api-key: <key>`). They are looked up by their SHA-256 digest, the only form the gateway
+holds, so the lookup's time says nothing about the secret (hmac.compare_digest confirms the
+match). A request without a known key gets a 401 `invalid_api_key` and is counted under
+the key label "unknown"; /health, /ready and /metrics need no key. With no keys configured
+(a gateway on loopback, or `auth: {open: true}`), every request passes with no key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from ..config import ClientKey
+from ..errors import InvalidAPIKey
+from ..observability.metrics import UNKNOWN_KEY
+from ..observability.record import RequestRecord, finish
+from ..runtime import Gateway
+from .errors import error_response
+from .keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
+from .types import Handler, Middleware
+
+PROTECTED = ("/v1/", "/api/v1/")  # the model endpoints; the ops endpoints stay open
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The key in `Authorization: Bearer <key>` or `api-key: <key>`, if any."""
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return request.headers.get("api-key") or None
+
+
+def find_key(keys: Mapping[bytes, ClientKey], secret: str) -> ClientKey | None:
+    """The configured key whose secret this is, by its SHA-256 digest."""
+    digest = hashlib.sha256(secret.encode()).digest()
+    key = keys.get(digest)
+    if key is not None and hmac.compare_digest(key.digest, digest):
+        return key
+    return None
+
+
+def auth_middleware() -> Middleware:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(PROTECTED):
+            return await handler(request)
+        gateway = request.app[GATEWAY]
+        snapshot = gateway.state
+        if not snapshot.keys:
+            request[CLIENT_KEY] = None
+            return await handler(request)
+        secret = presented_key(request)
+        key = find_key(snapshot.keys, secret) if secret else None
+        if key is None:
+            return refuse(request, gateway, InvalidAPIKey(presented=secret is not None))
+        request[CLIENT_KEY] = key
+        return await handler(request)
+
+    return auth
+
+
+def refuse(request: web.Request, gateway: Gateway, error: InvalidAPIKey) -> web.Response:
+    """The 401, counted and logged as a model request of the key "unknown"."""
+    request[LOGGED] = True
+    record = RequestRecord(
+        request_id=request[REQUEST_ID],
+        method=request.method,
+        path=request.path,
+        client=request.remote,
+        started=time.perf_counter(),
+        key=UNKNOWN_KEY,
+        status=error.status,
+    )
+    record.fail(error)
+    finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+    return error_response(error)
