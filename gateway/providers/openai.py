@@ -61,15 +61,27 @@ class OpenAIProvider:
         return error_from_payload(status, payload, secrets=(self.config.api_key,))
 
 
-class OpenAIStreamTranslator:
-    """OpenAI's chunks are already what the client wants: check their shape, pass them on."""
+IDENTITY = ("id", "object", "created", "model")  # what every chunk of a stream repeats
+MAX_HELD = 8  # chunks with no identity held until the stream's first chunk with one
 
-    __slots__ = ("_secrets", "finished")
-    passthrough = True  # one event, one chunk, whose JSON is the event's data
+
+class OpenAIStreamTranslator:
+    """OpenAI's chunks are already what the client wants: check their shape, pass them on.
+
+    Azure sends annotations with no identity (id, object and model empty, created 0):
+    the prompt's content filter results before the first chunk, the text's last ones
+    after the finish. They take the stream's identity, so that every chunk the client
+    gets is a chunk; the ones that come first wait for it.
+    """
+
+    __slots__ = ("_held", "_identity", "_secrets", "finished", "passthrough")
 
     def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
         self.finished = False
+        self.passthrough = True  # the last translate() gave the event's own chunk, unchanged
         self._secrets = secrets
+        self._identity: dict[str, Any] | None = None  # the stream's id, object, created, model
+        self._held: list[dict[str, Any]] = []  # annotations that came before the identity
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = event.data
@@ -84,9 +96,41 @@ class OpenAIStreamTranslator:
             raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
         if chunk.get("error"):
             raise stream_error(chunk["error"], self._secrets)
+        if not chunk.get("id") and not chunk.get("object"):
+            return self._annotation(chunk)
         if not isinstance(chunk.get("choices"), list):
             raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
+        self.passthrough = True
+        if self._identity is None:
+            self._identity = {key: chunk.get(key) for key in IDENTITY}
+            if self._held:
+                held, self._held = self._held, []
+                self.passthrough = False
+                return [*(stamped(annotation, self._identity) for annotation in held), chunk]
         return [chunk]
+
+    def _annotation(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """A chunk with no identity: stamped with the stream's, or held until it is known."""
+        self.passthrough = False
+        if self._identity is not None:
+            return [stamped(chunk, self._identity)]
+        if chunk.get("choices") or len(self._held) >= MAX_HELD:
+            raise UpstreamProtocolError("The upstream sent chunks with no id before the first one with an id.")
+        self._held.append(chunk)
+        return []
+
+
+def stamped(chunk: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+    """An annotation as a chunk of the stream of `identity`, with a delta for each choice."""
+    chunk.update(identity)
+    choices = chunk.setdefault("choices", [])
+    if not isinstance(choices, list):
+        raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
+    for choice in choices:
+        if isinstance(choice, dict):
+            choice.setdefault("delta", {})
+            choice.setdefault("finish_reason", None)
+    return chunk
 
 
 def stream_error(error: Any, secrets: tuple[str, ...]) -> UpstreamStatusError:
