@@ -168,6 +168,29 @@ def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "7", "completion_tokens": 2, "total_tokens": 9},
+        {"prompt_tokens": 7, "completion_tokens": 2.0, "total_tokens": 9},
+        {"prompt_tokens": 7, "completion_tokens": 2},
+        {"prompt_tokens": 7, "completion_tokens": True, "total_tokens": 8},
+    ],
+    ids=["a string", "a float", "no total", "a boolean"],
+)
+def test_an_upstream_usage_of_the_wrong_shape_is_replaced_by_the_gateways_count(
+    counter: TiktokenCounter, usage: dict
+) -> None:
+    own = {"prompt_tokens": 12, "completion_tokens": counter.count("Hi there"), "total_tokens": 12 + 2}
+    limiter = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
+    stream_through(limiter, [*text_stream(["Hi", " there"]), {**usage_chunk(0, 0), "usage": usage}])
+    assert limiter.usage() == own
+
+    body = completion("Hi there", usage=usage)
+    assert limit_completion(body, max_tokens=100, counter=counter, prompt_tokens=lambda: 12) == (False, True)
+    assert body["usage"] == own
+
+
 def test_prompt_tokens_follow_openais_recipe(tokenizers: Tokenizers) -> None:
     counter = tokenizers.for_model("gpt-4o")
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "name": "bob", "content": "Hi"}]

@@ -355,6 +355,16 @@ GOOD = [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello"})
         ([b'data: {"choices": [{"index": 0, "delta": {"content": " wor'], False),  # closes mid-event
         ([], False),  # ends without [DONE] and without a finish_reason
         ([b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n'], False),
+        # chunks of the wrong shape: the SDKs expect a string or null where content is
+        ([b"data: " + orjson.dumps(chunk({"content": 42})) + b"\n\n"], True),
+        ([b"data: " + orjson.dumps(chunk({"content": ["Hel", "lo"]})) + b"\n\n"], True),
+        ([b"data: " + orjson.dumps(chunk({"refusal": {"text": "no"}})) + b"\n\n"], True),
+        (
+            [b"data: " + orjson.dumps(chunk({"tool_calls": [{"index": 0, "function": {"arguments": 7}}]})) + b"\n\n"],
+            True,
+        ),
+        ([b"data: " + orjson.dumps(chunk({}, finish_reason=1)) + b"\n\n"], True),
+        ([b"data: " + orjson.dumps({**chunk({"content": "x"}), "created": "today"}) + b"\n\n"], True),
     ],
 )
 async def test_a_broken_stream_ends_with_an_error_event_and_never_half_an_event(
@@ -373,6 +383,25 @@ async def test_a_complete_answer_without_done_still_ends_cleanly(upstream: Upstr
     upstream.handler = sse_handler(text_stream(["Hi"]), done=False)
     _status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     assert events[-1] == b"data: [DONE]" and all(b"error" not in e for e in events)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": 42},
+        {"role": "assistant", "content": None, "refusal": ["no"]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": 3, "arguments": "{}"}}]},
+        {"role": 1, "content": "Hi"},
+    ],
+    ids=["content", "refusal", "tool call name", "role"],
+)
+async def test_a_completion_of_the_wrong_shape_is_a_502(upstream: Upstream, routed: Gateway, message: dict) -> None:
+    body = completion()
+    body["choices"][0]["message"] = message
+    upstream.handler = json_handler(body)
+    with pytest.raises(openai.InternalServerError) as raised:
+        await routed.client().chat.completions.create(model="test-model", messages=MESSAGES)
+    assert raised.value.status_code == 502 and raised.value.code == "upstream_protocol_error"
 
 
 async def test_a_broken_first_event_is_a_502_json_error(upstream: Upstream, routed: Gateway) -> None:
@@ -460,9 +489,7 @@ async def test_unchanged_chunks_keep_the_upstreams_bytes_and_cut_ones_are_re_enc
 async def test_whole_events_before_an_unfinished_end_still_go_out(upstream: Upstream, routed: Gateway) -> None:
     # the last event's line is complete but its blank line never comes, and no choice finished
     upstream.handler = sse_handler(
-        [*GOOD, b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": " world"}}]}\n'],
-        done=False,
-        delay=0.02,
+        [*GOOD, b"data: " + orjson.dumps(chunk({"content": " world"})) + b"\n"], done=False, delay=0.02
     )
     _status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     contents = [orjson.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[:3]]

@@ -52,6 +52,7 @@ ERROR_STATUSES = {  # Anthropic's error types and the HTTP status each stands fo
 INPUT_TOKEN_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 USAGE_FIELDS = (*INPUT_TOKEN_FIELDS, "output_tokens")
 TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
+MESSAGE_EVENTS = frozenset(("content_block_start", "content_block_delta", "message_delta", "message_stop"))
 
 
 class AnthropicProvider:
@@ -283,10 +284,10 @@ def completion_from_message(payload: bytes) -> dict[str, Any]:
     if not isinstance(content, list):
         raise UpstreamProtocolError("The upstream's response is not an Anthropic message.")
     completion: dict[str, Any] = {
-        "id": f"chatcmpl-{message.get('id', '')}",
+        "id": f"chatcmpl-{required_text(message.get('id'), 'message id')}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": message.get("model"),
+        "model": required_text(message.get("model"), "message model"),
         "choices": [
             {
                 "index": 0,
@@ -308,14 +309,14 @@ def reply_message(content: list[Any]) -> dict[str, Any]:
     for block in content:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            texts.append(str(block.get("text") or ""))
+            texts.append(optional_text(block.get("text"), "text block"))
         elif kind == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
+            arguments = orjson.dumps(tool_input(block.get("input"))).decode()
             calls.append(
                 {
-                    "id": block.get("id"),
+                    "id": required_text(block.get("id"), "tool_use id"),
                     "type": "function",
-                    "function": {"name": block.get("name"), "arguments": arguments},
+                    "function": {"name": required_text(block.get("name"), "tool_use name"), "arguments": arguments},
                 }
             )
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
@@ -347,6 +348,30 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def optional_text(value: Any, what: str) -> str:
+    """A text field of Anthropic's: a string, or absent (null) for an empty one."""
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise UpstreamProtocolError(f"The upstream's {what} is not a string.")
+    return value
+
+
+def required_text(value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise UpstreamProtocolError(f"The upstream's {what} is not a string.")
+    return value
+
+
+def tool_input(value: Any) -> dict[str, Any]:
+    """A tool_use block's input: an object (absent or null for none)."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise UpstreamProtocolError("The upstream's tool_use input is not an object.")
+    return value
+
+
 def token_count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -374,6 +399,12 @@ def anthropic_error(
 # ---------------------------------------------------------------- streams
 
 
+def block_index(index: Any) -> int:
+    if type(index) is not int:
+        raise UpstreamProtocolError("The upstream sent a content block event whose index is not an integer.")
+    return index
+
+
 class AnthropicStreamTranslator:
     """Anthropic's stream events as `chat.completion.chunk`s: a stateful object with no I/O.
 
@@ -388,17 +419,20 @@ class AnthropicStreamTranslator:
     def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
         self.finished = False
         self._id = "chatcmpl-"
-        self._model: Any = None
+        self._model: str | None = None  # set by message_start
         self._created = int(time.time())
         self._usage: dict[str, int] = {}  # Anthropic's figures so far
-        self._tool_calls: dict[Any, int] = {}  # content block index -> tool call index
+        self._tool_calls: dict[int, int] = {}  # content block index -> tool call index
         self._secrets = secrets
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = parse_json(event.data, "event")
         if not isinstance(data, dict):
             raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
-        match data.get("type") or event.event:
+        kind = data.get("type") or event.event
+        if kind in MESSAGE_EVENTS and self._model is None:
+            raise UpstreamProtocolError(f"The upstream sent {kind} before message_start.")
+        match kind:
             case "message_start":
                 return self._message_start(data.get("message"))
             case "content_block_start":
@@ -419,33 +453,37 @@ class AnthropicStreamTranslator:
     def _message_start(self, message: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise UpstreamProtocolError("The upstream's message_start event holds no message.")
-        self._id = f"chatcmpl-{message.get('id', '')}"
-        self._model = message.get("model")
+        self._id = f"chatcmpl-{required_text(message.get('id'), 'message id')}"
+        self._model = required_text(message.get("model"), "message model")
         self._remember_usage(message.get("usage"))
         return [self._chunk({"role": "assistant", "content": ""}, usage=True)]
 
     def _block_start(self, index: Any, block: Any) -> list[dict[str, Any]]:
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
+        if kind == "text":
+            text = optional_text(block.get("text"), "text block")
+            return [self._chunk({"content": text})] if text else []
         if kind != "tool_use":
             return []
-        position = self._tool_calls[index] = len(self._tool_calls)
+        position = self._tool_calls[block_index(index)] = len(self._tool_calls)
         call = {
             "index": position,
-            "id": block.get("id"),
+            "id": required_text(block.get("id"), "tool_use id"),
             "type": "function",
-            "function": {"name": block.get("name"), "arguments": ""},
+            "function": {"name": required_text(block.get("name"), "tool_use name"), "arguments": ""},
         }
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, index: Any, delta: Any) -> list[dict[str, Any]]:
         kind = delta.get("type") if isinstance(delta, dict) else None
-        if kind == "text_delta" and delta.get("text"):
-            return [self._chunk({"content": delta["text"]})]
-        if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_calls:
-            call = {"index": self._tool_calls[index], "function": {"arguments": delta["partial_json"]}}
-            return [self._chunk({"tool_calls": [call]})]
+        if kind == "text_delta":
+            text = optional_text(delta.get("text"), "text_delta")
+            return [self._chunk({"content": text})] if text else []
+        if kind == "input_json_delta":
+            partial = optional_text(delta.get("partial_json"), "input_json_delta")
+            position = self._tool_calls.get(block_index(index))
+            if partial and position is not None:
+                return [self._chunk({"tool_calls": [{"index": position, "function": {"arguments": partial}}]})]
         return []  # thinking, signatures, citations: nothing OpenAI's chunks carry
 
     def _message_delta(self, delta: Any, usage: Any) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from ..errors import UpstreamProtocolError, UpstreamStatusError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
 from .base import USER_AGENT, UpstreamCall, error_from_payload, provider_headers, redact
+from .shapes import check_chunk, check_completion
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -50,8 +51,9 @@ class OpenAIProvider:
             completion = orjson.loads(payload)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
-        if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+        if not isinstance(completion, dict):
             raise UpstreamProtocolError("The upstream's response is not a chat completion.")
+        check_completion(completion)
         return completion
 
     def stream_translator(self) -> OpenAIStreamTranslator:
@@ -66,7 +68,8 @@ MAX_HELD = 8  # chunks with no identity held until the stream's first chunk with
 
 
 class OpenAIStreamTranslator:
-    """OpenAI's chunks are already what the client wants: check their shape, pass them on.
+    """OpenAI's chunks are already what the client wants: check their shape (providers.shapes),
+    pass them on.
 
     Azure sends annotations with no identity (id, object and model empty, created 0):
     the prompt's content filter results before the first chunk, the text's last ones
@@ -98,8 +101,7 @@ class OpenAIStreamTranslator:
             raise stream_error(chunk["error"], self._secrets)
         if not chunk.get("id") and not chunk.get("object"):
             return self._annotation(chunk)
-        if not isinstance(chunk.get("choices"), list):
-            raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
+        check_chunk(chunk)
         self.passthrough = True
         if self._identity is None:
             self._identity = {key: chunk.get(key) for key in IDENTITY}
@@ -124,12 +126,11 @@ def stamped(chunk: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
     """An annotation as a chunk of the stream of `identity`, with a delta for each choice."""
     chunk.update(identity)
     choices = chunk.setdefault("choices", [])
-    if not isinstance(choices, list):
-        raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
-    for choice in choices:
+    for choice in choices if isinstance(choices, list) else ():
         if isinstance(choice, dict):
             choice.setdefault("delta", {})
             choice.setdefault("finish_reason", None)
+    check_chunk(chunk)
     return chunk
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from .tokens import TokenCounter
 
 TEXT_FIELDS = ("content", "refusal")
+USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still change
 UNLIMITED = 1 << 62
 
@@ -217,7 +218,7 @@ class StreamLimiter:
         self.changed = usage is not None
         if usage is not None:  # the upstream's figures, for the gateway; a null stays as OpenAI sends it
             del chunk["usage"]
-            if isinstance(usage, dict):
+            if valid_usage(usage):
                 self.upstream_usage = usage
         choices = chunk.get("choices")
         self.last_chunk = chunk
@@ -308,11 +309,17 @@ def limit_completion(
             truncated = True
         budgets.append(budget)
     usage = completion.get("usage")
-    if isinstance(usage, dict) and not truncated:
+    if valid_usage(usage) and not truncated:
         return False, False
     completion_tokens = sum(budget.settle(counter, final=True) for budget in budgets)
-    completion["usage"] = own_usage(usage if isinstance(usage, dict) else None, prompt_tokens, completion_tokens)
+    completion["usage"] = own_usage(usage if valid_usage(usage) else None, prompt_tokens, completion_tokens)
     return truncated, True
+
+
+def valid_usage(usage: Any) -> bool:
+    """Whether an upstream's usage is one a client can read: its three counts integers.
+    Any other is replaced by the gateway's own count."""
+    return type(usage) is dict and all(type(usage.get(name)) is int for name in USAGE_COUNTS)
 
 
 def own_usage(
