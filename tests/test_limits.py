@@ -229,6 +229,40 @@ def test_annotations_after_the_end_pass_but_text_does_not(counter: TiktokenCount
     assert limiter.completion_tokens == counter.count("Hello there")
 
 
+def litellm_usage_chunk(prompt: int, completion_tokens: int) -> dict:
+    """LiteLLM's last chunk: its usage, with a choice whose delta is empty."""
+    return {**chunk({}), "usage": usage_chunk(prompt, completion_tokens)["usage"]}
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        litellm_usage_chunk(7, 2),
+        chunk({}),
+        chunk({"content": ""}),
+        chunk({"role": "assistant"}),
+        {**chunk({}), "choices": [], "usage": None},
+        {**chunk({}), "choices": []},
+    ],
+    ids=["usage with an empty choice", "empty delta", "empty content", "role", "no choices, usage null", "no choices"],
+)
+def test_nothing_empty_goes_out_after_the_finish(counter: TiktokenCounter, after: dict) -> None:
+    limiter = StreamLimiter(max_tokens=50, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    assert len(stream_through(limiter, text_stream(["Hello", " there"]))) == 4
+    assert stream_through(limiter, [after]) == []
+    assert limiter.changed or not after["choices"]
+
+
+def test_an_empty_choice_after_its_finish_is_dropped_while_another_goes_on(counter: TiktokenCounter) -> None:
+    limiter = StreamLimiter(max_tokens=50, counter=counter, choices=2, prompt_tokens=lambda: 1)
+    stream_through(limiter, [chunk({"content": "Hi"}, index=0), chunk({}, index=0, finish_reason="stop")])
+    both = {**chunk({}), "choices": [chunk({}, index=0)["choices"][0], chunk({"content": "Yo"}, index=1)["choices"][0]]}
+    [out] = stream_through(limiter, [both])
+    assert [choice["index"] for choice in out["choices"]] == [1] and limiter.changed
+    assert stream_through(limiter, [litellm_usage_chunk(7, 2)]) == []
+    assert limiter.upstream_usage == litellm_usage_chunk(7, 2)["usage"]
+
+
 def test_usage_only_chunk_with_no_choices_is_dropped(counter: TiktokenCounter) -> None:
     limiter = StreamLimiter(max_tokens=10, counter=counter, choices=1, prompt_tokens=lambda: 1)
     assert limiter.limit(usage_chunk(1, 2)) is None

@@ -189,6 +189,25 @@ async def test_usage_with_and_without_include_usage(
     assert sum(b'"usage"' in event for event in events) == 1
 
 
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_nothing_empty_follows_the_finish_when_the_upstreams_usage_has_a_choice(
+    upstream: Upstream, routed: Gateway, include_usage: bool
+) -> None:
+    """LiteLLM's last chunk carries the usage and a choice with an empty delta."""
+    litellm_usage = {**chunk({}), "usage": {"prompt_tokens": 17, "completion_tokens": 2, "total_tokens": 19}}
+    upstream.handler = sse_handler([*text_stream(["Hi", " there"]), litellm_usage])
+    body = {"model": "test-model", "messages": MESSAGES, "stream_options": {"include_usage": include_usage}}
+    _status, events = await raw_stream(routed.url, body)
+    chunks = [orjson.loads(event[6:]) for event in events[:-1]]
+    finished = next(i for i, item in enumerate(chunks) if item["choices"] and item["choices"][0]["finish_reason"])
+    after = chunks[finished + 1 :]
+    assert events[-1] == b"data: [DONE]"
+    if include_usage:
+        assert [(item["choices"], item["usage"]["total_tokens"]) for item in after] == [([], 19)]
+    else:
+        assert after == []
+
+
 # ---------------------------------------------------------------- timeouts
 
 

@@ -19,6 +19,10 @@ from .tokens import TokenCounter
 
 TEXT_FIELDS = ("content", "refusal")
 USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+CHOICE_FIELDS = frozenset(("index", "delta", "finish_reason", "logprobs"))  # what every choice of a chunk has
+CHUNK_FIELDS = frozenset(  # what every chunk of a stream has: a chunk of these alone says nothing
+    ("id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation", "choices", "usage")
+)
 OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still change
 UNLIMITED = 1 << 62
 
@@ -182,6 +186,12 @@ def carries_text(delta: Any) -> bool:
     return isinstance(delta, dict) and any(delta.get(key) for key in (*TEXT_FIELDS, "tool_calls"))
 
 
+def annotates(value: dict[str, Any], common: frozenset[str]) -> bool:
+    """Whether a choice or chunk holds anything beyond the fields `common` to all
+    (Azure's content filter results, prompt filter results)."""
+    return any(item is not None and key not in common for key, item in value.items())
+
+
 class StreamLimiter:
     """Applies the budget to each `chat.completion.chunk` of a stream, in order."""
 
@@ -222,8 +232,8 @@ class StreamLimiter:
                 self.upstream_usage = usage
         choices = chunk.get("choices")
         self.last_chunk = chunk
-        if not choices:
-            return None if usage else chunk
+        if not choices:  # nothing empty goes out after a choice has finished
+            return None if usage or (self._finished and not annotates(chunk, CHUNK_FIELDS)) else chunk
         if len(choices) == 1:  # n=1, nearly every chunk
             return chunk if self._limit_choice(choices[0]) else None
         kept = [choice for choice in choices if self._limit_choice(choice)]
@@ -244,7 +254,7 @@ class StreamLimiter:
             budget = self.choices[index] = ChoiceBudget(self.max_tokens)
         delta = choice.get("delta")
         if budget.finished:  # only annotations may follow the end (Azure's last content-filter results)
-            if carries_text(delta) or choice.get("finish_reason"):
+            if carries_text(delta) or choice.get("finish_reason") or not annotates(choice, CHOICE_FIELDS):
                 self.changed = True
                 return False
             return True
