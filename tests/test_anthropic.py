@@ -511,7 +511,7 @@ def expected_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> d
 
 EXPECTED_CHUNKS = [
     {
-        **expected_chunk({"role": "assistant", "content": ""}),  # the role and finish chunks carry the usage so far
+        **expected_chunk({"role": "assistant", "content": None}),  # the role and finish chunks carry the usage so far
         "usage": {
             "prompt_tokens": 592,
             "completion_tokens": 2,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -405,16 +406,31 @@ def block_index(index: Any) -> int:
     return index
 
 
+@dataclass(slots=True)
+class ToolBlock:
+    """A tool_use block of the stream, as the tool call it becomes."""
+
+    position: int  # the tool call's index
+    start_input: Any  # the input content_block_start gave (Anthropic's own streams: {})
+    streamed: bool = False  # input_json_delta has given some of the arguments
+    open: bool = True  # its content_block_stop has not come yet
+
+
 class AnthropicStreamTranslator:
     """Anthropic's stream events as `chat.completion.chunk`s: a stateful object with no I/O.
 
     The role and finish chunks also carry the usage so far (the gateway takes it off
     before they go out), so the prompt's true size is known even if the stream is cut.
+
+    The chunks assemble into what completion_from_message() makes of the same answer
+    (the property test in test_anthropic_streams.py): content stays null with no text
+    block; a tool call's arguments are its input_json_deltas, or, when none came, its
+    block's input as JSON when the block ends (`{}` for a tool with no arguments).
     """
 
     passthrough = False  # chunks are built here, not the upstream's bytes
 
-    __slots__ = ("_created", "_id", "_model", "_secrets", "_tool_calls", "_usage", "finished")
+    __slots__ = ("_created", "_id", "_model", "_secrets", "_text", "_tools", "_usage", "finished")
 
     def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
         self.finished = False
@@ -422,7 +438,8 @@ class AnthropicStreamTranslator:
         self._model: str | None = None  # set by message_start
         self._created = int(time.time())
         self._usage: dict[str, int] = {}  # Anthropic's figures so far
-        self._tool_calls: dict[int, int] = {}  # content block index -> tool call index
+        self._tools: dict[int, ToolBlock] = {}  # by content block index
+        self._text: bool | None = None  # None: no text block yet; False: one, but no content sent; True: sent
         self._secrets = secrets
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
@@ -439,6 +456,9 @@ class AnthropicStreamTranslator:
                 return self._block_start(data.get("index"), data.get("content_block"))
             case "content_block_delta":
                 return self._block_delta(data.get("index"), data.get("delta"))
+            case "content_block_stop":
+                tool = self._tools.get(block_index(data.get("index")))
+                return self._end_tool(tool) if tool is not None else []
             case "message_delta":
                 return self._message_delta(data.get("delta"), data.get("usage"))
             case "message_stop":
@@ -447,7 +467,7 @@ class AnthropicStreamTranslator:
             case "error":
                 error = data.get("error")
                 raise anthropic_error(error if isinstance(error, dict) else {"message": str(error)}, self._secrets)
-            case _:  # ping, content_block_stop and event types Anthropic may add
+            case _:  # ping and event types Anthropic may add
                 return []
 
     def _message_start(self, message: Any) -> list[dict[str, Any]]:
@@ -456,16 +476,16 @@ class AnthropicStreamTranslator:
         self._id = f"chatcmpl-{required_text(message.get('id'), 'message id')}"
         self._model = required_text(message.get("model"), "message model")
         self._remember_usage(message.get("usage"))
-        return [self._chunk({"role": "assistant", "content": ""}, usage=True)]
+        return [self._chunk({"role": "assistant", "content": None}, usage=True)]
 
     def _block_start(self, index: Any, block: Any) -> list[dict[str, Any]]:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            text = optional_text(block.get("text"), "text block")
-            return [self._chunk({"content": text})] if text else []
+            return self._text_chunks(optional_text(block.get("text"), "text block"))
         if kind != "tool_use":
             return []
-        position = self._tool_calls[block_index(index)] = len(self._tool_calls)
+        position = len(self._tools)
+        self._tools[block_index(index)] = ToolBlock(position, tool_input(block.get("input")))
         call = {
             "index": position,
             "id": required_text(block.get("id"), "tool_use id"),
@@ -477,21 +497,42 @@ class AnthropicStreamTranslator:
     def _block_delta(self, index: Any, delta: Any) -> list[dict[str, Any]]:
         kind = delta.get("type") if isinstance(delta, dict) else None
         if kind == "text_delta":
-            text = optional_text(delta.get("text"), "text_delta")
-            return [self._chunk({"content": text})] if text else []
+            return self._text_chunks(optional_text(delta.get("text"), "text_delta"))
         if kind == "input_json_delta":
             partial = optional_text(delta.get("partial_json"), "input_json_delta")
-            position = self._tool_calls.get(block_index(index))
-            if partial and position is not None:
-                return [self._chunk({"tool_calls": [{"index": position, "function": {"arguments": partial}}]})]
+            tool = self._tools.get(block_index(index))
+            if partial and tool is not None and tool.open:
+                tool.streamed = True
+                return [self._arguments(tool, partial)]
         return []  # thinking, signatures, citations: nothing OpenAI's chunks carry
+
+    def _text_chunks(self, text: str) -> list[dict[str, Any]]:
+        if not text:
+            self._text = self._text or False
+            return []
+        self._text = True
+        return [self._chunk({"content": text})]
+
+    def _end_tool(self, tool: ToolBlock) -> list[dict[str, Any]]:
+        """A tool call's whole arguments, at its block's end, when no input_json_delta gave them."""
+        if not tool.open:
+            return []
+        tool.open = False
+        return [] if tool.streamed else [self._arguments(tool, orjson.dumps(tool.start_input).decode())]
+
+    def _arguments(self, tool: ToolBlock, arguments: str) -> dict[str, Any]:
+        return self._chunk({"tool_calls": [{"index": tool.position, "function": {"arguments": arguments}}]})
 
     def _message_delta(self, delta: Any, usage: Any) -> list[dict[str, Any]]:
         self._remember_usage(usage)
         stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
         if stop_reason is None:
             return []
-        return [self._chunk({}, finish_reason(stop_reason), usage=True)]
+        ending = [chunk for tool in self._tools.values() for chunk in self._end_tool(tool)]
+        if self._text is False:  # text blocks with no text: the content is empty, not null
+            self._text = True
+            ending.append(self._chunk({"content": ""}))
+        return [*ending, self._chunk({}, finish_reason(stop_reason), usage=True)]
 
     def _remember_usage(self, usage: Any) -> None:
         """message_start's figures, then message_delta's running totals where it gives them."""
