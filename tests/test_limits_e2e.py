@@ -13,9 +13,10 @@ import orjson
 import pytest
 from aiohttp import web
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
-from fakes import chunk, completion, json_handler, sse_handler, text_stream
+from fakes import chunk, completion, json_handler, logprob_stream, logprobs, sse_handler, text_stream
 
 from gateway.stream.tokens import Tokenizers
+from gateway.upstream.mock import reply_tokens
 
 MESSAGES = [{"role": "user", "content": "Tell me a story"}]
 WORDS = [f" word{i}" for i in range(60)]  # " word12" is two tokens in o200k_base
@@ -89,6 +90,43 @@ async def test_non_streaming_cut_with_usage_corrected(
     assert tokenizers.for_model("test-model").count(result.choices[0].message.content) == 9
     assert result.choices[0].finish_reason == "length"
     assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.total_tokens) == (12, 9, 21)
+
+
+async def test_a_cut_completion_cuts_its_logprobs_and_keeps_its_prompts_usage(
+    upstream: Upstream, routed: Gateway, tokenizers: Tokenizers
+) -> None:
+    counter = tokenizers.for_model("test-model")
+    tokens = reply_tokens(counter, "".join(WORDS[:6]))
+    body = completion(
+        "".join(tokens),
+        usage={
+            "prompt_tokens": 12,
+            "completion_tokens": len(tokens),
+            "total_tokens": 12 + len(tokens),
+            "prompt_tokens_details": {"cached_tokens": 8},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    )
+    body["choices"][0]["logprobs"] = logprobs(tokens)
+    upstream.handler = json_handler(body)
+    result = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, max_tokens=3, logprobs=True
+    )
+    assert [entry.token for entry in result.choices[0].logprobs.content] == tokens[:3]
+    assert (result.usage.completion_tokens, result.usage.total_tokens) == (3, 15)
+    assert result.usage.prompt_tokens_details.cached_tokens == 8 and result.usage.completion_tokens_details is None
+
+    upstream.handler = sse_handler(logprob_stream([tokens[i : i + 2] for i in range(0, len(tokens), 2)]))
+    stream = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, max_tokens=3, logprobs=True, stream=True
+    )
+    streamed = [
+        entry.token
+        async for item in stream
+        for choice in item.choices
+        for entry in (choice.logprobs.content if choice.logprobs else None) or ()
+    ]
+    assert streamed == tokens[:3]
 
 
 async def test_n_2_counts_each_choice(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:

@@ -88,10 +88,11 @@ class ChoiceBudget:
     bound: limit - used - slack - the pending deltas' bytes.
     """
 
-    __slots__ = ("cut", "finished", "limit", "pending", "room", "texts", "used")
+    __slots__ = ("cut", "entries", "finished", "limit", "pending", "room", "texts", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.entries: dict[str, int] = {}  # logprobs entries sent so far, by text (content, refusal)
         self.texts: dict[Any, TextCount] = {}
         self.used = 0  # tokens counted
         self.room = limit
@@ -182,6 +183,22 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCount
             del delta["tool_calls"]
 
 
+def limit_logprobs(logprobs: dict[str, Any], budget: ChoiceBudget) -> None:
+    """Cut a choice's logprobs in place with its text: one entry a token, so after a cut
+    no more entries than the tokens of that text delivered (the gateway's own count)."""
+    for key in TEXT_FIELDS:
+        entries = logprobs.get(key)
+        if not entries:
+            continue
+        sent = budget.entries.get(key, 0)
+        if budget.cut:
+            text = budget.texts.get(key)
+            room = max((text.total if text else 0) - sent, 0)
+            if len(entries) > room:
+                entries = logprobs[key] = entries[:room]
+        budget.entries[key] = sent + len(entries)
+
+
 def carries_text(delta: Any) -> bool:
     return isinstance(delta, dict) and any(delta.get(key) for key in (*TEXT_FIELDS, "tool_calls"))
 
@@ -260,6 +277,9 @@ class StreamLimiter:
             return True
         if isinstance(delta, dict):
             limit_delta(delta, budget, self.counter)
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            limit_logprobs(logprobs, budget)
         if budget.cut:
             choice["finish_reason"] = "length"
             self.truncated = self.changed = True
@@ -287,7 +307,9 @@ class StreamLimiter:
     def usage_chunk(self) -> dict[str, Any]:
         last = self.last_chunk or {}
         chunk: dict[str, Any] = {
-            key: last[key] for key in ("id", "object", "created", "model", "system_fingerprint") if key in last
+            key: last[key]
+            for key in ("id", "object", "created", "model", "system_fingerprint", "service_tier")
+            if key in last
         }
         chunk.setdefault("object", "chat.completion.chunk")
         chunk["choices"] = []
@@ -317,6 +339,8 @@ def limit_completion(
         if budget.cut:
             choice["finish_reason"] = "length"
             truncated = True
+            if isinstance(choice.get("logprobs"), dict):
+                limit_logprobs(choice["logprobs"], budget)
         budgets.append(budget)
     usage = completion.get("usage")
     if valid_usage(usage) and not truncated:
@@ -335,7 +359,18 @@ def valid_usage(usage: Any) -> bool:
 def own_usage(
     upstream: dict[str, Any] | None, prompt_tokens: Callable[[], int], completion_tokens: int
 ) -> dict[str, Any]:
-    prompt = upstream.get("prompt_tokens") if upstream else None
-    if not isinstance(prompt, int):
+    """The usage of an answer that was cut, or that the upstream did not count.
+
+    The upstream's fields whose meaning a cut does not change are kept: prompt_tokens
+    and prompt_tokens_details (cached tokens), and any other it reported. The
+    completion is the gateway's count of what was delivered, and the total follows.
+    completion_tokens_details is left out: each of its figures (reasoning, audio,
+    accepted and rejected prediction tokens) is a part of the upstream's completion,
+    which the cut replaced, so none of them is a part of the new one.
+    """
+    usage = {key: value for key, value in upstream.items() if key != "completion_tokens_details"} if upstream else {}
+    prompt = usage.get("prompt_tokens")
+    if type(prompt) is not int:
         prompt = prompt_tokens()
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+    usage.update(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
+    return usage
