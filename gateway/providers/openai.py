@@ -99,9 +99,12 @@ class OpenAIStreamTranslator:
             raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
         if chunk.get("error"):
             raise stream_error(chunk["error"], self._secrets)
-        if not chunk.get("id") and not chunk.get("object"):
-            return self._annotation(chunk)
-        check_chunk(chunk)
+        try:
+            check_chunk(chunk)
+        except UpstreamProtocolError:
+            if chunk.get("id") or chunk.get("object"):
+                raise
+            return self._annotation(chunk)  # no identity: Azure's
         self.passthrough = True
         if self._identity is None:
             self._identity = {key: chunk.get(key) for key in IDENTITY}

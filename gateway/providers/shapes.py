@@ -45,9 +45,10 @@ def check_chunk(chunk: dict[str, Any]) -> None:
             raise shape_error("chunk", "choices[].delta", "an object")
         if finish_reason is not None and type(finish_reason) is not str:
             raise shape_error("chunk", "choices[].finish_reason", "a string or null")
-        for key, value in delta.items():
-            if value is not None and (type(value) is not str or key == "tool_calls"):
-                check_field(key, value, "delta", "chunk")
+        if len(delta) != 1 or type(delta.get("content")) is not str:  # else the usual {"content": "..."}
+            for key, value in delta.items():
+                if value is not None and (type(value) is not str or key == "tool_calls"):
+                    check_field(key, value, "delta", "chunk")
         logprobs = get("logprobs")
         if logprobs is not None and not valid_logprobs(logprobs):
             raise shape_error("chunk", "choices[].logprobs", "null or an object of arrays (content, refusal)")

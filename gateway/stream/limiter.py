@@ -8,6 +8,10 @@ choice ends with `finish_reason: "length"`.
 Counting is incremental: tokens never cross tiktoken's pre-tokenizer pieces, so
 all but the last two pieces of a text are counted once and put aside; only the
 open tail is counted again when the next delta arrives.
+
+Chunks and completions come in the shape the provider adapters guarantee (checked
+by providers.shapes, or built so): the limiter reads their fields without testing
+their types again, as it runs on every chunk.
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCount
     """Cut a chunk's delta (or a completion's message) in place to what the budget allows."""
     for key in TEXT_FIELDS:
         text = delta.get(key)
-        if text and isinstance(text, str):
+        if text:
             if budget.cut:
                 delta[key] = None if key == "refusal" else ""
             else:
@@ -163,7 +167,7 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCount
                 if accepted is not text:
                     delta[key] = accepted
     calls = delta.get("tool_calls")
-    if not calls or not isinstance(calls, list):
+    if not calls:
         return
     kept: list[Any] = []
     for position, call in enumerate(calls):
@@ -262,10 +266,7 @@ class StreamLimiter:
 
     def _limit_choice(self, choice: Any) -> bool:
         """Whether the choice goes out; sets `changed` when it is cut or dropped."""
-        if not isinstance(choice, dict):
-            self.changed = True
-            return False
-        index = choice.get("index", 0)
+        index = choice["index"]
         budget = self.choices.get(index)
         if budget is None:
             budget = self.choices[index] = ChoiceBudget(self.max_tokens)
@@ -275,8 +276,7 @@ class StreamLimiter:
                 self.changed = True
                 return False
             return True
-        if isinstance(delta, dict):
-            limit_delta(delta, budget, self.counter)
+        limit_delta(delta, budget, self.counter)
         logprobs = choice.get("logprobs")
         if logprobs:
             limit_logprobs(logprobs, budget)
