@@ -78,6 +78,25 @@ def text_stream(
     return events
 
 
+def logprobs(tokens: Iterable[str]) -> dict[str, Any]:
+    """OpenAI's logprobs of a delta: one entry for each of its tokens."""
+    entries = [
+        {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []} for token in tokens
+    ]
+    return {"content": entries, "refusal": None}
+
+
+def logprob_stream(groups: Iterable[list[str]], *, finish_reason: str = "stop") -> list[dict[str, Any]]:
+    """A role chunk, a chunk for each group of tokens with a logprobs entry for each, a finish chunk."""
+    events = [chunk({"role": "assistant", "content": ""})]
+    for tokens in groups:
+        item = chunk({"content": "".join(tokens)})
+        item["choices"][0]["logprobs"] = logprobs(tokens)
+        events.append(item)
+    events.append(chunk({}, finish_reason=finish_reason))
+    return events
+
+
 def sse_bytes(events: Iterable[dict[str, Any] | bytes], *, done: bool = True) -> list[bytes]:
     out = [item if isinstance(item, bytes) else b"data: " + orjson.dumps(item) + b"\n\n" for item in events]
     if done:

@@ -511,7 +511,7 @@ def expected_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> d
 
 EXPECTED_CHUNKS = [
     {
-        **expected_chunk({"role": "assistant", "content": ""}),  # the role and finish chunks carry the usage so far
+        **expected_chunk({"role": "assistant", "content": None}),  # the role and finish chunks carry the usage so far
         "usage": {
             "prompt_tokens": 592,
             "completion_tokens": 2,
@@ -662,6 +662,77 @@ def test_an_error_event_raises_with_the_status_of_its_type(kind: str, status: in
     error = raised.value
     assert (error.status, error.type, error.code) == (status, openai_type, kind)
     assert error.message == "Trouble with [redacted]"
+
+
+def block_start(index: Any, block: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_start", "index": index, "content_block": block}
+
+
+def block_delta(index: Any, delta: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "content_block_delta", "index": index, "delta": delta}
+
+
+TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "now", "input": {}}
+BAD_EVENTS: list[tuple[str, list[dict[str, Any]]]] = [
+    ("a text delta that is a number", [block_start(0, text("")), block_delta(0, {"type": "text_delta", "text": 42})]),
+    ("a text block's text a list", [block_start(0, {"type": "text", "text": ["Hi"]})]),
+    (
+        "partial_json an object",
+        [block_start(0, TOOL_USE), block_delta(0, {"type": "input_json_delta", "partial_json": {}})],
+    ),
+    ("a tool_use id a number", [block_start(0, {**TOOL_USE, "id": 1})]),
+    ("a tool_use with no name", [block_start(0, {key: v for key, v in TOOL_USE.items() if key != "name"})]),
+    ("a block index a list", [block_start([0], TOOL_USE)]),
+]
+
+
+@pytest.mark.parametrize("events", [case[1] for case in BAD_EVENTS], ids=[case[0] for case in BAD_EVENTS])
+def test_an_event_of_the_wrong_shape_is_a_protocol_error(events: list[dict[str, Any]]) -> None:
+    translator = adapter().stream_translator()
+    translator.translate(event(START))
+    with pytest.raises(UpstreamProtocolError):
+        for data in events:
+            translator.translate(event(data))
+
+
+@pytest.mark.parametrize(
+    "message_fields", [{"model": 3}, {"id": None}, {"model": None}], ids=["model a number", "no id", "no model"]
+)
+def test_a_message_start_of_the_wrong_shape_is_a_protocol_error(message_fields: dict[str, Any]) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        adapter().stream_translator().translate(event({**START, "message": {**START["message"], **message_fields}}))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [block_start(0, text("Hi")), block_delta(0, {"type": "text_delta", "text": "Hi"}), {"type": "message_stop"}],
+    ids=["content_block_start", "content_block_delta", "message_stop"],
+)
+def test_an_event_before_message_start_is_a_protocol_error(data: dict[str, Any]) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        adapter().stream_translator().translate(event(data))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        [{"type": "text", "text": 42}],
+        [{"type": "tool_use", "id": "toolu_1", "name": "now", "input": [1]}],
+        [{"type": "tool_use", "id": None, "name": "now", "input": {}}],
+        [{"type": "tool_use", "id": "toolu_1", "name": 5, "input": {}}],
+    ],
+    ids=["text a number", "input a list", "no id", "name a number"],
+)
+def test_a_message_of_the_wrong_shape_is_a_protocol_error(content: list[dict[str, Any]]) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        adapter().translate_response(message(content))
+
+
+def test_a_message_with_no_model_is_a_protocol_error() -> None:
+    payload = orjson.loads(message([text("Hi")]))
+    del payload["model"]
+    with pytest.raises(UpstreamProtocolError):
+        adapter().translate_response(orjson.dumps(payload))
 
 
 def test_an_event_that_is_not_json() -> None:

@@ -501,6 +501,7 @@ async def test_a_stream_that_ignores_max_tokens_is_cut_exactly(
     assert finish == "length"
     assert sent_body(upstream)["max_tokens"] == 7
     assert (usages[0].prompt_tokens, usages[0].completion_tokens) == (1230, 7)
+    assert usages[0].prompt_tokens_details.cached_tokens == 1000  # what Anthropic said of the prompt stays
 
 
 async def test_a_message_that_ignores_max_tokens_is_cut_exactly(
@@ -513,3 +514,4 @@ async def test_a_message_that_ignores_max_tokens_is_cut_exactly(
     assert tokenizers.for_model(MODEL).count(result.choices[0].message.content) == 9
     assert result.choices[0].finish_reason == "length"
     assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (1230, 9)
+    assert result.usage.prompt_tokens_details.cached_tokens == 1000

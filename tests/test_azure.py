@@ -332,15 +332,24 @@ async def test_each_finish_reason_reaches_the_client(
     assert "".join(choice.delta.content or "" for item in chunks for choice in item.choices) == "Hi"
 
 
+def identity(chunk: Any) -> tuple[str, str, int, str]:
+    return chunk.id, chunk.object, chunk.created, chunk.model
+
+
+STREAM_IDENTITY = ("chatcmpl-azure", "chat.completion.chunk", 1_727_000_000, MODEL_VERSION)
+
+
 async def test_a_stream_opening_with_a_prompt_filter_annotation_passes_through(
     upstream: Upstream, azure_gateway: Gateway
 ) -> None:
+    """Azure's prompt filter chunk has an empty id, object and model: it goes out as a chunk of the stream."""
     upstream.handler = azure_stream(azure_text_stream(["Bonjour", " from", " Azure"]))
     stream = await azure_gateway.client().chat.completions.create(
         model="gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
     chunks = [item async for item in stream]
     assert chunks[0].choices == [] and chunks[0].model_extra["prompt_filter_results"] == PROMPT_FILTERS
+    assert {identity(item) for item in chunks} == {STREAM_IDENTITY}
     assert "".join(choice.delta.content or "" for item in chunks for choice in item.choices) == "Bonjour from Azure"
     assert [choice.finish_reason for item in chunks for choice in item.choices if choice.finish_reason] == ["stop"]
     usages = [(item.usage.prompt_tokens, item.usage.completion_tokens) for item in chunks if item.usage is not None]
@@ -372,6 +381,7 @@ async def test_the_last_content_filter_annotation_after_the_finish_reaches_the_c
     chunks = [item async for item in stream]
     last = chunks[-1].choices[0]
     assert last.finish_reason is None and last.model_extra["content_filter_results"] == FILTERED
+    assert identity(chunks[-1]) == STREAM_IDENTITY and last.delta.content is None  # a chunk of the stream
     assert [choice.finish_reason for item in chunks for choice in item.choices if choice.finish_reason] == ["stop"]
 
 

@@ -6,10 +6,11 @@ import copy
 import random
 
 import pytest
-from fakes import chunk, completion, text_stream, usage_chunk
+from fakes import chunk, completion, logprob_stream, logprobs, text_stream, usage_chunk
 
 from gateway.stream.limiter import StreamLimiter, TextCount, limit_completion
 from gateway.stream.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
+from gateway.upstream.mock import reply_tokens
 
 TEXTS = [
     "Hello there! How are you doing today? I'm fine, thanks.",
@@ -168,6 +169,103 @@ def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": "7", "completion_tokens": 2, "total_tokens": 9},
+        {"prompt_tokens": 7, "completion_tokens": 2.0, "total_tokens": 9},
+        {"prompt_tokens": 7, "completion_tokens": 2},
+        {"prompt_tokens": 7, "completion_tokens": True, "total_tokens": 8},
+    ],
+    ids=["a string", "a float", "no total", "a boolean"],
+)
+def test_an_upstream_usage_of_the_wrong_shape_is_replaced_by_the_gateways_count(
+    counter: TiktokenCounter, usage: dict
+) -> None:
+    own = {"prompt_tokens": 12, "completion_tokens": counter.count("Hi there"), "total_tokens": 12 + 2}
+    limiter = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
+    stream_through(limiter, [*text_stream(["Hi", " there"]), {**usage_chunk(0, 0), "usage": usage}])
+    assert limiter.usage() == own
+
+    body = completion("Hi there", usage=usage)
+    assert limit_completion(body, max_tokens=100, counter=counter, prompt_tokens=lambda: 12) == (False, True)
+    assert body["usage"] == own
+
+
+def entries_of(chunks: list[dict], key: str = "content") -> list[str]:
+    return [
+        entry["token"]
+        for item in chunks
+        for choice in item["choices"]
+        for entry in ((choice.get("logprobs") or {}).get(key) or ())
+    ]
+
+
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_a_cut_stream_keeps_one_logprobs_entry_a_token_delivered(counter: TiktokenCounter, group: int) -> None:
+    tokens = reply_tokens(counter, TEXTS[0])
+    groups = [tokens[i : i + group] for i in range(0, len(tokens), group)]
+    for limit in range(1, 8):
+        limiter = StreamLimiter(max_tokens=limit, counter=counter, choices=1, prompt_tokens=lambda: 1)
+        out = stream_through(limiter, logprob_stream(groups))
+        delivered = content_of(out)
+        assert counter.count(delivered) == limit and limiter.truncated
+        assert entries_of(out) == tokens[:limit], limit  # 4 entries for 3 tokens before, with 2 a chunk
+
+
+def test_a_cut_refusal_keeps_one_logprobs_entry_a_token_delivered(counter: TiktokenCounter) -> None:
+    tokens = reply_tokens(counter, "I'm sorry, but I can't help with that request.")
+    events = []
+    for position in range(0, len(tokens), 2):
+        item = chunk({"refusal": "".join(tokens[position : position + 2])})
+        item["choices"][0]["logprobs"] = {
+            "content": None,
+            "refusal": logprobs(tokens[position : position + 2])["content"],
+        }
+        events.append(item)
+    limiter = StreamLimiter(max_tokens=5, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    out = stream_through(limiter, [*events, chunk({}, finish_reason="stop")])
+    assert entries_of(out, "refusal") == tokens[:5]
+
+
+def test_a_cut_completion_keeps_one_logprobs_entry_a_token_delivered(counter: TiktokenCounter) -> None:
+    tokens = reply_tokens(counter, TEXTS[0])
+    body = completion("".join(tokens))
+    body["choices"][0]["logprobs"] = logprobs(tokens)
+    assert limit_completion(body, max_tokens=3, counter=counter, prompt_tokens=lambda: 1)[0]
+    assert [entry["token"] for entry in body["choices"][0]["logprobs"]["content"]] == tokens[:3]  # 6 before
+
+
+UPSTREAM_USAGE = {
+    "prompt_tokens": 40,
+    "completion_tokens": 90,
+    "total_tokens": 130,
+    "prompt_tokens_details": {"cached_tokens": 32, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 64, "audio_tokens": 0, "accepted_prediction_tokens": 0},
+    "cost": 0.0012,  # a field the gateway does not know: LiteLLM's, OpenRouter's
+}
+CUT_USAGE = {
+    "prompt_tokens": 40,
+    "completion_tokens": 5,
+    "total_tokens": 45,
+    "prompt_tokens_details": {"cached_tokens": 32, "audio_tokens": 0},
+    "cost": 0.0012,
+}
+
+
+def test_a_cut_keeps_what_the_upstream_reported_of_the_prompt(counter: TiktokenCounter) -> None:
+    body = completion(TEXTS[0], usage=copy.deepcopy(UPSTREAM_USAGE))
+    assert limit_completion(body, max_tokens=5, counter=counter, prompt_tokens=lambda: 0) == (True, True)
+    assert body["usage"] == CUT_USAGE
+
+    limiter = StreamLimiter(max_tokens=5, counter=counter, choices=1, prompt_tokens=lambda: 0)
+    usage_first = {**chunk({"role": "assistant", "content": ""}), "usage": copy.deepcopy(UPSTREAM_USAGE)}
+    events = [usage_first, *text_stream(random_deltas(TEXTS[0], 1))[1:]]
+    stream_through(limiter, [{**item, "service_tier": "default"} for item in events])
+    assert limiter.truncated and limiter.usage() == CUT_USAGE
+    assert limiter.usage_chunk()["service_tier"] == "default"
+
+
 def test_prompt_tokens_follow_openais_recipe(tokenizers: Tokenizers) -> None:
     counter = tokenizers.for_model("gpt-4o")
     messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "name": "bob", "content": "Hi"}]
@@ -204,6 +302,40 @@ def test_annotations_after_the_end_pass_but_text_does_not(counter: TiktokenCount
     assert stream_through(limiter, [annotation]) == [annotation]
     assert stream_through(limiter, [chunk({"content": "more text"})]) == []
     assert limiter.completion_tokens == counter.count("Hello there")
+
+
+def litellm_usage_chunk(prompt: int, completion_tokens: int) -> dict:
+    """LiteLLM's last chunk: its usage, with a choice whose delta is empty."""
+    return {**chunk({}), "usage": usage_chunk(prompt, completion_tokens)["usage"]}
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        litellm_usage_chunk(7, 2),
+        chunk({}),
+        chunk({"content": ""}),
+        chunk({"role": "assistant"}),
+        {**chunk({}), "choices": [], "usage": None},
+        {**chunk({}), "choices": []},
+    ],
+    ids=["usage with an empty choice", "empty delta", "empty content", "role", "no choices, usage null", "no choices"],
+)
+def test_nothing_empty_goes_out_after_the_finish(counter: TiktokenCounter, after: dict) -> None:
+    limiter = StreamLimiter(max_tokens=50, counter=counter, choices=1, prompt_tokens=lambda: 1)
+    assert len(stream_through(limiter, text_stream(["Hello", " there"]))) == 4
+    assert stream_through(limiter, [after]) == []
+    assert limiter.changed or not after["choices"]
+
+
+def test_an_empty_choice_after_its_finish_is_dropped_while_another_goes_on(counter: TiktokenCounter) -> None:
+    limiter = StreamLimiter(max_tokens=50, counter=counter, choices=2, prompt_tokens=lambda: 1)
+    stream_through(limiter, [chunk({"content": "Hi"}, index=0), chunk({}, index=0, finish_reason="stop")])
+    both = {**chunk({}), "choices": [chunk({}, index=0)["choices"][0], chunk({"content": "Yo"}, index=1)["choices"][0]]}
+    [out] = stream_through(limiter, [both])
+    assert [choice["index"] for choice in out["choices"]] == [1] and limiter.changed
+    assert stream_through(limiter, [litellm_usage_chunk(7, 2)]) == []
+    assert limiter.upstream_usage == litellm_usage_chunk(7, 2)["usage"]
 
 
 def test_usage_only_chunk_with_no_choices_is_dropped(counter: TiktokenCounter) -> None:

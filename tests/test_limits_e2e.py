@@ -13,9 +13,10 @@ import orjson
 import pytest
 from aiohttp import web
 from conftest import Gateway, GatewayFactory, Upstream, openai_route_config
-from fakes import chunk, completion, json_handler, sse_handler, text_stream
+from fakes import chunk, completion, json_handler, logprob_stream, logprobs, sse_handler, text_stream
 
 from gateway.stream.tokens import Tokenizers
+from gateway.upstream.mock import reply_tokens
 
 MESSAGES = [{"role": "user", "content": "Tell me a story"}]
 WORDS = [f" word{i}" for i in range(60)]  # " word12" is two tokens in o200k_base
@@ -89,6 +90,43 @@ async def test_non_streaming_cut_with_usage_corrected(
     assert tokenizers.for_model("test-model").count(result.choices[0].message.content) == 9
     assert result.choices[0].finish_reason == "length"
     assert (result.usage.prompt_tokens, result.usage.completion_tokens, result.usage.total_tokens) == (12, 9, 21)
+
+
+async def test_a_cut_completion_cuts_its_logprobs_and_keeps_its_prompts_usage(
+    upstream: Upstream, routed: Gateway, tokenizers: Tokenizers
+) -> None:
+    counter = tokenizers.for_model("test-model")
+    tokens = reply_tokens(counter, "".join(WORDS[:6]))
+    body = completion(
+        "".join(tokens),
+        usage={
+            "prompt_tokens": 12,
+            "completion_tokens": len(tokens),
+            "total_tokens": 12 + len(tokens),
+            "prompt_tokens_details": {"cached_tokens": 8},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    )
+    body["choices"][0]["logprobs"] = logprobs(tokens)
+    upstream.handler = json_handler(body)
+    result = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, max_tokens=3, logprobs=True
+    )
+    assert [entry.token for entry in result.choices[0].logprobs.content] == tokens[:3]
+    assert (result.usage.completion_tokens, result.usage.total_tokens) == (3, 15)
+    assert result.usage.prompt_tokens_details.cached_tokens == 8 and result.usage.completion_tokens_details is None
+
+    upstream.handler = sse_handler(logprob_stream([tokens[i : i + 2] for i in range(0, len(tokens), 2)]))
+    stream = await routed.client().chat.completions.create(
+        model="test-model", messages=MESSAGES, max_tokens=3, logprobs=True, stream=True
+    )
+    streamed = [
+        entry.token
+        async for item in stream
+        for choice in item.choices
+        for entry in (choice.logprobs.content if choice.logprobs else None) or ()
+    ]
+    assert streamed == tokens[:3]
 
 
 async def test_n_2_counts_each_choice(upstream: Upstream, routed: Gateway, tokenizers: Tokenizers) -> None:
@@ -187,6 +225,25 @@ async def test_usage_with_and_without_include_usage(
     )
     assert events[-1] == b"data: [DONE]" and orjson.loads(events[-2][6:])["choices"] == []
     assert sum(b'"usage"' in event for event in events) == 1
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_nothing_empty_follows_the_finish_when_the_upstreams_usage_has_a_choice(
+    upstream: Upstream, routed: Gateway, include_usage: bool
+) -> None:
+    """LiteLLM's last chunk carries the usage and a choice with an empty delta."""
+    litellm_usage = {**chunk({}), "usage": {"prompt_tokens": 17, "completion_tokens": 2, "total_tokens": 19}}
+    upstream.handler = sse_handler([*text_stream(["Hi", " there"]), litellm_usage])
+    body = {"model": "test-model", "messages": MESSAGES, "stream_options": {"include_usage": include_usage}}
+    _status, events = await raw_stream(routed.url, body)
+    chunks = [orjson.loads(event[6:]) for event in events[:-1]]
+    finished = next(i for i, item in enumerate(chunks) if item["choices"] and item["choices"][0]["finish_reason"])
+    after = chunks[finished + 1 :]
+    assert events[-1] == b"data: [DONE]"
+    if include_usage:
+        assert [(item["choices"], item["usage"]["total_tokens"]) for item in after] == [([], 19)]
+    else:
+        assert after == []
 
 
 # ---------------------------------------------------------------- timeouts
@@ -355,6 +412,16 @@ GOOD = [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hello"})
         ([b'data: {"choices": [{"index": 0, "delta": {"content": " wor'], False),  # closes mid-event
         ([], False),  # ends without [DONE] and without a finish_reason
         ([b'data: {"error": {"message": "model overloaded", "type": "server_error"}}\n\n'], False),
+        # chunks of the wrong shape: the SDKs expect a string or null where content is
+        ([b"data: " + orjson.dumps(chunk({"content": 42})) + b"\n\n"], True),
+        ([b"data: " + orjson.dumps(chunk({"content": ["Hel", "lo"]})) + b"\n\n"], True),
+        ([b"data: " + orjson.dumps(chunk({"refusal": {"text": "no"}})) + b"\n\n"], True),
+        (
+            [b"data: " + orjson.dumps(chunk({"tool_calls": [{"index": 0, "function": {"arguments": 7}}]})) + b"\n\n"],
+            True,
+        ),
+        ([b"data: " + orjson.dumps(chunk({}, finish_reason=1)) + b"\n\n"], True),
+        ([b"data: " + orjson.dumps({**chunk({"content": "x"}), "created": "today"}) + b"\n\n"], True),
     ],
 )
 async def test_a_broken_stream_ends_with_an_error_event_and_never_half_an_event(
@@ -373,6 +440,25 @@ async def test_a_complete_answer_without_done_still_ends_cleanly(upstream: Upstr
     upstream.handler = sse_handler(text_stream(["Hi"]), done=False)
     _status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     assert events[-1] == b"data: [DONE]" and all(b"error" not in e for e in events)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": 42},
+        {"role": "assistant", "content": None, "refusal": ["no"]},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": 3, "arguments": "{}"}}]},
+        {"role": 1, "content": "Hi"},
+    ],
+    ids=["content", "refusal", "tool call name", "role"],
+)
+async def test_a_completion_of_the_wrong_shape_is_a_502(upstream: Upstream, routed: Gateway, message: dict) -> None:
+    body = completion()
+    body["choices"][0]["message"] = message
+    upstream.handler = json_handler(body)
+    with pytest.raises(openai.InternalServerError) as raised:
+        await routed.client().chat.completions.create(model="test-model", messages=MESSAGES)
+    assert raised.value.status_code == 502 and raised.value.code == "upstream_protocol_error"
 
 
 async def test_a_broken_first_event_is_a_502_json_error(upstream: Upstream, routed: Gateway) -> None:
@@ -460,9 +546,7 @@ async def test_unchanged_chunks_keep_the_upstreams_bytes_and_cut_ones_are_re_enc
 async def test_whole_events_before_an_unfinished_end_still_go_out(upstream: Upstream, routed: Gateway) -> None:
     # the last event's line is complete but its blank line never comes, and no choice finished
     upstream.handler = sse_handler(
-        [*GOOD, b'data: {"id": "c", "choices": [{"index": 0, "delta": {"content": " world"}}]}\n'],
-        done=False,
-        delay=0.02,
+        [*GOOD, b"data: " + orjson.dumps(chunk({"content": " world"})) + b"\n"], done=False, delay=0.02
     )
     _status, events = await raw_stream(routed.url, {"model": "test-model", "messages": MESSAGES})
     contents = [orjson.loads(e[6:])["choices"][0]["delta"].get("content") for e in events[:3]]

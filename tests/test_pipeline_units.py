@@ -328,7 +328,12 @@ async def test_an_anthropic_stream_becomes_openai_chunks_ending_with_done(
     assert done == "[DONE]"
     assert all(item["object"] == "chat.completion.chunk" and item["id"] == "chatcmpl-msg_1" for item in chunks)
     deltas = [item["choices"][0]["delta"] for item in chunks]
-    assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hello"}, {"content": " there"}, {}]
+    assert deltas == [
+        {"role": "assistant", "content": None},
+        {"content": "Hello"},
+        {"content": " there"},
+        {},
+    ]  # content opens null: an answer of tool calls only stays null
     assert [item["choices"][0]["finish_reason"] for item in chunks] == [None, None, None, "stop"]
     assert not any("usage" in item for item in chunks)
     assert usage["choices"] == [] and usage["usage"] == {

@@ -102,15 +102,16 @@ def translate_events(
 ) -> bool:
     """Translate and limit the events of one read, up to the end of the answer, and put
     the JSON of the chunks to send into `out`; returns whether any chunk came of them."""
-    passthrough = translator.passthrough
     any_chunk = False
     for event in events:
-        for chunk in translator.translate(event):
+        chunks = translator.translate(event)
+        verbatim = translator.passthrough and b"\n" not in event.data
+        for chunk in chunks:
             any_chunk = True
             limited = limiter.limit(chunk)
             if limited is None:
                 continue
-            if passthrough and not limiter.changed and b"\n" not in event.data:
+            if verbatim and not limiter.changed:
                 out.append(event.data)  # nothing changed: the upstream's own bytes
             else:
                 out.append(orjson.dumps(limited))

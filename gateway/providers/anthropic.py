@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -53,6 +54,7 @@ ERROR_STATUSES = {  # Anthropic's error types and the HTTP status each stands fo
 INPUT_TOKEN_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 USAGE_FIELDS = (*INPUT_TOKEN_FIELDS, "output_tokens")
 TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
+MESSAGE_EVENTS = frozenset(("content_block_start", "content_block_delta", "message_delta", "message_stop"))
 
 
 class AnthropicProvider:
@@ -291,10 +293,10 @@ def completion_from_message(message: Any) -> dict[str, Any]:
     if not isinstance(content, list):
         raise UpstreamProtocolError("The upstream's response is not an Anthropic message.")
     completion: dict[str, Any] = {
-        "id": f"chatcmpl-{message.get('id', '')}",
+        "id": f"chatcmpl-{required_text(message.get('id'), 'message id')}",
         "object": "chat.completion",
         "created": int(time.time()),
-        "model": message.get("model"),
+        "model": required_text(message.get("model"), "message model"),
         "choices": [
             {
                 "index": 0,
@@ -316,14 +318,14 @@ def reply_message(content: list[Any]) -> dict[str, Any]:
     for block in content:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
-            texts.append(str(block.get("text") or ""))
+            texts.append(optional_text(block.get("text"), "text block"))
         elif kind == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
+            arguments = orjson.dumps(tool_input(block.get("input"))).decode()
             calls.append(
                 {
-                    "id": block.get("id"),
+                    "id": required_text(block.get("id"), "tool_use id"),
                     "type": "function",
-                    "function": {"name": block.get("name"), "arguments": arguments},
+                    "function": {"name": required_text(block.get("name"), "tool_use name"), "arguments": arguments},
                 }
             )
     reply: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
@@ -355,6 +357,30 @@ def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def optional_text(value: Any, what: str) -> str:
+    """A text field of Anthropic's: a string, or absent (null) for an empty one."""
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise UpstreamProtocolError(f"The upstream's {what} is not a string.")
+    return value
+
+
+def required_text(value: Any, what: str) -> str:
+    if type(value) is not str:
+        raise UpstreamProtocolError(f"The upstream's {what} is not a string.")
+    return value
+
+
+def tool_input(value: Any) -> dict[str, Any]:
+    """A tool_use block's input: an object (absent or null for none)."""
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise UpstreamProtocolError("The upstream's tool_use input is not an object.")
+    return value
+
+
 def token_count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
@@ -379,37 +405,65 @@ def anthropic_error(error: dict[str, Any], redactor: Redactor, *, status: int | 
 # ---------------------------------------------------------------- streams
 
 
+def block_index(index: Any) -> int:
+    if type(index) is not int:
+        raise UpstreamProtocolError("The upstream sent a content block event whose index is not an integer.")
+    return index
+
+
+@dataclass(slots=True)
+class ToolBlock:
+    """A tool_use block of the stream, as the tool call it becomes."""
+
+    position: int  # the tool call's index
+    start_input: Any  # the input content_block_start gave (Anthropic's own streams: {})
+    streamed: bool = False  # input_json_delta has given some of the arguments
+    open: bool = True  # its content_block_stop has not come yet
+
+
 class AnthropicStreamTranslator:
     """Anthropic's stream events as `chat.completion.chunk`s: a stateful object with no I/O.
 
     The role and finish chunks also carry the usage so far (the gateway takes it off
     before they go out), so the prompt's true size is known even if the stream is cut.
+
+    The chunks assemble into what completion_from_message() makes of the same answer
+    (the property test in test_anthropic_streams.py): content stays null with no text
+    block; a tool call's arguments are its input_json_deltas, or, when none came, its
+    block's input as JSON when the block ends (`{}` for a tool with no arguments).
     """
 
     passthrough = False  # chunks are built here, not the upstream's bytes
 
-    __slots__ = ("_created", "_id", "_model", "_redactor", "_tool_calls", "_usage", "finished")
+    __slots__ = ("_created", "_id", "_model", "_redactor", "_text", "_tools", "_usage", "finished")
 
-    def __init__(self, redactor: Redactor) -> None:
+    def __init__(self, redactor: Redactor | None = None) -> None:
         self.finished = False
         self._id = "chatcmpl-"
-        self._model: Any = None
+        self._model: str | None = None  # set by message_start
         self._created = int(time.time())
         self._usage: dict[str, int] = {}  # Anthropic's figures so far
-        self._tool_calls: dict[Any, int] = {}  # content block index -> tool call index
-        self._redactor = redactor
+        self._tools: dict[int, ToolBlock] = {}  # by content block index
+        self._text: bool | None = None  # None: no text block yet; False: one, but no content sent; True: sent
+        self._redactor = redactor or Redactor()  # none given: nothing configured to hide (unit tests)
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = parse_json(event.data, "event")
         if not isinstance(data, dict):
             raise UpstreamProtocolError("The upstream sent an event that is not a JSON object.")
-        match data.get("type") or event.event:
+        kind = data.get("type") or event.event
+        if kind in MESSAGE_EVENTS and self._model is None:
+            raise UpstreamProtocolError(f"The upstream sent {kind} before message_start.")
+        match kind:
             case "message_start":
                 return self._message_start(data.get("message"))
             case "content_block_start":
                 return self._block_start(data.get("index"), data.get("content_block"))
             case "content_block_delta":
                 return self._block_delta(data.get("index"), data.get("delta"))
+            case "content_block_stop":
+                tool = self._tools.get(block_index(data.get("index")))
+                return self._end_tool(tool) if tool is not None else []
             case "message_delta":
                 return self._message_delta(data.get("delta"), data.get("usage"))
             case "message_stop":
@@ -418,47 +472,72 @@ class AnthropicStreamTranslator:
             case "error":
                 error = data.get("error")
                 raise anthropic_error(error if isinstance(error, dict) else {"message": str(error)}, self._redactor)
-            case _:  # ping, content_block_stop and event types Anthropic may add
+            case _:  # ping and event types Anthropic may add
                 return []
 
     def _message_start(self, message: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise UpstreamProtocolError("The upstream's message_start event holds no message.")
-        self._id = f"chatcmpl-{message.get('id', '')}"
-        self._model = message.get("model")
+        self._id = f"chatcmpl-{required_text(message.get('id'), 'message id')}"
+        self._model = required_text(message.get("model"), "message model")
         self._remember_usage(message.get("usage"))
-        return [self._chunk({"role": "assistant", "content": ""}, usage=True)]
+        return [self._chunk({"role": "assistant", "content": None}, usage=True)]
 
     def _block_start(self, index: Any, block: Any) -> list[dict[str, Any]]:
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
+        if kind == "text":
+            return self._text_chunks(optional_text(block.get("text"), "text block"))
         if kind != "tool_use":
             return []
-        position = self._tool_calls[index] = len(self._tool_calls)
+        position = len(self._tools)
+        self._tools[block_index(index)] = ToolBlock(position, tool_input(block.get("input")))
         call = {
             "index": position,
-            "id": block.get("id"),
+            "id": required_text(block.get("id"), "tool_use id"),
             "type": "function",
-            "function": {"name": block.get("name"), "arguments": ""},
+            "function": {"name": required_text(block.get("name"), "tool_use name"), "arguments": ""},
         }
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, index: Any, delta: Any) -> list[dict[str, Any]]:
         kind = delta.get("type") if isinstance(delta, dict) else None
-        if kind == "text_delta" and delta.get("text"):
-            return [self._chunk({"content": delta["text"]})]
-        if kind == "input_json_delta" and delta.get("partial_json") and index in self._tool_calls:
-            call = {"index": self._tool_calls[index], "function": {"arguments": delta["partial_json"]}}
-            return [self._chunk({"tool_calls": [call]})]
+        if kind == "text_delta":
+            return self._text_chunks(optional_text(delta.get("text"), "text_delta"))
+        if kind == "input_json_delta":
+            partial = optional_text(delta.get("partial_json"), "input_json_delta")
+            tool = self._tools.get(block_index(index))
+            if partial and tool is not None and tool.open:
+                tool.streamed = True
+                return [self._arguments(tool, partial)]
         return []  # thinking, signatures, citations: nothing OpenAI's chunks carry
+
+    def _text_chunks(self, text: str) -> list[dict[str, Any]]:
+        if not text:
+            self._text = self._text or False
+            return []
+        self._text = True
+        return [self._chunk({"content": text})]
+
+    def _end_tool(self, tool: ToolBlock) -> list[dict[str, Any]]:
+        """A tool call's whole arguments, at its block's end, when no input_json_delta gave them."""
+        if not tool.open:
+            return []
+        tool.open = False
+        return [] if tool.streamed else [self._arguments(tool, orjson.dumps(tool.start_input).decode())]
+
+    def _arguments(self, tool: ToolBlock, arguments: str) -> dict[str, Any]:
+        return self._chunk({"tool_calls": [{"index": tool.position, "function": {"arguments": arguments}}]})
 
     def _message_delta(self, delta: Any, usage: Any) -> list[dict[str, Any]]:
         self._remember_usage(usage)
         stop_reason = delta.get("stop_reason") if isinstance(delta, dict) else None
         if stop_reason is None:
             return []
-        return [self._chunk({}, finish_reason(stop_reason), usage=True)]
+        ending = [chunk for tool in self._tools.values() for chunk in self._end_tool(tool)]
+        if self._text is False:  # text blocks with no text: the content is empty, not null
+            self._text = True
+            ending.append(self._chunk({"content": ""}))
+        return [*ending, self._chunk({}, finish_reason(stop_reason), usage=True)]
 
     def _remember_usage(self, usage: Any) -> None:
         """message_start's figures, then message_delta's running totals where it gives them."""

@@ -46,7 +46,7 @@ class UpstreamCall:
 
 class StreamTranslator(Protocol):
     finished: bool  # the upstream has said its stream is over
-    passthrough: bool  # each event is exactly one chunk: unchanged, its bytes may be sent on as they are
+    passthrough: bool  # the last translate() gave the event's one chunk, unchanged: its bytes may go on as they are
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
         """Chat completion chunks for one upstream event; raises UpstreamError for an error event."""

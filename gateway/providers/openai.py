@@ -19,6 +19,7 @@ from .base import (
     provider_headers,
     upstream_error,
 )
+from .shapes import check_chunk, check_completion
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -60,10 +61,11 @@ class OpenAIProvider:
             completion = orjson.loads(payload)
         except orjson.JSONDecodeError:
             raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
-        if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
-            if isinstance(completion, dict) and completion.get("error"):  # a success that is only an error
-                raise error_from_document(200, completion, self._redactor)
+        if not isinstance(completion, dict):
             raise UpstreamProtocolError("The upstream's response is not a chat completion.")
+        if not isinstance(completion.get("choices"), list) and completion.get("error"):  # a success only an error
+            raise error_from_document(200, completion, self._redactor)
+        check_completion(completion)
         return completion
 
     def stream_translator(self) -> OpenAIStreamTranslator:
@@ -73,15 +75,28 @@ class OpenAIProvider:
         return error_from_payload(status, payload, self._redactor)
 
 
+IDENTITY = ("id", "object", "created", "model")  # what every chunk of a stream repeats
+MAX_HELD = 8  # chunks with no identity held until the stream's first chunk with one
+
+
 class OpenAIStreamTranslator:
-    """OpenAI's chunks are already what the client wants: check their shape, pass them on."""
+    """OpenAI's chunks are already what the client wants: check their shape (providers.shapes),
+    pass them on.
 
-    __slots__ = ("_redactor", "finished")
-    passthrough = True  # one event, one chunk, whose JSON is the event's data
+    Azure sends annotations with no identity (id, object and model empty, created 0):
+    the prompt's content filter results before the first chunk, the text's last ones
+    after the finish. They take the stream's identity, so that every chunk the client
+    gets is a chunk; the ones that come first wait for it.
+    """
 
-    def __init__(self, redactor: Redactor) -> None:
+    __slots__ = ("_held", "_identity", "_redactor", "finished", "passthrough")
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
         self.finished = False
-        self._redactor = redactor
+        self._redactor = redactor or Redactor()  # none given: nothing configured to hide (unit tests)
+        self.passthrough = True  # the last translate() gave the event's own chunk, unchanged
+        self._identity: dict[str, Any] | None = None  # the stream's id, object, created, model
+        self._held: list[dict[str, Any]] = []  # annotations that came before the identity
 
     def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
         data = event.data
@@ -96,9 +111,42 @@ class OpenAIStreamTranslator:
             raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
         if chunk.get("error"):
             raise stream_error(chunk["error"], self._redactor)
-        if not isinstance(chunk.get("choices"), list):
-            raise UpstreamProtocolError("The upstream sent an event that is not a chat completion chunk.")
+        try:
+            check_chunk(chunk)
+        except UpstreamProtocolError:
+            if chunk.get("id") or chunk.get("object"):
+                raise
+            return self._annotation(chunk)  # no identity: Azure's
+        self.passthrough = True
+        if self._identity is None:
+            self._identity = {key: chunk.get(key) for key in IDENTITY}
+            if self._held:
+                held, self._held = self._held, []
+                self.passthrough = False
+                return [*(stamped(annotation, self._identity) for annotation in held), chunk]
         return [chunk]
+
+    def _annotation(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        """A chunk with no identity: stamped with the stream's, or held until it is known."""
+        self.passthrough = False
+        if self._identity is not None:
+            return [stamped(chunk, self._identity)]
+        if chunk.get("choices") or len(self._held) >= MAX_HELD:
+            raise UpstreamProtocolError("The upstream sent chunks with no id before the first one with an id.")
+        self._held.append(chunk)
+        return []
+
+
+def stamped(chunk: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+    """An annotation as a chunk of the stream of `identity`, with a delta for each choice."""
+    chunk.update(identity)
+    choices = chunk.setdefault("choices", [])
+    for choice in choices if isinstance(choices, list) else ():
+        if isinstance(choice, dict):
+            choice.setdefault("delta", {})
+            choice.setdefault("finish_reason", None)
+    check_chunk(chunk)
+    return chunk
 
 
 def stream_error(error: Any, redactor: Redactor) -> UpstreamError:

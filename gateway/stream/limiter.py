@@ -8,6 +8,10 @@ choice ends with `finish_reason: "length"`.
 Counting is incremental: tokens never cross tiktoken's pre-tokenizer pieces, so
 all but the last two pieces of a text are counted once and put aside; only the
 open tail is counted again when the next delta arrives.
+
+Chunks and completions come in the shape the provider adapters guarantee (checked
+by providers.shapes, or built so): the limiter reads their fields without testing
+their types again, as it runs on every chunk.
 """
 
 from __future__ import annotations
@@ -18,6 +22,11 @@ from typing import Any
 from .tokens import PromptTokens, TokenCounter, tail_start
 
 TEXT_FIELDS = ("content", "refusal")
+USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+CHOICE_FIELDS = frozenset(("index", "delta", "finish_reason", "logprobs"))  # what every choice of a chunk has
+CHUNK_FIELDS = frozenset(  # what every chunk of a stream has: a chunk of these alone says nothing
+    ("id", "object", "created", "model", "system_fingerprint", "service_tier", "obfuscation", "choices", "usage")
+)
 OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still change
 PENDING_BYTES = 16 * 1024  # deltas left uncounted at most, per choice: they are counted once past it
 UNLIMITED = 1 << 62
@@ -85,10 +94,11 @@ class ChoiceBudget:
     bound: limit - used - slack - the pending deltas' bytes.
     """
 
-    __slots__ = ("cut", "finished", "limit", "pending", "pending_bytes", "room", "texts", "used")
+    __slots__ = ("cut", "entries", "finished", "limit", "pending", "pending_bytes", "room", "texts", "used")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        self.entries: dict[str, int] = {}  # logprobs entries sent so far, by text (content, refusal)
         self.texts: dict[Any, TextCount] = {}
         self.used = 0  # tokens counted
         self.room = limit
@@ -156,7 +166,7 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCount
     """Cut a chunk's delta (or a completion's message) in place to what the budget allows."""
     for key in TEXT_FIELDS:
         text = delta.get(key)
-        if text and isinstance(text, str):
+        if text:
             if budget.cut:
                 delta[key] = None if key == "refusal" else ""
             else:
@@ -164,7 +174,7 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCount
                 if accepted is not text:
                     delta[key] = accepted
     calls = delta.get("tool_calls")
-    if not calls or not isinstance(calls, list):
+    if not calls:
         return
     kept: list[Any] = []
     for position, call in enumerate(calls):
@@ -184,6 +194,22 @@ def limit_delta(delta: dict[str, Any], budget: ChoiceBudget, counter: TokenCount
             del delta["tool_calls"]
 
 
+def limit_logprobs(logprobs: dict[str, Any], budget: ChoiceBudget) -> None:
+    """Cut a choice's logprobs in place with its text: one entry a token, so after a cut
+    no more entries than the tokens of that text delivered (the gateway's own count)."""
+    for key in TEXT_FIELDS:
+        entries = logprobs.get(key)
+        if not entries:
+            continue
+        sent = budget.entries.get(key, 0)
+        if budget.cut:
+            text = budget.texts.get(key)
+            room = max((text.total if text else 0) - sent, 0)
+            if len(entries) > room:
+                entries = logprobs[key] = entries[:room]
+        budget.entries[key] = sent + len(entries)
+
+
 def carries_text(delta: Any) -> bool:
     return isinstance(delta, dict) and any(delta.get(key) for key in (*TEXT_FIELDS, "tool_calls"))
 
@@ -194,6 +220,12 @@ def begins_answer(choice: dict[str, Any], delta: Any) -> bool:
     if choice.get("finish_reason"):
         return True
     return isinstance(delta, dict) and any(value for key, value in delta.items() if key != "role")
+
+
+def annotates(value: dict[str, Any], common: frozenset[str]) -> bool:
+    """Whether a choice or chunk holds anything beyond the fields `common` to all
+    (Azure's content filter results, prompt filter results)."""
+    return any(item is not None and key not in common for key, item in value.items())
 
 
 class StreamLimiter:
@@ -233,12 +265,12 @@ class StreamLimiter:
         self.changed = usage is not None
         if usage is not None:  # the upstream's figures, for the gateway; a null stays as OpenAI sends it
             del chunk["usage"]
-            if isinstance(usage, dict):
+            if valid_usage(usage):
                 self.upstream_usage = usage
         choices = chunk.get("choices")
         self.last_chunk = chunk
-        if not choices:
-            return None if usage else chunk
+        if not choices:  # nothing empty goes out after a choice has finished
+            return None if usage or (self._finished and not annotates(chunk, CHUNK_FIELDS)) else chunk
         if len(choices) == 1:  # n=1, nearly every chunk
             return chunk if self._limit_choice(choices[0]) else None
         kept = [choice for choice in choices if self._limit_choice(choice)]
@@ -250,21 +282,20 @@ class StreamLimiter:
 
     def _limit_choice(self, choice: Any) -> bool:
         """Whether the choice goes out; sets `changed` when it is cut or dropped."""
-        if not isinstance(choice, dict):
-            self.changed = True
-            return False
-        index = choice.get("index", 0)
+        index = choice["index"]
         budget = self.choices.get(index)
         if budget is None:
             budget = self.choices[index] = ChoiceBudget(self.max_tokens)
         delta = choice.get("delta")
         if budget.finished:  # only annotations may follow the end (Azure's last content-filter results)
-            if carries_text(delta) or choice.get("finish_reason"):
+            if carries_text(delta) or choice.get("finish_reason") or not annotates(choice, CHOICE_FIELDS):
                 self.changed = True
                 return False
             return True
-        if isinstance(delta, dict):
-            limit_delta(delta, budget, self.counter)
+        limit_delta(delta, budget, self.counter)
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            limit_logprobs(logprobs, budget)
         if budget.cut:
             choice["finish_reason"] = "length"
             self.truncated = self.changed = True
@@ -300,7 +331,9 @@ class StreamLimiter:
     def usage_chunk(self) -> dict[str, Any]:
         last = self.last_chunk or {}
         chunk: dict[str, Any] = {
-            key: last[key] for key in ("id", "object", "created", "model", "system_fingerprint") if key in last
+            key: last[key]
+            for key in ("id", "object", "created", "model", "system_fingerprint", "service_tier")
+            if key in last
         }
         chunk.setdefault("object", "chat.completion.chunk")
         chunk["choices"] = []
@@ -330,19 +363,38 @@ def limit_completion(
         if budget.cut:
             choice["finish_reason"] = "length"
             truncated = True
+            if isinstance(choice.get("logprobs"), dict):
+                limit_logprobs(choice["logprobs"], budget)
         budgets.append(budget)
     usage = completion.get("usage")
-    if isinstance(usage, dict) and not truncated:
+    if valid_usage(usage) and not truncated:
         return False, False
     completion_tokens = sum(budget.settle(counter, final=True) for budget in budgets)
-    completion["usage"] = own_usage(usage if isinstance(usage, dict) else None, prompt_tokens, completion_tokens)
+    completion["usage"] = own_usage(usage if valid_usage(usage) else None, prompt_tokens, completion_tokens)
     return truncated, True
+
+
+def valid_usage(usage: Any) -> bool:
+    """Whether an upstream's usage is one a client can read: its three counts integers.
+    Any other is replaced by the gateway's own count."""
+    return type(usage) is dict and all(type(usage.get(name)) is int for name in USAGE_COUNTS)
 
 
 def own_usage(
     upstream: dict[str, Any] | None, prompt_tokens: Callable[[], int], completion_tokens: int
 ) -> dict[str, Any]:
-    prompt = upstream.get("prompt_tokens") if upstream else None
-    if not isinstance(prompt, int):
+    """The usage of an answer that was cut, or that the upstream did not count.
+
+    The upstream's fields whose meaning a cut does not change are kept: prompt_tokens
+    and prompt_tokens_details (cached tokens), and any other it reported. The
+    completion is the gateway's count of what was delivered, and the total follows.
+    completion_tokens_details is left out: each of its figures (reasoning, audio,
+    accepted and rejected prediction tokens) is a part of the upstream's completion,
+    which the cut replaced, so none of them is a part of the new one.
+    """
+    usage = {key: value for key, value in upstream.items() if key != "completion_tokens_details"} if upstream else {}
+    prompt = usage.get("prompt_tokens")
+    if type(prompt) is not int:
         prompt = prompt_tokens()
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
+    usage.update(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
+    return usage
