@@ -14,6 +14,7 @@ audio, prediction, reasoning_effort, web_search_options and any other field.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ ERROR_STATUSES = {  # Anthropic's error types and the HTTP status each stands fo
     "timeout_error": 504,
     "overloaded_error": 529,
 }
+STOP_REASON_NAME = re.compile(r"[a-z_]{1,40}")  # what Anthropic's stop reasons look like
 INPUT_TOKEN_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 USAGE_FIELDS = (*INPUT_TOKEN_FIELDS, "output_tokens")
 TOOL_CHOICES = {"auto": "auto", "required": "any", "none": "none"}
@@ -335,9 +337,12 @@ def reply_message(content: list[Any]) -> dict[str, Any]:
 
 
 def finish_reason(stop_reason: Any) -> str:
+    """OpenAI's finish_reason for Anthropic's stop_reason; an unknown one is logged (by name only:
+    what an upstream sends could hold a secret) and answered as "stop"."""
     reason = FINISH_REASONS.get(stop_reason) if isinstance(stop_reason, str) else None
     if reason is None:
-        log.warning("unknown Anthropic stop_reason %r answered as finish_reason 'stop'", stop_reason)
+        name = stop_reason if isinstance(stop_reason, str) and STOP_REASON_NAME.fullmatch(stop_reason) else "?"
+        log.warning("unknown Anthropic stop_reason %r answered as finish_reason 'stop'", name)
         return "stop"
     return reason
 
