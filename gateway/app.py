@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from .server.errors import errors_middleware
 from .server.keys import GATEWAY
 from .server.request_id import request_id_middleware
 from .server.types import Middleware
+from .store import SharedTable
 from .stream.tokens import Tokenizers, encodings_for
 
 
@@ -33,14 +33,18 @@ def create_app(
     metrics: Metrics | None = None,
     loader: ConfigLoader | None = None,
     access_log: AccessLog | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] | None = None,
     rng: random.Random | None = None,
+    shared: SharedTable | None = None,
+    worker: int = 0,
 ) -> web.Application:
     """The gateway on `config`.
 
     `tokenizers`: loaded encodings (default: load what the routes need); `loader`: reads
-    the config again on reload (None: reload is refused); `clock` (monotonic seconds)
-    and `rng` drive cooldowns and the weighted choice of targets.
+    the config again on reload (None: reload is refused); `clock` (monotonic seconds;
+    None: the real clocks) drives cooldowns and rate limit windows, `rng` the weighted
+    choice of targets; `shared` is the rate limits' table of a group of workers, `worker`
+    this one's number in it (runtime.Gateway).
     """
     if tokenizers is None:
         tokenizers = Tokenizers.load(encodings_for(config.upstream_models))
@@ -55,7 +59,17 @@ def create_app(
     app.on_response_prepare.append(response_headers(origins))
 
     async def gateway_resources(app: web.Application) -> AsyncIterator[None]:
-        gateway = Gateway(config, tokenizers, metrics, loader=loader, access_log=access_log, clock=clock, rng=rng)
+        gateway = Gateway(
+            config,
+            tokenizers,
+            metrics,
+            loader=loader,
+            access_log=access_log,
+            clock=clock,
+            rng=rng,
+            shared=shared,
+            worker=worker,
+        )
         app[GATEWAY] = gateway
         watcher = asyncio.create_task(watch_config(gateway)) if loader and config.server.watch_config else None
         yield

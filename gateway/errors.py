@@ -11,6 +11,8 @@ any OpenAI client reads them; `code` says precisely what happened.
     ├── ModelNotAllowed               403 invalid_request_error / model_not_allowed
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
+    ├── RateLimited                   429 rate_limit_error / rate_limit_exceeded (a limit of the key or route)
+    ├── LimitsUnavailable             503 service_unavailable_error / rate_limits_unavailable
     └── UpstreamError                 something went wrong on the way to or from a provider
         ├── UpstreamUnreachable       502 server_error / upstream_unreachable
         ├── UpstreamProtocolError     502 server_error / upstream_protocol_error
@@ -96,6 +98,23 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class RateLimited(GatewayError):
+    """Over one of the gateway's own rate limits (policy.limits says which); `headers` carry
+    when to retry, so the SDKs' RateLimitError waits that long before trying again."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class LimitsUnavailable(GatewayError):
+    """The rate limits' store could not answer in time and `store.on_error` is deny."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "rate_limits_unavailable"
 
 
 class UpstreamError(GatewayError):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..config import Limits, Route
 from ..pipeline.chunks import stream_chunks
 from ..pipeline.exchange import complete, open_stream
 from ..providers import UpstreamCall
 from ..routing.dispatch import Attempt
 from ..runtime import Snapshot
 from ..stream.limiter import StreamLimiter
-from ..stream.tokens import PromptTokens
+from ..stream.tokens import PromptTokens, TokenCounter
 from .chat_request import ChatRequest, parse_chat_request
 from .lifecycle import Exchange, Reply, StreamStart
 
@@ -27,10 +28,24 @@ class ChatCompletions:
     def parse(self, body: dict[str, Any], snapshot: Snapshot) -> ChatRequest:
         return parse_chat_request(body, default_model=snapshot.config.default_model)
 
+    async def reserve(self, exchange: Exchange, request: ChatRequest, route: Route) -> int:
+        """The prompt's tokens, in the encoding of the route's first target, and max_tokens for every choice."""
+        counter = exchange.snapshot.tokenizers.for_model(route.upstream_model or request.model)
+        prompt_tokens = self.prompt_tokens(exchange, request, counter)
+        await prompt_tokens.ready()  # a long prompt is counted on a worker thread
+        return prompt_tokens() + request.choices * effective_max_tokens(request, route.limits)
+
+    def prompt_tokens(self, exchange: Exchange, request: ChatRequest, counter: TokenCounter) -> PromptTokens:
+        """The request's prompt tokens in `counter`'s encoding, counted at most once."""
+        prompt_tokens = exchange.prompt_tokens
+        if prompt_tokens is None or prompt_tokens.counter is not counter:
+            prompt_tokens = exchange.prompt_tokens = PromptTokens(request.body["messages"], counter)
+        return prompt_tokens
+
     async def attempt(self, exchange: Exchange, request: ChatRequest, planned: Attempt) -> Reply:
         snapshot, clock = exchange.snapshot, exchange.clock
         limits = planned.route.limits  # a fallback route holds the request to its own limits
-        max_tokens = min(request.requested_max_tokens or limits.max_tokens, limits.max_tokens)
+        max_tokens = effective_max_tokens(request, limits)
         exchange.headers["x-gateway-max-tokens"] = str(max_tokens)
         provider = snapshot.providers[planned.target.provider]
         transport = snapshot.transports[planned.target.provider]
@@ -43,7 +58,7 @@ class ChatCompletions:
             target=planned.target,
         )
         counter = snapshot.tokenizers.for_model(call.model)
-        prompt_tokens = PromptTokens(request.body["messages"], counter)
+        prompt_tokens = self.prompt_tokens(exchange, request, counter)
         clock.start_attempt(asyncio.get_running_loop().time(), limits)
         if not request.stream:
             return await complete(provider, transport, call, clock, counter=counter, prompt_tokens=prompt_tokens)
@@ -65,3 +80,8 @@ class ChatCompletions:
             await started.aclose()
             raise
         return started
+
+
+def effective_max_tokens(request: ChatRequest, limits: Limits) -> int:
+    """Completion tokens a choice may have: the request's own limit, held to the route's."""
+    return min(request.requested_max_tokens or limits.max_tokens, limits.max_tokens)

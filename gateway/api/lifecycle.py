@@ -1,12 +1,15 @@
 """The one lifecycle every model endpoint shares:
 
-    read and parse the body -> route the model -> dispatch attempts (retries, fallbacks)
-      -> send the answer whole or relay its stream -> count and log the request once
+    read and parse the body -> route the model -> admit against the rate limits
+      -> dispatch attempts (retries, fallbacks) -> send the answer whole or relay its stream
+      -> settle what the request used, count and log it once
 
-An endpoint brings only what is its own (`Endpoint`): how to parse its body and how to
-make one attempt against a target. The steps that concern every endpoint plug in
-here, each at one place: who may call (server middleware), admission against limits
-(after routing, before dispatch), and settling what was used (in `finish`).
+An endpoint brings only what is its own (`Endpoint`): how to parse its body, how many
+tokens it may use, and how to make one attempt against a target. The steps that concern
+every endpoint plug in here, each at one place: who may call (server middleware),
+admission against the rate limits (`run`, after routing, before dispatch: a refused
+request never reaches an upstream), and settling what was used (`run`, at the end,
+whatever the outcome).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..config import ClientKey, ServerConfig
+from ..config import ClientKey, Route, ServerConfig
 from ..errors import GatewayError, ModelNotAllowed, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
 from ..observability.metrics import NO_KEY
 from ..observability.record import RequestRecord, finish, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
+from ..policy import Ticket
 from ..routing.dispatch import Attempt, AttemptsExhausted, dispatch
 from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
@@ -32,6 +36,7 @@ from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
 from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE, encode_json
+from ..stream.tokens import PromptTokens
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body
 
@@ -78,7 +83,8 @@ class Exchange:
     record: RequestRecord
     clock: Clock
     key: ClientKey | None  # the client's key; None when the gateway asks for none
-    headers: dict[str, str] = field(default_factory=dict)  # the endpoint's own x-gateway-* headers
+    headers: dict[str, str] = field(default_factory=dict)  # x-gateway-* of the endpoint, x-ratelimit-*
+    prompt_tokens: PromptTokens | None = None  # counted once: for admission, and for usage
 
 
 class Endpoint(Protocol):
@@ -86,6 +92,11 @@ class Endpoint(Protocol):
 
     def parse(self, body: dict[str, Any], snapshot: Snapshot) -> RoutedRequest:
         """The request, checked; raises InvalidRequest naming the bad field."""
+        ...
+
+    async def reserve(self, exchange: Exchange, request: Any, route: Route) -> int:
+        """The most tokens the request may use on `route`, prompt and completion: what a
+        tokens-per-minute limit counts from admission until the request's real usage is known."""
         ...
 
     async def attempt(self, exchange: Exchange, request: Any, planned: Attempt) -> Reply:
@@ -116,18 +127,27 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started=time.perf_counter(),
         key=client_key.id if client_key is not None else NO_KEY,
     )
+    ticket: Ticket | None = None  # what the rate limits counted: settled at the end, whatever happens
     try:
         try:
             snapshot = gateway.state  # this request keeps this snapshot to its end
-            response = await serve(request, endpoint, gateway, snapshot, record, arrived, client_key)
+            exchange, parsed, route = await accept(request, endpoint, snapshot, record, arrived, client_key)
+            gateway.metrics.inflight_of(route.model).inc()
+            ticket = await gateway.limiter.admit(
+                client_key,
+                route,
+                ticket=record.request_id,
+                tokens=lambda: endpoint.reserve(exchange, parsed, route),
+            )
+            if ticket is not None:
+                exchange.headers.update(ticket.headers)
+            response = await serve(request, endpoint, gateway, exchange, parsed, route)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
             exc.headers.update(retry_advice(exhausted))
-            record.fail(exc)
-            response = error_response(exc)
+            response = failure(exc, record, ticket)
         except GatewayError as exc:
-            record.fail(exc)
-            response = error_response(exc)
+            response = failure(exc, record, ticket)
         record.status = response.status
         if not response.prepared:  # send it now: counting and logging come after the last byte
             try:
@@ -145,7 +165,17 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record.error = record.error or "internal_error"
         raise
     finally:
+        if ticket is not None:
+            ticket.settle(record.tokens_used)
         finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+
+
+def failure(exc: GatewayError, record: RequestRecord, ticket: Ticket | None) -> web.Response:
+    """The error response; one of a request that was admitted still tells its rate limits."""
+    record.fail(exc)
+    if ticket is not None:
+        exc.headers.update(ticket.headers)
+    return error_response(exc)
 
 
 def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
@@ -163,15 +193,15 @@ def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
     return advice
 
 
-async def serve(
+async def accept(
     request: web.Request,
     endpoint: Endpoint,
-    gateway: Gateway,
     snapshot: Snapshot,
     record: RequestRecord,
     arrived: float,
     client_key: ClientKey | None,
-) -> web.StreamResponse:
+) -> tuple[Exchange, RoutedRequest, Route]:
+    """Read and parse the request, route its model, and check that the key may use it."""
     payload = await read_payload(request, snapshot.config.server.max_body_bytes)
     parsed = endpoint.parse(parse_body(payload), snapshot)
     record.stream = parsed.stream
@@ -182,9 +212,20 @@ async def serve(
     if route is None:
         raise ModelNotFound(parsed.model)
     record.route, record.provider, record.routed = route.model, route.provider, True
-    gateway.metrics.inflight_of(route.model).inc()
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
-    exchange = Exchange(record.request_id, snapshot, record, clock, client_key)
+    return Exchange(record.request_id, snapshot, record, clock, client_key), parsed, route
+
+
+async def serve(
+    request: web.Request,
+    endpoint: Endpoint,
+    gateway: Gateway,
+    exchange: Exchange,
+    parsed: RoutedRequest,
+    route: Route,
+) -> web.StreamResponse:
+    """Dispatch the attempts, then send the answer whole or relay its stream."""
+    snapshot, record, clock = exchange.snapshot, exchange.record, exchange.clock
 
     async def attempt(planned: Attempt) -> Reply:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model

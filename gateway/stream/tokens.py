@@ -296,6 +296,11 @@ class PromptTokens:
             self._count = count_prompt_tokens(self._messages, self._counter)
         return self._count
 
+    @property
+    def counter(self) -> TokenCounter:
+        """The encoding the prompt is counted in."""
+        return self._counter
+
     async def ready(self) -> None:
         if self._count is None:
             if prompt_chars(self._messages) > INLINE_CHARS:

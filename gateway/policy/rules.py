@@ -1,0 +1,141 @@
+"""Which rate limits a request is held to, and what the client is told about them.
+
+A request is counted against its key's `rpm`, `tpm` and `max_parallel` (auth.keys) and
+its route's (a route's own, else the global `limits:`). Requests per minute take 1,
+tokens per minute the prompt's tokens plus every choice's max_tokens (corrected to the
+real usage when the request ends), in flight 1 until it ends.
+
+Pure: rules in, meters out; readings in, headers and errors out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import ClientKey, Route
+from ..errors import RateLimited
+from ..store.base import NEVER, UNKNOWN, Meter, Reading
+
+RPM, TPM, MAX_PARALLEL = "rpm", "tpm", "max_parallel"
+IN_FLIGHT_RETRY_MS = 1000  # what a client refused for max_parallel is told to wait: when a slot frees is not known
+WHAT = {
+    RPM: "requests per minute (rpm)",
+    TPM: "tokens per minute (tpm)",
+    MAX_PARALLEL: "requests in flight (max_parallel)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One limit: whose (a key's or a route's), of which kind, and its value."""
+
+    scope: str  # "key" or "route"
+    owner: str  # the key's id, or the route's name
+    kind: str  # RPM, TPM or MAX_PARALLEL
+    limit: int
+
+    def meter(self, tokens: int) -> Meter:
+        """The rule as a store counts it, for a request that may use `tokens`."""
+        name = f"{self.scope}:{self.owner}:{self.kind}"
+        if self.kind == MAX_PARALLEL:
+            return Meter(name, self.limit, 1, in_flight=True)
+        return Meter(name, self.limit, tokens if self.kind == TPM else 1)
+
+
+class RateLimits(Protocol):
+    """What holds rate limits: a client key, a route's limits."""
+
+    @property
+    def rpm(self) -> int | None: ...
+
+    @property
+    def tpm(self) -> int | None: ...
+
+    @property
+    def max_parallel(self) -> int | None: ...
+
+
+def rules_for(key: ClientKey | None, route: Route) -> tuple[Rule, ...]:
+    """The rules a request by `key` (None: no keys asked for) on `route` is held to."""
+    holders: list[tuple[str, str, RateLimits]] = [("route", route.model, route.limits)]
+    if key is not None:
+        holders.insert(0, ("key", key.id, key))
+    return tuple(
+        Rule(scope, owner, kind, limit)
+        for scope, owner, holder in holders
+        for kind, limit in ((RPM, holder.rpm), (TPM, holder.tpm), (MAX_PARALLEL, holder.max_parallel))
+        if limit is not None
+    )
+
+
+def needs_tokens(rules: Sequence[Rule]) -> bool:
+    """Whether the request's tokens must be counted before it is admitted."""
+    return any(rule.kind == TPM for rule in rules)
+
+
+def refusal(rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[Reading]) -> tuple[Rule, RateLimited]:
+    """The 429 for a request that did not fit, naming the limit it waits longest for (and that
+    rule); with the headers that tell the OpenAI SDK when to retry, or not to: a request
+    larger than a limit never fits."""
+    over = [index for index, reading in enumerate(readings) if reading.wait != 0]
+    worst = max(over, key=lambda index: wait_ms(readings[index]))
+    rule, meter, reading = rules[worst], meters[worst], readings[worst]
+    whose = f"{rule.scope} {rule.owner!r}"
+    if reading.wait == NEVER:
+        error = RateLimited(
+            f"Request too large for {whose} on {WHAT[rule.kind]}: limit {rule.limit}, requested {meter.amount} "
+            "(the prompt's tokens and max_tokens for every choice). Lower max_tokens or shorten the prompt."
+        )
+        error.headers["x-should-retry"] = "false"
+    else:
+        wait = round(wait_ms(reading))
+        used = "in flight" if rule.kind == MAX_PARALLEL else "used"
+        error = RateLimited(
+            f"Rate limit reached for {whose} on {WHAT[rule.kind]}: limit {rule.limit}, {used} {reading.used}, "
+            f"requested {meter.amount}. Please try again in {duration(wait)}."
+        )
+        error.headers.update(
+            {"retry-after": str(math.ceil(wait / 1000)), "retry-after-ms": str(wait), "x-should-retry": "true"}
+        )
+    error.headers.update(ratelimit_headers(rules, meters, readings, admitted=False))
+    return rule, error
+
+
+def wait_ms(reading: Reading) -> float:
+    if reading.wait == NEVER:
+        return math.inf
+    return IN_FLIGHT_RETRY_MS if reading.wait == UNKNOWN else reading.wait
+
+
+def ratelimit_headers(
+    rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[Reading], *, admitted: bool
+) -> dict[str, str]:
+    """OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens}, for the tightest
+    requests-per-minute and tokens-per-minute limit of the request (none of a kind: no headers)."""
+    headers: dict[str, str] = {}
+    for kind, noun in ((RPM, "requests"), (TPM, "tokens")):
+        tightest: tuple[int, int, int] | None = None  # remaining, limit, reset
+        for rule, meter, reading in zip(rules, meters, readings, strict=True):
+            if rule.kind == kind:
+                remaining = max(rule.limit - reading.used - (meter.amount if admitted else 0), 0)
+                if tightest is None or remaining < tightest[0]:
+                    tightest = (remaining, rule.limit, reading.reset)
+        if tightest is not None:
+            remaining, limit, reset = tightest
+            headers[f"x-ratelimit-limit-{noun}"] = str(limit)
+            headers[f"x-ratelimit-remaining-{noun}"] = str(remaining)
+            headers[f"x-ratelimit-reset-{noun}"] = duration(reset)
+    return headers
+
+
+def duration(milliseconds: float) -> str:
+    """A duration as OpenAI writes its resets: 250ms, 1s, 1.5s, 6m0s."""
+    milliseconds = max(math.ceil(milliseconds), 0)
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    minutes, rest = divmod(milliseconds, 60_000)
+    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
