@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import openai
 import pytest
+import yaml
 from conftest import FakeClock, Gateway, GatewayFactory, Upstream, openai_route_config
 from fakes import completion, json_handler, sse_handler, text_stream
 from test_limits_e2e import wait_for
@@ -317,3 +319,18 @@ async def test_an_unreachable_store_admits_uncounted_or_refuses_as_configured(
     assert (
         len(lines) == 1 and "rate limit store failed to admit" in lines[0].getMessage()
     )  # one line, not one a request
+
+
+async def test_a_reload_applies_new_limits_to_the_next_request_keeping_the_minutes_count(
+    upstream: Upstream, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    upstream.handler = json_handler(completion("hi", usage=USAGE))
+    tree = limited_tree(upstream.url, key={"rpm": 1})
+    path = tmp_path / "gateway.yaml"
+    gateway = await gateway_factory(tree, path=path, clock=FakeClock())
+    assert (await post(gateway, ask()))[0] == 200
+    assert (await post(gateway, ask()))[0] == 429
+    tree["auth"]["keys"][0]["rpm"] = 3
+    path.write_text(yaml.safe_dump(tree))
+    assert await gateway.core.reload()
+    assert [(await post(gateway, ask()))[0] for _ in range(3)] == [200, 200, 429]  # 1 of the 3 already used
