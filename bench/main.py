@@ -24,7 +24,8 @@ from . import checks, fixtures, procs, report, targets
 from .load import Scenario, WrkError, run_wrk
 
 ALL_TARGETS = ("direct", "gateway", "bare", "litellm")
-ORDER = ("direct", "gateway", "baseline", "gateway-w2", "bare", "litellm")
+ORDER = ("direct", "gateway", "gateway-limits", "gateway-redis", "baseline", "gateway-w2", "bare", "litellm")
+LIMITED = ("gateway-limits", "gateway-redis")  # --limits-compare: compared with "gateway", not judged
 # the baseline's packages named in the report: its revision may pin other versions
 BASELINE_PACKAGES = ("aiohttp", "httptools", "uvloop", "orjson", "tiktoken")
 
@@ -63,6 +64,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers-cpus", default="0", help="CPUs of the --workers 2 gateway (default: CPU 0, like the 1-worker one)"
+    )
+    parser.add_argument(
+        "--limits-compare",
+        action="store_true",
+        help="also run the gateway with ten client keys and rate limits on every key and route (never "
+        "refusing): gateway-limits counting them in process, gateway-redis in a redis-server on loopback",
     )
     parser.add_argument("--proxy-cpus", default="0", help="CPUs of the gateway and the other proxies")
     parser.add_argument("--load-cpus", default="1", help="CPUs of nginx, wrk and this script")
@@ -123,9 +130,20 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-async def measure_run(target: targets.Target, url: str, scenario: Scenario, *, duration: int, cpus: str) -> dict:
+async def measure_run(
+    target: targets.Target,
+    url: str,
+    scenario: Scenario,
+    *,
+    duration: int,
+    cpus: str,
+    redis: targets.Redis | None = None,
+) -> dict:
+    """One wrk run; with `redis` (the target's store), Redis' commands and CPU per request too."""
     pgid = target.proc.pid
     cpu_before = procs.cpu_seconds(pgid)
+    if redis is not None:
+        redis_before = (targets.redis_calls(redis.port), procs.cpu_seconds(redis.proc.pid))
     try:
         result = await run_wrk(url, scenario, duration=duration, cpus=cpus)
     except (TimeoutError, WrkError) as exc:
@@ -140,7 +158,16 @@ async def measure_run(target: targets.Target, url: str, scenario: Scenario, *, d
             "failed": str(exc)[:300],
         }
     cpu = procs.cpu_seconds(pgid) - cpu_before
+    store = {}
+    if redis is not None and result.requests:
+        calls = targets.redis_calls(redis.port)
+        if calls is not None and redis_before[0] is not None:
+            store["redis_round_trips_per_req"] = round((calls - redis_before[0]) / result.requests, 3)
+        store["redis_cpu_us_per_req"] = round(
+            (procs.cpu_seconds(redis.proc.pid) - redis_before[1]) * 1e6 / result.requests, 1
+        )
     return {
+        **store,
         "rps": result.rps,
         "p50_ms": result.latency_us["p50"] / 1000,
         "p99_ms": result.latency_us["p99"] / 1000,
@@ -238,7 +265,7 @@ async def slow_streams(target: targets.Target, args: argparse.Namespace) -> dict
 
 
 def baseline_document(baseline: targets.Baseline | None, runs: dict, scenarios: list[Scenario]) -> dict | None:
-    """Which revisions were compared, the baseline's packages, and report.versus_baseline's figures."""
+    """Which revisions were compared, the baseline's packages, and report.versus()'s figures."""
     if baseline is None:
         return None
     return {
@@ -248,8 +275,29 @@ def baseline_document(baseline: targets.Baseline | None, runs: dict, scenarios: 
         "python_binary": os.path.realpath(baseline.python),
         "versions": targets.package_versions(baseline.python, BASELINE_PACKAGES),
         "gateway": targets.current_revision(),
-        "scenarios": report.versus_baseline(runs, one_connection=[s.name for s in scenarios if s.connections == 1]),
+        "scenarios": report.versus(
+            runs, "gateway", "baseline", one_connection=[s.name for s in scenarios if s.connections == 1]
+        ),
     }
+
+
+def limits_document(runs: dict, scenarios: list[Scenario]) -> dict | None:
+    """The rate-limited gateways against the gateway with no keys and no limits, in the same rounds;
+    for gateway-redis, Redis' round trips and CPU per request (medians over rounds)."""
+    one_connection = [s.name for s in scenarios if s.connections == 1]
+    out = {}
+    for name in LIMITED:
+        if name not in runs or "gateway" not in runs:
+            continue
+        entry: dict = {"scenarios": report.versus(runs, name, "gateway", one_connection=one_connection)}
+        for key in ("redis_round_trips_per_req", "redis_cpu_us_per_req"):
+            medians = {
+                scenario: report.median_of([row.get(key) for row in rows]) for scenario, rows in runs[name].items()
+            }
+            if any(value is not None for value in medians.values()):
+                entry[key] = medians
+        out[name] = entry
+    return out or None
 
 
 def _fmt(value) -> str:
@@ -278,6 +326,35 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 starts.append(
                     targets.start_gateway(
                         work, ports, name="gateway-w2", cpus=args.workers_cpus, workers=2, session=session
+                    )
+                )
+        redis = None
+        if args.limits_compare and "gateway" in args.targets:
+            starts.append(
+                targets.start_gateway(
+                    work,
+                    ports,
+                    name="gateway-limits",
+                    cpus=args.proxy_cpus,
+                    workers=None,
+                    session=session,
+                    rate_limits=True,
+                )
+            )
+            redis = await targets.start_redis(work, cpus=args.load_cpus, session=session)
+            info["redis"] = {"status": redis.status, "port": redis.port}
+            log(f"redis: {redis.status}")
+            if redis.status == "ready":
+                starts.append(
+                    targets.start_gateway(
+                        work,
+                        ports,
+                        name="gateway-redis",
+                        cpus=args.proxy_cpus,
+                        workers=None,
+                        session=session,
+                        rate_limits=True,
+                        redis_url=redis.url,
                     )
                 )
         if args.baseline_checkout is not None:
@@ -312,13 +389,22 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             for scenario in scenarios:
                 for target in order:
                     url = target.sse_url if scenario.stream else target.json_url
-                    rec = await measure_run(target, url, scenario, duration=args.duration, cpus=args.load_cpus)
+                    store = redis if target.name == "gateway-redis" else None
+                    rec = await measure_run(
+                        target, url, scenario, duration=args.duration, cpus=args.load_cpus, redis=store
+                    )
                     runs[target.name][scenario.name].append(rec)
                     log(
                         f"  {scenario.label:<10} {target.name:<10} {rec['rps']:9.0f} req/s  "
                         f"p50 {_fmt(rec['p50_ms'])} ms  p99 {_fmt(rec['p99_ms'])} ms  errors {rec['errors']}"
                         + (f"  ({rec['failed']})" if rec.get("failed") else "")
                         + (f"  {rec['error_kinds']}" if rec.get("error_kinds") else "")
+                        + (
+                            f"  redis {rec['redis_round_trips_per_req']} round trips, "
+                            f"{rec.get('redis_cpu_us_per_req')} us/req"
+                            if "redis_round_trips_per_req" in rec
+                            else ""
+                        )
                     )
 
         for target in ready:
@@ -329,7 +415,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     streams: dict = {}
     if args.streams > 0:
         for target in ready:
-            if target.slow_urls and target.name != "gateway-w2":
+            if target.slow_urls and target.name not in ("gateway-w2", *LIMITED):
                 streams[target.name] = await slow_streams(target, args)
                 info[target.name]["rss_after_streams_kib"] = procs.rss_kib(target.proc.pid)
                 # Still alive and right after the streams?
@@ -378,6 +464,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         "streams": streams,
         "workers_compare": report.workers_compare(figures, info, one="gateway", several="gateway-w2"),
         "vs_baseline": baseline_document(args.baseline_checkout, runs, scenarios),
+        "limits_compare": limits_document(runs, scenarios),
         "goals": goals,
         "all_goals_met": (all(all_met) if all_met and None not in all_met else None) if goals else None,
     }
@@ -436,6 +523,7 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
                 f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close"
             )
     out += baseline_lines(document["vs_baseline"], labels)
+    out += limits_lines(document["limits_compare"], labels)
     compare = document["workers_compare"]
     if compare:
         out.append("")
@@ -477,6 +565,27 @@ def baseline_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
         "x req/s, x cpu: the gateway's over the baseline's; d+p50, d+p99 (1 connection): the gateway's added "
         "latency minus the baseline's; per round, then medianed; cpu us/req: the gateway's, then the baseline's"
     )
+    return out
+
+
+def limits_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
+    """The rate-limited gateways against the gateway, scenario by scenario."""
+    out: list[str] = []
+    for name, entry in (compare or {}).items():
+        where = "in Redis on loopback" if name == "gateway-redis" else "in process"
+        out += ["", f"{name} (ten keys, rate limits on every key and route, counted {where}) against gateway:"]
+        out.append(report.baseline_table(entry["scenarios"], labels, against="gateway"))
+        if "redis_round_trips_per_req" in entry:
+            trips, cpu = entry["redis_round_trips_per_req"], entry.get("redis_cpu_us_per_req", {})
+            out.append(
+                "Redis round trips per request: "
+                + ", ".join(f"{labels[s]} {_fmt(trips.get(s))} ({_fmt(cpu.get(s))} us of Redis CPU)" for s in labels)
+            )
+    if out:
+        out.append(
+            "x req/s, x cpu: the limited gateway's over the gateway's; d+p50, d+p99 (1 connection): its added "
+            "latency minus the gateway's; per round, then medianed"
+        )
     return out
 
 

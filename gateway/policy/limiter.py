@@ -21,11 +21,12 @@ from ..config import ClientKey, Route
 from ..errors import LimitsUnavailable
 from ..observability.metrics import NO_KEY, Metrics
 from ..store.base import Meter, Store, StoreError
-from .rules import TPM, Rule, needs_tokens, ratelimit_headers, refusal, rules_for
+from .rules import TPM, Rule, needs_tokens, ratelimit_headers, refusal, rules_of
 
 log = logging.getLogger("gateway.limits")
 
 LOG_EVERY = 10.0  # seconds: at most one log line this often about a failing store
+REMEMBERED = 10_000  # keys and routes whose rules are kept (each reload brings new ones)
 
 
 class RateLimiter:
@@ -37,6 +38,7 @@ class RateLimiter:
         self.metrics = metrics
         self._unlogged = 0  # store failures since the last line about them
         self._logged_at = -LOG_EVERY
+        self._rules: dict[int, tuple[object, tuple[Rule, ...]]] = {}  # id of a key or route -> it, its rules
 
     async def admit(
         self, key: ClientKey | None, route: Route, *, ticket: str, tokens: Callable[[], Awaitable[int]]
@@ -47,11 +49,11 @@ class RateLimiter:
         `tokens` counts the most the request may use (awaited only when a tokens-per-minute
         limit applies). Raises RateLimited over a limit, LimitsUnavailable when the store
         failed and on_error is deny."""
-        rules = rules_for(key, route)
+        rules = self.rules_of(route) if key is None else self.rules_of(key) + self.rules_of(route)
         if not rules:
             return None
         reserved = await tokens() if needs_tokens(rules) else 0
-        meters = tuple(rule.meter(reserved) for rule in rules)
+        meters = tuple([rule.counted(reserved) for rule in rules])
         try:
             verdict = await self.store.admit(meters, ticket=ticket)
         except StoreError as exc:
@@ -67,6 +69,23 @@ class RateLimiter:
             raise error
         headers = ratelimit_headers(rules, meters, verdict.readings, admitted=True)
         return Ticket(self, rules, meters, verdict.bucket, ticket, reserved, headers)
+
+    def rules_of(self, holder: ClientKey | Route) -> tuple[Rule, ...]:
+        """A key's or a route's rules (policy.rules.rules_for), made once for each config's objects."""
+        known = self._rules.get(id(holder))
+        if known is not None and known[0] is holder:
+            return known[1]
+        if len(self._rules) >= REMEMBERED:
+            self._rules.clear()
+        if isinstance(holder, ClientKey):
+            rules = rules_of("key", holder.id, holder)
+        else:
+            rules = rules_of("route", holder.model, holder.limits)
+        self._rules[id(holder)] = (holder, rules)
+        return rules
+
+    def settle_failed(self, error: StoreError) -> None:
+        self.store_failed(error, step="settle")
 
     def store_failed(self, error: StoreError, *, step: str) -> None:
         """Count a failure of the store, and say so in the log at most every LOG_EVERY seconds."""
@@ -102,12 +121,9 @@ class Ticket:
     def settle(self, used_tokens: int) -> None:
         """Correct the tokens counted to `used_tokens` (prompt and completion, as delivered;
         0 when nothing was) and free the in-flight slots. Never blocks."""
-        changes = [used_tokens - self.reserved if rule.kind == TPM else 0 for rule in self.rules]
-        if any(changes) or any(meter.in_flight for meter in self.meters):
+        change = used_tokens - self.reserved
+        changes = [change if rule.kind == TPM else 0 for rule in self.rules]
+        if (change and self.reserved) or any(meter.in_flight for meter in self.meters):
             self.limiter.store.settle(
-                self.meters,
-                changes,
-                ticket=self.id,
-                bucket=self.bucket,
-                on_error=lambda error: self.limiter.store_failed(error, step="settle"),
+                self.meters, changes, ticket=self.id, bucket=self.bucket, on_error=self.limiter.settle_failed
             )

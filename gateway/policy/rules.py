@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..config import ClientKey, Route
 from ..errors import RateLimited
@@ -21,6 +20,7 @@ from ..store.base import NEVER, UNKNOWN, Meter, Reading
 
 RPM, TPM, MAX_PARALLEL = "rpm", "tpm", "max_parallel"
 IN_FLIGHT_RETRY_MS = 1000  # what a client refused for max_parallel is told to wait: when a slot frees is not known
+NOUNS = {RPM: "requests", TPM: "tokens"}  # of OpenAI's x-ratelimit-* headers
 WHAT = {
     RPM: "requests per minute (rpm)",
     TPM: "tokens per minute (tpm)",
@@ -28,21 +28,18 @@ WHAT = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """One limit: whose (a key's or a route's), of which kind, and its value."""
 
     scope: str  # "key" or "route"
     owner: str  # the key's id, or the route's name
     kind: str  # RPM, TPM or MAX_PARALLEL
     limit: int
+    meter: Meter  # the rule as a store counts it; a tokens-per-minute meter's amount is set per request
 
-    def meter(self, tokens: int) -> Meter:
-        """The rule as a store counts it, for a request that may use `tokens`."""
-        name = f"{self.scope}:{self.owner}:{self.kind}"
-        if self.kind == MAX_PARALLEL:
-            return Meter(name, self.limit, 1, in_flight=True)
-        return Meter(name, self.limit, tokens if self.kind == TPM else 1)
+    def counted(self, tokens: int) -> Meter:
+        """The meter of a request that may use `tokens`."""
+        return Meter(self.meter.name, self.limit, tokens, False) if self.kind == TPM else self.meter
 
 
 class RateLimits(Protocol):
@@ -58,17 +55,19 @@ class RateLimits(Protocol):
     def max_parallel(self) -> int | None: ...
 
 
-def rules_for(key: ClientKey | None, route: Route) -> tuple[Rule, ...]:
-    """The rules a request by `key` (None: no keys asked for) on `route` is held to."""
-    holders: list[tuple[str, str, RateLimits]] = [("route", route.model, route.limits)]
-    if key is not None:
-        holders.insert(0, ("key", key.id, key))
+def rules_of(scope: str, owner: str, holder: RateLimits) -> tuple[Rule, ...]:
+    """The rules a key (scope "key") or a route's limits (scope "route") set."""
     return tuple(
-        Rule(scope, owner, kind, limit)
-        for scope, owner, holder in holders
+        Rule(scope, owner, kind, limit, Meter(f"{scope}:{owner}:{kind}", limit, 1, kind == MAX_PARALLEL))
         for kind, limit in ((RPM, holder.rpm), (TPM, holder.tpm), (MAX_PARALLEL, holder.max_parallel))
         if limit is not None
     )
+
+
+def rules_for(key: ClientKey | None, route: Route) -> tuple[Rule, ...]:
+    """The rules a request by `key` (None: no keys asked for) on `route` is held to: the key's, then the route's."""
+    key_rules = rules_of("key", key.id, key) if key is not None else ()
+    return key_rules + rules_of("route", route.model, route.limits)
 
 
 def needs_tokens(rules: Sequence[Rule]) -> bool:
@@ -115,19 +114,21 @@ def ratelimit_headers(
 ) -> dict[str, str]:
     """OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens}, for the tightest
     requests-per-minute and tokens-per-minute limit of the request (none of a kind: no headers)."""
-    headers: dict[str, str] = {}
-    for kind, noun in ((RPM, "requests"), (TPM, "tokens")):
-        tightest: tuple[int, int, int] | None = None  # remaining, limit, reset
-        for rule, meter, reading in zip(rules, meters, readings, strict=True):
-            if rule.kind == kind:
-                remaining = max(rule.limit - reading.used - (meter.amount if admitted else 0), 0)
-                if tightest is None or remaining < tightest[0]:
-                    tightest = (remaining, rule.limit, reading.reset)
-        if tightest is not None:
-            remaining, limit, reset = tightest
-            headers[f"x-ratelimit-limit-{noun}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{noun}"] = str(remaining)
-            headers[f"x-ratelimit-reset-{noun}"] = duration(reset)
+    tightest: dict[str, tuple[int, int, int]] = {}  # kind -> remaining, limit, reset
+    for rule, meter, reading in zip(rules, meters, readings, strict=True):
+        kind = rule.kind
+        if kind == MAX_PARALLEL:
+            continue
+        remaining = rule.limit - reading.used - (meter.amount if admitted else 0)
+        known = tightest.get(kind)
+        if known is None or remaining < known[0]:
+            tightest[kind] = (remaining, rule.limit, reading.reset)
+    headers = {}
+    for kind, (remaining, limit, reset) in tightest.items():
+        noun = NOUNS[kind]
+        headers[f"x-ratelimit-limit-{noun}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{noun}"] = str(max(remaining, 0))
+        headers[f"x-ratelimit-reset-{noun}"] = duration(reset)
     return headers
 
 

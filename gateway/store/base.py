@@ -18,8 +18,7 @@ compute the same buckets from the same clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 WINDOW_MS = 60_000  # the minute of rpm and tpm
 BUCKETS = 100  # a window's resolution: 1% of it
@@ -37,9 +36,8 @@ class StoreError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
-class Meter:
-    """One limit a request is counted against."""
+class Meter(NamedTuple):
+    """One limit a request is counted against (a tuple: one is made for every request)."""
 
     name: str  # unique in the gateway, e.g. "key:team-search:rpm"
     limit: int  # the most the meter may hold
@@ -47,8 +45,7 @@ class Meter:
     in_flight: bool = False  # True: held until settled (max_parallel); False: counted in the sliding minute
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """One meter, as the admission found it."""
 
     used: int  # what it held before this request
@@ -56,8 +53,7 @@ class Reading:
     reset: int  # ms until the meter is empty again (with this request, when admitted); 0 for in-flight
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     admitted: bool  # every meter had room, and each now holds the request; else none was changed
     readings: tuple[Reading, ...]  # one a meter, in the order given
     bucket: int  # the bucket the request was counted in, for settle()

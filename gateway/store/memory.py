@@ -5,14 +5,17 @@ The table has a fixed number of slots, each HEADER + width cells:
     tag, tag       128 bits of BLAKE2b of the meter's name (0, 0: a free slot)
     kind           WINDOW or IN_FLIGHT
     newest         the newest bucket a window has seen (its ring is cleared up to it)
+    total          what a window's ring holds, kept as it changes (summed again from the
+                   ring whenever a bucket is cleared, so a count half-written heals)
     cells[width]   a window's BUCKETS + 1 counts, a ring indexed by bucket;
                    an in-flight meter's slots held, one count per worker
 
-Slots are found by open addressing from the tag. A slot whose window has emptied, or whose
-in-flight counts are all 0, is taken over by a new meter only when its own name is not
-found further on, so no chain is ever cut. Each worker counts its in-flight requests in
-its own cell: a worker that dies takes its count with it (the one that replaces it clears
-that cell), and a window cell written half-way ages out within the minute.
+Slots are found by open addressing from the tag, and remembered by name (checked against
+the tag on each use: another worker may have taken the slot over). A slot whose window
+has emptied, or whose in-flight counts are all 0, is taken over by a new meter only when
+its own name is not found further on, so no chain is ever cut. Each worker counts its
+in-flight requests in its own cell: a worker that dies takes its count with it (the one
+that replaces it clears that cell).
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from collections.abc import Sequence
 
 from .base import BUCKET_MS, BUCKETS, NEVER, UNKNOWN, Meter, Reading, StoreError, Verdict, leaves_at, window_wait
 
-HEADER = 4
-TAG, KIND, NEWEST = 0, 2, 3
+HEADER = 5
+KIND, NEWEST, TOTAL = 2, 3, 4
 WINDOW, IN_FLIGHT = 1, 2
 SPAN = BUCKETS + 1  # buckets a window counts
 SLOTS = 4096  # meters a table holds: three kinds for each key and route with limits, with room for reloads
+REMEMBERED = 100_000  # names whose slot is remembered (they come from the config: keys and routes)
 
 
 def table_cells(*, workers: int, slots: int = SLOTS) -> int:
@@ -47,48 +51,68 @@ class MeterTable:
         self.slots = len(cells) // self.stride
         self.worker = worker
         self.workers = workers
-        self._tags: dict[str, tuple[int, int]] = {}
-        self._zeros = memoryview(array.array("q", bytes(8 * SPAN)))
+        self._known: dict[str, tuple[int, int, int]] = {}  # name -> base cell, tag
+        self._zeros = memoryview(array.array("q", bytes(8 * self.width)))
 
     def admit(self, meters: Sequence[Meter], now_ms: int) -> Verdict:
         bucket = now_ms // BUCKET_MS
-        bases = [self.claim(meter.name, IN_FLIGHT if meter.in_flight else WINDOW, bucket) for meter in meters]
-        readings = []
-        for meter, base in zip(meters, bases, strict=True):
-            if meter.in_flight:
+        cells, worker = self.cells, self.worker
+        found: list[tuple[int, int]] = []  # base cell, what the meter held
+        admitted = True
+        for name, limit, amount, in_flight in meters:
+            base = self.slot(name, IN_FLIGHT if in_flight else WINDOW, bucket)
+            if in_flight:
                 used = self.held(base)
-                wait = 0 if used + meter.amount <= meter.limit else NEVER if meter.amount > meter.limit else UNKNOWN
             else:
-                self.advance(base, bucket)
-                used = self.total(base)
-                fits = used + meter.amount <= meter.limit
-                wait = 0 if fits else window_wait(self.counts(base, bucket), used, meter.amount, meter.limit, now_ms)
-            readings.append(Reading(used, wait, 0))
-        admitted = all(reading.wait == 0 for reading in readings)
-        if admitted:
-            for meter, base in zip(meters, bases, strict=True):
-                cell = base + HEADER + (self.worker if meter.in_flight else bucket % SPAN)
-                self.cells[cell] += meter.amount
-        for index, (meter, base) in enumerate(zip(meters, bases, strict=True)):
-            if not meter.in_flight:
-                reading = readings[index]
-                readings[index] = Reading(reading.used, reading.wait, self.reset(base, bucket, now_ms))
-        return Verdict(admitted, tuple(readings), bucket)
+                if cells[base + NEWEST] < bucket:
+                    self.advance(base, bucket)
+                used = cells[base + TOTAL]
+            admitted = admitted and used + amount <= limit
+            found.append((base, used))
+        if not admitted:
+            return self.refused(meters, found, bucket, now_ms)
+        reset = leaves_at(bucket) - now_ms  # each window's newest count is now this request's
+        readings = []
+        for (_, _, amount, in_flight), (base, used) in zip(meters, found, strict=True):
+            if in_flight:
+                cells[base + HEADER + worker] += amount
+                readings.append(Reading(used, 0, 0))
+            else:
+                cells[base + HEADER + bucket % SPAN] += amount
+                cells[base + TOTAL] += amount
+                readings.append(Reading(used, 0, reset))
+        return Verdict(True, tuple(readings), bucket)
+
+    def refused(self, meters: Sequence[Meter], found: list[tuple[int, int]], bucket: int, now_ms: int) -> Verdict:
+        """The readings of a request that does not fit: how long each meter makes it wait."""
+        readings = []
+        for (_, limit, amount, in_flight), (base, used) in zip(meters, found, strict=True):
+            if used + amount <= limit:
+                wait = 0
+            elif amount > limit:
+                wait = NEVER
+            else:
+                wait = UNKNOWN if in_flight else window_wait(self.counts(base, bucket), used, amount, limit, now_ms)
+            readings.append(Reading(used, wait, 0 if in_flight else self.reset(base, bucket, now_ms)))
+        return Verdict(False, tuple(readings), bucket)
 
     def settle(self, meters: Sequence[Meter], changes: Sequence[int], bucket: int, now_ms: int) -> None:
         current = now_ms // BUCKET_MS
+        cells = self.cells
         for meter, change in zip(meters, changes, strict=True):
             if meter.in_flight:
                 base = self.find(meter.name)
                 if base is not None:
                     cell = base + HEADER + self.worker
-                    self.cells[cell] = max(self.cells[cell] - meter.amount, 0)
+                    cells[cell] = max(cells[cell] - meter.amount, 0)
             elif change and bucket >= current - BUCKETS:
                 base = self.find(meter.name)
                 if base is not None:
                     self.advance(base, current)
                     cell = base + HEADER + bucket % SPAN
-                    self.cells[cell] = max(self.cells[cell] + change, 0)
+                    count = max(cells[cell] + change, 0)
+                    cells[base + TOTAL] += count - cells[cell]
+                    cells[cell] = count
 
     def release_worker(self) -> None:
         """Clear this worker's in-flight counts: what a dead worker of the same slot held."""
@@ -99,37 +123,38 @@ class MeterTable:
 
     # -- slots
 
-    def tag(self, name: str) -> tuple[int, int]:
-        found = self._tags.get(name)
-        if found is None:
-            high, low = struct.unpack("<qq", hashlib.blake2b(name.encode(), digest_size=16).digest())
-            found = (high, low or 1)  # never (0, 0), the mark of a free slot
-            if len(self._tags) < 100_000:  # names come from the config: keys and routes
-                self._tags[name] = found
-        return found
+    def slot(self, name: str, kind: int, bucket: int) -> int:
+        """The base cell of the meter's slot, taken for it when it has none."""
+        known = self._known.get(name)
+        if known is not None and self.cells[known[0]] == known[1] and self.cells[known[0] + 1] == known[2]:
+            return known[0]
+        return self.claim(name, kind, bucket)
 
     def find(self, name: str) -> int | None:
         """The base cell of the meter's slot; None when it has none."""
+        known = self._known.get(name)
+        if known is not None and self.cells[known[0]] == known[1] and self.cells[known[0] + 1] == known[2]:
+            return known[0]
         return self._probe(name, None)[0]
 
     def claim(self, name: str, kind: int, bucket: int) -> int:
         """The base cell of the meter's slot, taken for it when it has none: the first idle
         slot on its way, else the free one that ends it. Raises StoreError when none is left."""
         base, free = self._probe(name, bucket)
-        if base is not None:
-            return base
-        if free is None:
-            raise StoreError("full", f"the rate limits' table is full ({self.slots} meters)")
-        cells = self.cells
-        cells[free : free + HEADER] = memoryview(array.array("q", (*self.tag(name), kind, bucket)))
-        cells[free + HEADER : free + HEADER + SPAN] = self._zeros
-        for cell in range(free + HEADER + SPAN, free + self.stride):  # more workers than buckets
-            cells[cell] = 0
-        return free
+        if base is None:
+            if free is None:
+                raise StoreError("full", f"the rate limits' table is full ({self.slots} meters)")
+            base = free
+            high, low = tag(name)
+            self.cells[base : base + HEADER] = memoryview(array.array("q", (high, low, kind, bucket, 0)))
+            self.cells[base + HEADER : base + self.stride] = self._zeros
+        if len(self._known) < REMEMBERED:
+            self._known[name] = (base, *tag(name))
+        return base
 
     def _probe(self, name: str, bucket: int | None) -> tuple[int | None, int | None]:
         """(the meter's base cell, None when not found; a slot it may take, when `bucket` is given)."""
-        high, low = self.tag(name)
+        high, low = tag(name)
         cells, stride, slots = self.cells, self.stride, self.slots
         free = None
         slot = low % slots
@@ -160,14 +185,12 @@ class MeterTable:
             return
         ring = base + HEADER
         if bucket - newest >= SPAN:
-            cells[ring : ring + SPAN] = self._zeros
+            cells[ring : ring + SPAN] = self._zeros[:SPAN]
         else:
             for old in range(newest + 1, bucket + 1):
                 cells[ring + old % SPAN] = 0
         cells[base + NEWEST] = bucket
-
-    def total(self, base: int) -> int:
-        return sum(self.cells[base + HEADER : base + HEADER + SPAN])
+        cells[base + TOTAL] = sum(cells[ring : ring + SPAN])
 
     def counts(self, base: int, bucket: int) -> list[tuple[int, int]]:
         """(bucket, count) of the window's non-empty buckets, oldest first."""
@@ -186,4 +209,11 @@ class MeterTable:
     # -- in flight
 
     def held(self, base: int) -> int:
-        return sum(self.cells[base + HEADER : base + HEADER + self.workers])
+        ring = base + HEADER
+        return self.cells[ring] if self.workers == 1 else sum(self.cells[ring : ring + self.workers])
+
+
+def tag(name: str) -> tuple[int, int]:
+    """128 bits of BLAKE2b of a meter's name, as two signed 64-bit cells; never (0, 0), a free slot's."""
+    high, low = struct.unpack("<qq", hashlib.blake2b(name.encode(), digest_size=16).digest())
+    return high, low or 1

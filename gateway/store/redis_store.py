@@ -76,9 +76,9 @@ for i, key in ipairs(KEYS) do
       end
     end
     if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-    table.sort(counts, function(x, y) return x[1] < y[1] end)
     windows[i] = counts
     if used + amount > limit then
+      table.sort(counts, function(x, y) return x[1] < y[1] end)
       if amount > limit then
         wait = -1
       else
@@ -107,13 +107,15 @@ for i, key in ipairs(KEYS) do
       if redis.call('PTTL', key) < lease then redis.call('PEXPIRE', key, lease) end
     end
   else
-    local counts, newest = windows[i], nil
+    local newest = nil
     if result[1] == 1 then
       redis.call('HINCRBY', key, bucket, amount)
       redis.call('PEXPIRE', key, (buckets + 2) * width)
       newest = bucket
-    elseif #counts > 0 then
-      newest = counts[#counts][1]
+    else
+      for _, pair in ipairs(windows[i]) do
+        if newest == nil or pair[1] > newest then newest = pair[1] end
+      end
     end
     if newest then result[2 + i * 3] = (newest + buckets + 1) * width - now end
   end
