@@ -39,7 +39,9 @@ class ChatCompletions:
         """The request's prompt tokens in `counter`'s encoding, counted at most once."""
         prompt_tokens = exchange.prompt_tokens
         if prompt_tokens is None or prompt_tokens.counter is not counter:
-            prompt_tokens = exchange.prompt_tokens = PromptTokens(request.body["messages"], counter)
+            messages = request.body["messages"]
+            prompt_tokens = PromptTokens(messages, counter, most_chars=exchange.body_bytes)
+            exchange.prompt_tokens = prompt_tokens
         return prompt_tokens
 
     async def attempt(self, exchange: Exchange, request: ChatRequest, planned: Attempt) -> Reply:

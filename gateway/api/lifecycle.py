@@ -83,6 +83,7 @@ class Exchange:
     record: RequestRecord
     clock: Clock
     key: ClientKey | None  # the client's key; None when the gateway asks for none
+    body_bytes: int  # the size of the request's body: its text holds no more characters
     headers: dict[str, str] = field(default_factory=dict)  # x-gateway-* of the endpoint, x-ratelimit-*
     prompt_tokens: PromptTokens | None = None  # counted once: for admission, and for usage
 
@@ -213,7 +214,7 @@ async def accept(
         raise ModelNotFound(parsed.model)
     record.route, record.provider, record.routed = route.model, route.provider, True
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
-    return Exchange(record.request_id, snapshot, record, clock, client_key), parsed, route
+    return Exchange(record.request_id, snapshot, record, clock, client_key, len(payload)), parsed, route
 
 
 async def serve(

@@ -21,12 +21,12 @@ from ..config import ClientKey, Route
 from ..errors import LimitsUnavailable
 from ..observability.metrics import NO_KEY, Metrics
 from ..store.base import Meter, Store, StoreError
-from .rules import TPM, Rule, needs_tokens, ratelimit_headers, refusal, rules_of
+from .rules import TPM, Plan, plan_for, ratelimit_headers, refusal
 
 log = logging.getLogger("gateway.limits")
 
 LOG_EVERY = 10.0  # seconds: at most one log line this often about a failing store
-REMEMBERED = 10_000  # keys and routes whose rules are kept (each reload brings new ones)
+REMEMBERED = 100_000  # pairs of a key and a route whose rules are kept (each reload brings new ones)
 
 
 class RateLimiter:
@@ -38,7 +38,7 @@ class RateLimiter:
         self.metrics = metrics
         self._unlogged = 0  # store failures since the last line about them
         self._logged_at = -LOG_EVERY
-        self._rules: dict[int, tuple[object, tuple[Rule, ...]]] = {}  # id of a key or route -> it, its rules
+        self._plans: dict[tuple[int, int], tuple[ClientKey | None, Route, Plan]] = {}  # by the ids of both
 
     async def admit(
         self, key: ClientKey | None, route: Route, *, ticket: str, tokens: Callable[[], Awaitable[int]]
@@ -49,11 +49,11 @@ class RateLimiter:
         `tokens` counts the most the request may use (awaited only when a tokens-per-minute
         limit applies). Raises RateLimited over a limit, LimitsUnavailable when the store
         failed and on_error is deny."""
-        rules = self.rules_of(route) if key is None else self.rules_of(key) + self.rules_of(route)
-        if not rules:
+        plan = self.plan_for(key, route)
+        if not plan.rules:
             return None
-        reserved = await tokens() if needs_tokens(rules) else 0
-        meters = tuple([rule.counted(reserved) for rule in rules])
+        reserved = await tokens() if plan.tokens else 0
+        meters = plan.counted(reserved)
         try:
             verdict = await self.store.admit(meters, ticket=ticket)
         except StoreError as exc:
@@ -64,25 +64,22 @@ class RateLimiter:
                 ) from None
             return None
         if not verdict.admitted:
-            rule, error = refusal(rules, meters, verdict.readings)
+            rule, error = refusal(plan.rules, meters, verdict.readings)
             self.metrics.rate_limited.labels(route.model, key.id if key else NO_KEY, rule.scope, rule.kind).inc()
             raise error
-        headers = ratelimit_headers(rules, meters, verdict.readings, admitted=True)
-        return Ticket(self, rules, meters, verdict.bucket, ticket, reserved, headers)
+        headers = ratelimit_headers(plan.rules, meters, verdict.readings, admitted=True)
+        return Ticket(self, plan, meters, verdict.bucket, ticket, reserved, headers)
 
-    def rules_of(self, holder: ClientKey | Route) -> tuple[Rule, ...]:
-        """A key's or a route's rules (policy.rules.rules_for), made once for each config's objects."""
-        known = self._rules.get(id(holder))
-        if known is not None and known[0] is holder:
-            return known[1]
-        if len(self._rules) >= REMEMBERED:
-            self._rules.clear()
-        if isinstance(holder, ClientKey):
-            rules = rules_of("key", holder.id, holder)
-        else:
-            rules = rules_of("route", holder.model, holder.limits)
-        self._rules[id(holder)] = (holder, rules)
-        return rules
+    def plan_for(self, key: ClientKey | None, route: Route) -> Plan:
+        """The rules of a request by `key` on `route`, made once for each key and route of a config."""
+        known = self._plans.get((id(key), id(route)))
+        if known is not None and known[0] is key and known[1] is route:
+            return known[2]
+        if len(self._plans) >= REMEMBERED:
+            self._plans.clear()
+        plan = plan_for(key, route)
+        self._plans[id(key), id(route)] = (key, route, plan)
+        return plan
 
     def settle_failed(self, error: StoreError) -> None:
         self.store_failed(error, step="settle")
@@ -111,7 +108,7 @@ class Ticket:
     """What an admitted request holds: its meters, and the headers that describe them."""
 
     limiter: RateLimiter
-    rules: Sequence[Rule]
+    plan: Plan
     meters: Sequence[Meter]
     bucket: int
     id: str
@@ -121,9 +118,9 @@ class Ticket:
     def settle(self, used_tokens: int) -> None:
         """Correct the tokens counted to `used_tokens` (prompt and completion, as delivered;
         0 when nothing was) and free the in-flight slots. Never blocks."""
-        change = used_tokens - self.reserved
-        changes = [change if rule.kind == TPM else 0 for rule in self.rules]
-        if (change and self.reserved) or any(meter.in_flight for meter in self.meters):
+        change = used_tokens - self.reserved if self.plan.tokens else 0
+        if change or self.plan.held:
+            changes = [change if rule.kind == TPM else 0 for rule in self.plan.rules]
             self.limiter.store.settle(
                 self.meters, changes, ticket=self.id, bucket=self.bucket, on_error=self.limiter.settle_failed
             )

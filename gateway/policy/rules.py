@@ -10,6 +10,7 @@ Pure: rules in, meters out; readings in, headers and errors out.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
@@ -20,7 +21,10 @@ from ..store.base import NEVER, UNKNOWN, Meter, Reading
 
 RPM, TPM, MAX_PARALLEL = "rpm", "tpm", "max_parallel"
 IN_FLIGHT_RETRY_MS = 1000  # what a client refused for max_parallel is told to wait: when a slot frees is not known
-NOUNS = {RPM: "requests", TPM: "tokens"}  # of OpenAI's x-ratelimit-* headers
+HEADERS = {  # OpenAI's, for each kind of limit that has them
+    kind: (f"x-ratelimit-limit-{noun}", f"x-ratelimit-remaining-{noun}", f"x-ratelimit-reset-{noun}")
+    for kind, noun in (("rpm", "requests"), ("tpm", "tokens"))
+}
 WHAT = {
     RPM: "requests per minute (rpm)",
     TPM: "tokens per minute (tpm)",
@@ -36,6 +40,7 @@ class Rule(NamedTuple):
     kind: str  # RPM, TPM or MAX_PARALLEL
     limit: int
     meter: Meter  # the rule as a store counts it; a tokens-per-minute meter's amount is set per request
+    limit_text: str  # the limit, as its header gives it
 
     def counted(self, tokens: int) -> Meter:
         """The meter of a request that may use `tokens`."""
@@ -58,7 +63,7 @@ class RateLimits(Protocol):
 def rules_of(scope: str, owner: str, holder: RateLimits) -> tuple[Rule, ...]:
     """The rules a key (scope "key") or a route's limits (scope "route") set."""
     return tuple(
-        Rule(scope, owner, kind, limit, Meter(f"{scope}:{owner}:{kind}", limit, 1, kind == MAX_PARALLEL))
+        Rule(scope, owner, kind, limit, Meter(f"{scope}:{owner}:{kind}", limit, 1, kind == MAX_PARALLEL), str(limit))
         for kind, limit in ((RPM, holder.rpm), (TPM, holder.tpm), (MAX_PARALLEL, holder.max_parallel))
         if limit is not None
     )
@@ -70,9 +75,27 @@ def rules_for(key: ClientKey | None, route: Route) -> tuple[Rule, ...]:
     return key_rules + rules_of("route", route.model, route.limits)
 
 
-def needs_tokens(rules: Sequence[Rule]) -> bool:
-    """Whether the request's tokens must be counted before it is admitted."""
-    return any(rule.kind == TPM for rule in rules)
+class Plan(NamedTuple):
+    """The rules of a request by a key on a route, and what they need (made once for each pair)."""
+
+    rules: tuple[Rule, ...]
+    meters: tuple[Meter, ...]  # theirs; a tokens-per-minute meter's amount is set for each request
+    tokens: bool  # a tokens-per-minute rule: the request's tokens are counted, and settled
+    held: bool  # an in-flight rule: settling frees its slot
+
+    def counted(self, tokens: int) -> tuple[Meter, ...]:
+        """The meters of a request that may use `tokens`."""
+        return tuple([rule.counted(tokens) for rule in self.rules]) if self.tokens else self.meters
+
+
+def plan_for(key: ClientKey | None, route: Route) -> Plan:
+    rules = rules_for(key, route)
+    return Plan(
+        rules,
+        tuple(rule.meter for rule in rules),
+        any(rule.kind == TPM for rule in rules),
+        any(rule.kind == MAX_PARALLEL for rule in rules),
+    )
 
 
 def refusal(rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[Reading]) -> tuple[Rule, RateLimited]:
@@ -114,24 +137,23 @@ def ratelimit_headers(
 ) -> dict[str, str]:
     """OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens}, for the tightest
     requests-per-minute and tokens-per-minute limit of the request (none of a kind: no headers)."""
-    tightest: dict[str, tuple[int, int, int]] = {}  # kind -> remaining, limit, reset
+    tightest: dict[str, tuple[int, Rule, int]] = {}  # kind -> remaining, its rule, reset
     for rule, meter, reading in zip(rules, meters, readings, strict=True):
-        kind = rule.kind
-        if kind == MAX_PARALLEL:
-            continue
-        remaining = rule.limit - reading.used - (meter.amount if admitted else 0)
-        known = tightest.get(kind)
-        if known is None or remaining < known[0]:
-            tightest[kind] = (remaining, rule.limit, reading.reset)
+        if rule.kind in HEADERS:
+            remaining = rule.limit - reading.used - (meter.amount if admitted else 0)
+            known = tightest.get(rule.kind)
+            if known is None or remaining < known[0]:
+                tightest[rule.kind] = (remaining, rule, reading.reset)
     headers = {}
-    for kind, (remaining, limit, reset) in tightest.items():
-        noun = NOUNS[kind]
-        headers[f"x-ratelimit-limit-{noun}"] = str(limit)
-        headers[f"x-ratelimit-remaining-{noun}"] = str(max(remaining, 0))
-        headers[f"x-ratelimit-reset-{noun}"] = duration(reset)
+    for kind, (remaining, rule, reset) in tightest.items():
+        limit_header, remaining_header, reset_header = HEADERS[kind]
+        headers[limit_header] = rule.limit_text
+        headers[remaining_header] = str(max(remaining, 0))
+        headers[reset_header] = duration(reset)
     return headers
 
 
+@functools.lru_cache(maxsize=4096)  # a minute's resets, to the millisecond, are a few hundred values
 def duration(milliseconds: float) -> str:
     """A duration as OpenAI writes its resets: 250ms, 1s, 1.5s, 6m0s."""
     milliseconds = max(math.ceil(milliseconds), 0)

@@ -41,6 +41,8 @@ SOCKET_TIMEOUT = 1.0  # seconds: how long what runs in the background (a settlin
 FAILURES_TO_PAUSE = 3
 PAUSE = 0.5  # seconds without asking, after FAILURES_TO_PAUSE failures in a row
 
+# ARGV: now in ms ('' for Redis' clock), BUCKET_MS, BUCKETS, the request's id, the in-flight lease
+# in ms, then "limit amount kind ..." for each key (kind: w a minute, f in flight)
 ADMIT = """
 local now = tonumber(ARGV[1])
 if not now then
@@ -50,11 +52,12 @@ end
 local width, buckets, ticket, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local bucket = math.floor(now / width)
 local oldest = bucket - buckets
+local spec = {}
+for word in string.gmatch(ARGV[6], '%S+') do spec[#spec + 1] = word end
 local result = {1, bucket}
 local windows = {}
 for i, key in ipairs(KEYS) do
-  local at = 5 + (i - 1) * 3
-  local limit, amount, kind = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
+  local limit, amount, kind = tonumber(spec[i * 3 - 2]), tonumber(spec[i * 3 - 1]), spec[i * 3]
   local used, wait = 0, 0
   if kind == 'f' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
@@ -99,8 +102,7 @@ for i, key in ipairs(KEYS) do
   result[#result + 1] = 0
 end
 for i, key in ipairs(KEYS) do
-  local at = 5 + (i - 1) * 3
-  local amount, kind = tonumber(ARGV[at + 2]), ARGV[at + 3]
+  local amount, kind = tonumber(spec[i * 3 - 1]), spec[i * 3]
   if kind == 'f' then
     if result[1] == 1 then
       redis.call('ZADD', key, now + lease, ticket)
@@ -120,9 +122,11 @@ for i, key in ipairs(KEYS) do
     if newest then result[2 + i * 3] = (newest + buckets + 1) * width - now end
   end
 end
-return result
+for i, number in ipairs(result) do result[i] = string.format('%d', number) end
+return table.concat(result, ' ')
 """
 
+# ARGV: now, BUCKET_MS, BUCKETS, the request's id, the bucket it was counted in, then "kind change ..."
 SETTLE = """
 local now = tonumber(ARGV[1])
 if not now then
@@ -131,8 +135,10 @@ if not now then
 end
 local width, buckets, ticket, taken = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local current = math.floor(now / width)
+local spec = {}
+for word in string.gmatch(ARGV[6], '%S+') do spec[#spec + 1] = word end
 for i, key in ipairs(KEYS) do
-  local kind, change = ARGV[4 + i * 2], tonumber(ARGV[5 + i * 2])
+  local kind, change = spec[i * 2 - 1], tonumber(spec[i * 2])
   if kind == 'f' then
     redis.call('ZREM', key, ticket)
   elseif change ~= 0 and taken >= current - buckets then
@@ -175,9 +181,8 @@ class RedisStore:
     async def admit(self, meters: Sequence[Meter], *, ticket: str) -> Verdict:
         if self._failures >= FAILURES_TO_PAUSE and time.monotonic() < self._paused_until:
             raise StoreError("unreachable", "not asked: Redis failed just before")
-        args: list[Any] = [self._now(), BUCKET_MS, BUCKETS, ticket, self.lease_ms]
-        for meter in meters:
-            args += (meter.limit, meter.amount, "f" if meter.in_flight else "w")
+        spec = " ".join(f"{limit} {amount} {'f' if in_flight else 'w'}" for _, limit, amount, in_flight in meters)
+        args = (self._now(), BUCKET_MS, BUCKETS, ticket, self.lease_ms, spec)
         call = asyncio.ensure_future(self._admit(keys=[PREFIX + meter.name for meter in meters], args=args))
         try:
             async with asyncio.timeout(self.timeout):
@@ -193,9 +198,10 @@ class RedisStore:
     def settle(
         self, meters: Sequence[Meter], changes: Sequence[int], *, ticket: str, bucket: int, on_error: SettleFailed
     ) -> None:
-        args: list[Any] = [self._now(), BUCKET_MS, BUCKETS, ticket, bucket]
-        for meter, change in zip(meters, changes, strict=True):
-            args += ("f" if meter.in_flight else "w", change)
+        spec = " ".join(
+            f"{'f' if meter.in_flight else 'w'} {change}" for meter, change in zip(meters, changes, strict=True)
+        )
+        args = (self._now(), BUCKET_MS, BUCKETS, ticket, bucket, spec)
         call = self._settle(keys=[PREFIX + meter.name for meter in meters], args=args)
         task = asyncio.ensure_future(call)
         self._pending.add(task)
@@ -240,7 +246,9 @@ class RedisStore:
         return StoreError("error", f"{type(exc).__name__}: {exc}")
 
 
-def verdict(answer: list[int]) -> Verdict:
-    """ADMIT's answer: admitted, bucket, then used, wait and reset of each meter."""
-    readings = tuple(Reading(*answer[at : at + 3]) for at in range(2, len(answer), 3))
-    return Verdict(bool(answer[0]), readings, answer[1])
+def verdict(answer: bytes) -> Verdict:
+    """ADMIT's answer, numbers in one string (parsed at a fraction of the cost of an array's
+    replies): admitted, bucket, then used, wait and reset of each meter."""
+    numbers = [int(number) for number in answer.split()]
+    readings = tuple(Reading(*numbers[at : at + 3]) for at in range(2, len(numbers), 3))
+    return Verdict(bool(numbers[0]), readings, numbers[1])
