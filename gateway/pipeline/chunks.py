@@ -69,11 +69,11 @@ async def stream_chunks(
             if out and (flowing or limiter.begun):  # what was good in this read still goes out, then the error
                 yield encode_events(out)
             raise
-        if translator.finished:
+        if translator.finished and limiter.all_finished:
             response.release()  # never waits: [DONE] goes out at once
         elif limiter.done:
             response.close()  # the upstream ignored max_tokens: stop it generating
-        elif not data:
+        elif not data or translator.finished:  # the end, or [DONE] before every choice finished
             if not limiter.all_finished:
                 if out and (flowing or limiter.begun):  # whole events before the end still go out, then the error
                     yield encode_events(out)
