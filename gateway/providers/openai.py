@@ -8,7 +8,7 @@ import orjson
 
 from ..config import ProviderConfig
 from ..config.secrets import Redactor
-from ..errors import UpstreamError, UpstreamProtocolError
+from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
 from .base import (
@@ -19,7 +19,7 @@ from .base import (
     provider_headers,
     upstream_error,
 )
-from .shapes import check_chunk, check_completion
+from .shapes import check_chunk, check_completion, check_embeddings
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -39,8 +39,32 @@ class OpenAIProvider:
     def auth_headers(config: ProviderConfig) -> dict[str, str]:
         return {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
 
-    def url_for(self, call: UpstreamCall) -> str:
-        return self._url
+    def url_for(self, call: UpstreamCall, endpoint: str = "chat/completions") -> str:
+        """`{base_url}/{endpoint}`: chat/completions, embeddings or responses."""
+        return self._url if endpoint == "chat/completions" else f"{self.config.base_url}/{endpoint}"
+
+    def responses_url(self, call: UpstreamCall) -> str:
+        return self.url_for(call, "responses")
+
+    def headers_for(self, call: UpstreamCall) -> dict[str, str]:
+        headers = {**self._headers, "x-request-id": call.request_id}
+        if call.stream:
+            headers["Accept"] = "text/event-stream"
+        return headers
+
+    def embeddings_request(self, call: UpstreamCall) -> UpstreamRequest:
+        body = {**call.body, "model": call.model}
+        return UpstreamRequest(
+            url=self.url_for(call, "embeddings"), body=orjson.dumps(body), headers=self.headers_for(call)
+        )
+
+    def responses_request(self, call: UpstreamCall) -> UpstreamRequest:
+        if not self.config.responses_api:
+            raise InvalidRequest(f"The provider {self.config.name!r} does not serve the Responses API.")
+        body = {**call.body, "model": call.model, "max_output_tokens": call.max_tokens}
+        return UpstreamRequest(
+            url=self.responses_url(call), body=orjson.dumps(body), headers=self.headers_for(call), stream=call.stream
+        )
 
     def build_request(self, call: UpstreamCall) -> UpstreamRequest:
         body = dict(call.body)
@@ -51,10 +75,9 @@ class OpenAIProvider:
         if call.stream and self.config.stream_usage:
             options = body.get("stream_options")
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        headers = {**self._headers, "x-request-id": call.request_id}
-        if call.stream:
-            headers["Accept"] = "text/event-stream"
-        return UpstreamRequest(url=self.url_for(call), body=orjson.dumps(body), headers=headers, stream=call.stream)
+        return UpstreamRequest(
+            url=self.url_for(call), body=orjson.dumps(body), headers=self.headers_for(call), stream=call.stream
+        )
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
         try:
@@ -67,6 +90,18 @@ class OpenAIProvider:
             raise error_from_document(200, completion, self._redactor)
         check_completion(completion)
         return completion
+
+    def translate_embeddings(self, payload: bytes) -> dict[str, Any]:
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("The upstream's embeddings response is not valid JSON.") from None
+        if not isinstance(document, dict):
+            raise UpstreamProtocolError("The upstream's response is not a list of embeddings.")
+        if not isinstance(document.get("data"), list) and document.get("error"):  # a success only an error
+            raise error_from_document(200, document, self._redactor)
+        check_embeddings(document)
+        return document
 
     def stream_translator(self) -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator(self._redactor)
