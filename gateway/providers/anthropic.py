@@ -98,6 +98,12 @@ class AnthropicProvider:
     def responses_request(self, call: UpstreamCall) -> UpstreamRequest:
         raise InvalidRequest(f"The provider {self.config.name!r} (Anthropic) does not serve the Responses API.")
 
+    def translate_responses(self, payload: bytes) -> dict[str, Any]:
+        raise UpstreamProtocolError("Anthropic does not serve the Responses API.")  # never asked
+
+    def responses_events(self) -> AnthropicStreamTranslator:
+        raise UpstreamProtocolError("Anthropic does not serve the Responses API.")  # never asked
+
     def translate_response(self, payload: bytes) -> dict[str, Any]:
         message = parse_json(payload, "response")
         if isinstance(message, dict) and message.get("type") != "message" and message.get("error"):

@@ -77,6 +77,16 @@ class Provider(Protocol):
 
     def translate_response(self, payload: bytes) -> dict[str, Any]: ...
 
+    def translate_responses(self, payload: bytes) -> dict[str, Any]:
+        """An upstream's Response (served by the Responses API itself), parsed and checked;
+        raises UpstreamProtocolError, or the upstream's error when that is all it holds."""
+        ...
+
+    def responses_events(self) -> StreamTranslator:
+        """The parser of an upstream's Responses API events: each event's JSON as it came; an
+        error event (`error`, `response.failed`) raised as the gateway's error, redacted."""
+        ...
+
     def translate_embeddings(self, payload: bytes) -> dict[str, Any]:
         """The upstream's embeddings answer, parsed and checked (`CreateEmbeddingResponse`);
         raises UpstreamProtocolError, or the upstream's error when that is all it holds."""
