@@ -3,6 +3,8 @@
 lifecycle.py     parse -> route -> dispatch -> answer or relay -> record, for every model endpoint
 chat.py          POST /v1/chat/completions
 chat_request.py  what the gateway reads of a chat completions body
+embeddings.py    POST /v1/embeddings
+responses.py     POST /v1/responses (the Responses API: forwarded, or translated into chat completions)
 models.py        GET /v1/models, GET /v1/models/{id}
 parsing.py       a body as a JSON object
 """
@@ -12,8 +14,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from .chat import ChatCompletions
+from .embeddings import Embeddings
 from .lifecycle import handler
 from .models import get_model, list_models
+from .responses import Responses
 
 PREFIXES = ("/v1", "/api/v1")  # OpenAI's paths, and the Quorum quick-start guide's
 
@@ -21,7 +25,11 @@ PREFIXES = ("/v1", "/api/v1")  # OpenAI's paths, and the Quorum quick-start guid
 def add_routes(app: web.Application) -> None:
     """Every model endpoint under both prefixes."""
     chat = handler(ChatCompletions())
+    embeddings = handler(Embeddings())
+    responses = handler(Responses())
     for prefix in PREFIXES:
         app.router.add_post(f"{prefix}/chat/completions", chat)
+        app.router.add_post(f"{prefix}/embeddings", embeddings)
+        app.router.add_post(f"{prefix}/responses", responses)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)

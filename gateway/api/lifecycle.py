@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,7 +30,6 @@ from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
 from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
-from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE, encode_json
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body
@@ -50,15 +49,44 @@ class RoutedRequest(Protocol):
     def stream(self) -> bool: ...
 
 
+class StreamMeter(Protocol):
+    """What the lifecycle reads of a stream's budget once it has ended (stream.limiter's
+    StreamLimiter, stream.responses_limiter's ResponsesLimiter)."""
+
+    @property
+    def truncated(self) -> bool: ...
+
+    @property
+    def upstream_usage(self) -> dict[str, Any] | None: ...
+
+    @property
+    def delivered(self) -> bool: ...
+
+    async def usage_ready(self) -> None: ...
+
+    def usage(self) -> dict[str, Any]:
+        """The stream's usage in chat completions' names (prompt_tokens, completion_tokens)."""
+        ...
+
+
+def chat_error_event(error: GatewayError) -> bytes:
+    """The last event of a chat completions stream that broke: `data: {"error": {...}}`."""
+    return encode_json(error.body())
+
+
 @dataclass(slots=True)
 class StreamStart:
     """A stream whose answer has begun (`first` holds its first chunk of content, refusal,
-    tool call or finish reason, after any held back): from here on it belongs to the client."""
+    tool call or finish reason, after any held back): from here on it belongs to the client.
+
+    `error_event` encodes the last event that tells the client an error broke the stream off,
+    in the endpoint's own event format."""
 
     upstream: UpstreamResponse
-    limiter: StreamLimiter
+    limiter: StreamMeter
     chunks: AsyncGenerator[bytes, None]
     first: bytes
+    error_event: Callable[[GatewayError], bytes] = chat_error_event
 
     async def aclose(self) -> None:
         """Stop the stages and drop the upstream connection (the upstream stops generating)."""
@@ -251,7 +279,7 @@ async def relay(
             record.fail(exc)
             if isinstance(exc, UpstreamError):
                 record_upstream_error(gateway.metrics, record, exc)
-            data = encode_json(exc.body())
+            data = stream.error_event(exc)
         await write_bounded(request, response, data or b"", send_timeout, last=True)
     except (ConnectionResetError, TimeoutError):  # the client went away, or stopped reading
         record.disconnected = True

@@ -17,7 +17,9 @@ from .model import (
     DEFAULT_BASE_URLS,
     LIMIT_KEYS,
     MAX_TOKENS_FIELDS,
+    OPENAI_API_HOST,
     PROVIDER_KINDS,
+    RESPONSES_API_KINDS,
     Cooldown,
     GatewayConfig,
     Limits,
@@ -306,6 +308,7 @@ class ConfigChecker:
             "client_cert",
             "client_key",
             "verify",
+            "responses_api",
         )
         node = self.mapping(node, path, allowed)
         kind = self.string(node, "kind", path, required=True)
@@ -357,6 +360,7 @@ class ConfigChecker:
             anthropic_version=self.string(node, "anthropic_version", path, ANTHROPIC_VERSION),
             api_version=self.string(node, "api_version", path),
             deployment=self.string(node, "deployment", path),
+            responses_api=self.responses_api(node, path, kind, base_url),
             **self.tls(node, path),
         )
         for key, length in short_secrets(provider):
@@ -366,6 +370,22 @@ class ConfigChecker:
                 "upstream's error, which garbles the message",
             )
         return provider
+
+    def responses_api(self, node: dict[str, Any], path: str, kind: str, base_url: str) -> bool:
+        """Whether the provider's upstream serves the Responses API itself: as set, else on for
+        OpenAI's own API (api.openai.com); only openai and azure upstreams can."""
+        default = kind == "openai" and urlsplit(base_url).hostname == OPENAI_API_HOST
+        if "responses_api" not in node:
+            return default
+        value = self.boolean(node, "responses_api", path, default)
+        if value and kind not in RESPONSES_API_KINDS:
+            self.problem(
+                f"{path}.responses_api",
+                f"only {' and '.join(RESPONSES_API_KINDS)} providers can serve the Responses API; "
+                f"a {kind} provider's /v1/responses requests are translated into its own protocol",
+            )
+            return False
+        return value
 
     def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
         if node is None:

@@ -20,7 +20,8 @@ def describe(config: GatewayConfig) -> str:
     for provider in config.providers.values():
         where = f" {mask_url(provider.base_url)}" if provider.base_url else ""
         key = " (api key set)" if provider.api_key else ""
-        lines.append(f"  {provider.name}: {provider.kind}{where}{key}")
+        responses = " (serves the Responses API)" if provider.responses_api else ""
+        lines.append(f"  {provider.name}: {provider.kind}{where}{key}{responses}")
     lines.append("routes (exact names first, then globs in file order):")
     ordered = [r for r in config.routes if not r.is_glob] + [r for r in config.routes if r.is_glob]
     for route in ordered:

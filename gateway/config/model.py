@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 PROVIDER_KINDS = ("openai", "anthropic", "azure", "mock")
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
+OPENAI_API_HOST = "api.openai.com"  # a provider there serves the Responses API itself (responses_api defaults on)
+RESPONSES_API_KINDS = ("openai", "azure")  # the kinds whose upstream may serve the Responses API
 ANTHROPIC_VERSION = "2023-06-01"
 LIMIT_KEYS = (
     "max_tokens",
@@ -87,6 +89,10 @@ class ProviderConfig:
     client_cert: str = ""  # a PEM certificate (chain) for mutual TLS, with client_key
     client_key: str = field(default="", repr=False)  # its private key's PEM file
     verify: bool = True  # false: TLS without verifying the upstream (warned about at load)
+    # openai and azure: the upstream serves OpenAI's Responses API (`POST {base_url}/responses`), so
+    # /v1/responses is forwarded to it rather than translated into chat completions; resolved at load
+    # (default: on when base_url is OpenAI's own API, else off)
+    responses_api: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ It answers in OpenAI's wire format as a `Transport`, so that its replies flow
 through the same adapter (providers.openai), parsing, limiting and encoding as a
 real upstream's. The reply is deterministic, streamed token by token at
 `tokens_per_second` (0: as fast as possible), cut at max_tokens, and its usage is
-counted with tiktoken.
+counted with tiktoken. It answers embeddings too (upstream.mock_embeddings).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..config import ProviderConfig
 from ..stream.sse import DONE, encode_json
 from ..stream.tokens import PromptTokens, TokenCounter, Tokenizers
 from .base import UpstreamRequest
+from .mock_embeddings import EmbeddingsResponse, embeddings_response
 
 REPLY = (
     "Hello! I am the gateway's built-in mock model. I answer every request with this same reply, "
@@ -36,9 +37,11 @@ class MockTransport:
         self._tokenizers = tokenizers
         self._replies: dict[str, list[str]] = {}  # the reply's tokens, by encoding
 
-    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> MockResponse:
+    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> MockResponse | EmbeddingsResponse:
         body = orjson.loads(request.body)
         counter = self._tokenizers.for_model(str(body.get("model") or "mock"))
+        if request.url.endswith("/embeddings"):
+            return await embeddings_response(body, counter)
         reply = self._replies.get(counter.name)
         if reply is None:
             reply = self._replies[counter.name] = reply_tokens(counter, REPLY)
