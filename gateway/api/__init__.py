@@ -5,12 +5,15 @@ chat.py          POST /v1/chat/completions
 chat_request.py  what the gateway reads of a chat completions body
 models.py        GET /v1/models, GET /v1/models/{id}
 parsing.py       a body as a JSON object
+docs/            GET /openapi.json, /docs (Swagger UI), /redoc (ReDoc)
+pages.py         pages and their files, served from package data
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from . import docs
 from .chat import ChatCompletions
 from .lifecycle import handler
 from .models import get_model, list_models
@@ -19,9 +22,10 @@ PREFIXES = ("/v1", "/api/v1")  # OpenAI's paths, and the Quorum quick-start guid
 
 
 def add_routes(app: web.Application) -> None:
-    """Every model endpoint under both prefixes."""
+    """Every model endpoint under both prefixes, and the pages that describe them."""
     chat = handler(ChatCompletions())
     for prefix in PREFIXES:
         app.router.add_post(f"{prefix}/chat/completions", chat)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
+    docs.add_routes(app)
