@@ -6,6 +6,7 @@ chat_request.py  what the gateway reads of a chat completions body
 models.py        GET /v1/models, GET /v1/models/{id}
 parsing.py       a body as a JSON object
 docs/            GET /openapi.json, /docs (Swagger UI), /redoc (ReDoc)
+playground/      GET / and /playground: a page to talk to any route
 pages.py         pages and their files, served from package data
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import docs
+from . import docs, playground
 from .chat import ChatCompletions
 from .lifecycle import handler
 from .models import get_model, list_models
@@ -29,3 +30,4 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
     docs.add_routes(app)
+    playground.add_routes(app)
