@@ -7,12 +7,16 @@ embeddings.py    POST /v1/embeddings
 responses.py     POST /v1/responses (the Responses API: forwarded, or translated into chat completions)
 models.py        GET /v1/models, GET /v1/models/{id}
 parsing.py       a body as a JSON object
+docs/            GET /openapi.json, /docs (Swagger UI), /redoc (ReDoc)
+playground/      GET / and /playground: a page to talk to any route
+pages.py         pages and their files, served from package data
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from . import docs, playground
 from .chat import ChatCompletions
 from .embeddings import Embeddings
 from .lifecycle import handler
@@ -23,7 +27,7 @@ PREFIXES = ("/v1", "/api/v1")  # OpenAI's paths, and the Quorum quick-start guid
 
 
 def add_routes(app: web.Application) -> None:
-    """Every model endpoint under both prefixes."""
+    """Every model endpoint under both prefixes, and the pages that describe them."""
     chat = handler(ChatCompletions())
     embeddings = handler(Embeddings())
     responses = handler(Responses())
@@ -33,3 +37,5 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(f"{prefix}/responses", responses)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
+    docs.add_routes(app)
+    playground.add_routes(app)
