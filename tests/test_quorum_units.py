@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import UpstreamTimeout
+from gateway.errors import Outrun, UpstreamTimeout
 from gateway.routing.quorum.answers import Answer, total_usage
 from gateway.routing.quorum.combine import agreed, grouped, leaders, normalised
+from gateway.routing.quorum.council import Verdict
 from gateway.routing.quorum.prompts import (
     DEFAULT_PROMPTS,
     chosen,
@@ -124,6 +125,27 @@ def test_usage_is_summed_over_every_call_and_unknown_counts_add_nothing() -> Non
         {"prompt_tokens": "7", "completion_tokens": True},
     ]
     assert total_usage(usages) == {"prompt_tokens": 17, "completion_tokens": 7, "total_tokens": 24}
+
+
+def test_the_report_lists_every_round_the_judge_and_who_was_left_out() -> None:
+    failed = answer("local", failure=UpstreamTimeout("total", 5))
+    outrun = answer("claude", failure=Outrun("gpt"))
+    judge = Answer("chair", 1, role="judge", content="Paris.", usage={"prompt_tokens": 1})
+    verdict = Verdict(
+        "synthesize", ("gpt", "claude", "local"), [[answer("gpt", "Paris"), outrun, failed]], judge, judge
+    )
+    report = verdict.report()
+    assert [entry["member"] for entry in report["rounds"][0]] == ["gpt", "claude", "local"]
+    assert report["judge"]["content"] == "Paris." and report["votes"] is None
+    assert report["left_out"] == [
+        {
+            "member": "local",
+            "round": 1,
+            "error": {"message": "Timed out the whole request (timeout: 5 s).", "code": "timeout"},
+        }
+    ]
+    assert report["rounds"][0][1]["error"]["code"] == "outrun"
+    assert verdict.usage() == {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 0}
 
 
 def test_the_judge_sees_the_conversation_and_the_answers_labelled_neutrally() -> None:

@@ -3,6 +3,9 @@
 lifecycle.py     parse -> route -> dispatch -> answer or relay -> record, for every model endpoint
 chat.py          POST /v1/chat/completions
 chat_request.py  what the gateway reads of a chat completions body
+attempt.py       what every chat attempt at a target starts with
+council.py       a quorum route's answer: its council sitting, the verdict as a chat completion
+members.py       each call of a council, through its member's route
 models.py        GET /v1/models, GET /v1/models/{id}
 parsing.py       a body as a JSON object
 """
