@@ -6,6 +6,7 @@ chat_request.py  what the gateway reads of a chat completions body
 attempt.py       what every chat attempt at a target starts with
 council.py       a quorum route's answer: its council sitting, the verdict as a chat completion
 members.py       each call of a council, through its member's route
+debates.py       POST /api/v1/debates: a council watched live, as named server-sent events
 models.py        GET /v1/models, GET /v1/models/{id}
 parsing.py       a body as a JSON object
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .chat import ChatCompletions
+from .debates import Debates
 from .lifecycle import handler
 from .models import get_model, list_models
 
@@ -28,3 +30,4 @@ def add_routes(app: web.Application) -> None:
         app.router.add_post(f"{prefix}/chat/completions", chat)
         app.router.add_get(f"{prefix}/models", list_models)
         app.router.add_get(f"{prefix}/models/{{model}}", get_model)
+    app.router.add_post("/api/v1/debates", handler(Debates()))  # the Quorum product's own path scheme
