@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import pytest
+import yaml
 from conftest import GatewayFactory, Upstream
 from councils import Reply, Scripted, council_tree, debate_events
 from test_limits_e2e import wait_for
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -119,3 +123,19 @@ async def test_a_watcher_that_goes_away_cancels_every_member(script: Scripted, g
         await wait_for(lambda: len(script.arrived) == 3)
         response.close()
     await wait_for(lambda: all(script.gone[model] for model in ("m-gpt", "m-claude", "m-local")), timeout=2)
+
+
+async def test_the_repository_demo_council_debates_with_no_key(gateway_factory: GatewayFactory) -> None:
+    """`make run`'s demo: mock members with their own canned answers, two rounds, the chair's verdict."""
+    tree = yaml.safe_load((REPO / "gateway.yaml").read_text())
+    mocks = {name: provider for name, provider in tree["providers"].items() if provider["kind"] == "mock"}
+    for provider in mocks.values():
+        provider["tokens_per_second"] = 0  # as fast as possible: the test needs no pacing
+    gateway = await gateway_factory(tree, env={})
+    events = await debate_events(gateway.url, {"model": "demo-council", "messages": QUESTION})
+    members = ("demo-optimist", "demo-skeptic", "demo-pragmatist")
+    assert [data for name, data in events if name == "round"] == [{"round": 1}, {"round": 2}]
+    firsts = [texts(events, "member.delta", round=1, member=member) for member in members]
+    assert firsts == [mocks[member]["reply"] for member in members] and len(set(firsts)) == 3
+    assert texts(events, "verdict.delta") == mocks["demo-chair"]["reply"]
+    assert events[-1][0] == "done" and events[-1][1]["quorum"]["left_out"] == []
