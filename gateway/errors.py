@@ -11,6 +11,9 @@ any OpenAI client reads them; `code` says precisely what happened.
     ├── ModelNotAllowed               403 invalid_request_error / model_not_allowed
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
+    ├── QuorumNotReached              502 server_error / quorum_not_reached: too few members answered
+    ├── EmptyAnswer                   502 server_error / empty_answer: a council member answered nothing
+    ├── Outrun                        a council member stopped: another's answer began first (never a client's)
     └── UpstreamError                 something went wrong on the way to or from a provider
         ├── UpstreamUnreachable       502 server_error / upstream_unreachable
         ├── UpstreamProtocolError     502 server_error / upstream_protocol_error
@@ -96,6 +99,36 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class QuorumNotReached(GatewayError):
+    """A quorum route's council got fewer usable answers than its `min_answers`; the message
+    names each member that failed and why (their errors, already redacted)."""
+
+    status = 502
+    type = "server_error"
+    code = "quorum_not_reached"
+
+
+class EmptyAnswer(GatewayError):
+    """A council member answered nothing (no text, refusal or tool call): it is left out."""
+
+    status = 502
+    code = "empty_answer"
+
+    def __init__(self) -> None:
+        super().__init__("The answer was empty.")
+
+
+class Outrun(GatewayError):
+    """A member of a `fastest` council whose call was stopped because another member's answer
+    began first; shown in the council's report, never sent as a client's error."""
+
+    status = 499  # the gateway, as the member's client, closed the request
+    code = "outrun"
+
+    def __init__(self, winner: str) -> None:
+        super().__init__(f"The answer of {winner!r} began first; this member's call was stopped.")
 
 
 class UpstreamError(GatewayError):

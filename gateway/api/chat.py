@@ -2,22 +2,25 @@
 
 The endpoint's own part of the lifecycle: the request is held to its effective
 max_tokens, sent through the target's adapter and transport, and its answer cut to
-that budget whatever the upstream sends.
+that budget whatever the upstream sends. A quorum route's request is answered by its
+council instead (api.council).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+from aiohttp import web
+
+from ..config import Route
 from ..pipeline.chunks import stream_chunks
 from ..pipeline.exchange import complete, open_stream
-from ..providers import UpstreamCall
 from ..routing.dispatch import Attempt
-from ..runtime import Snapshot
+from ..runtime import Gateway, Snapshot
 from ..stream.limiter import StreamLimiter
-from ..stream.tokens import PromptTokens
+from .attempt import prepare
 from .chat_request import ChatRequest, parse_chat_request
+from .council import answer_chat
 from .lifecycle import Exchange, Reply, StreamStart
 
 
@@ -28,28 +31,19 @@ class ChatCompletions:
         return parse_chat_request(body, default_model=snapshot.config.default_model)
 
     async def attempt(self, exchange: Exchange, request: ChatRequest, planned: Attempt) -> Reply:
-        snapshot, clock = exchange.snapshot, exchange.clock
-        limits = planned.route.limits  # a fallback route holds the request to its own limits
-        max_tokens = min(request.requested_max_tokens or limits.max_tokens, limits.max_tokens)
-        exchange.headers["x-gateway-max-tokens"] = str(max_tokens)
-        provider = snapshot.providers[planned.target.provider]
-        transport = snapshot.transports[planned.target.provider]
-        call = UpstreamCall(
-            body=request.body,
-            model=planned.upstream_model,
-            max_tokens=max_tokens,
-            stream=request.stream,
-            request_id=exchange.request_id,
-            target=planned.target,
-        )
-        counter = snapshot.tokenizers.for_model(call.model)
-        prompt_tokens = PromptTokens(request.body["messages"], counter)
-        clock.start_attempt(asyncio.get_running_loop().time(), limits)
+        clock = exchange.clock
+        prepared = prepare(exchange, request, planned)
+        provider, transport, call = prepared.provider, prepared.transport, prepared.call
         if not request.stream:
-            return await complete(provider, transport, call, clock, counter=counter, prompt_tokens=prompt_tokens)
+            return await complete(
+                provider, transport, call, clock, counter=prepared.counter, prompt_tokens=prepared.prompt_tokens
+            )
         upstream = await open_stream(provider, transport, call, clock)
         limiter = StreamLimiter(
-            max_tokens=max_tokens, counter=counter, choices=request.choices, prompt_tokens=prompt_tokens
+            max_tokens=prepared.max_tokens,
+            counter=prepared.counter,
+            choices=request.choices,
+            prompt_tokens=prepared.prompt_tokens,
         )
         chunks = stream_chunks(
             upstream,
@@ -65,3 +59,8 @@ class ChatCompletions:
             await started.aclose()
             raise
         return started
+
+    async def convene(
+        self, request: web.Request, gateway: Gateway, exchange: Exchange, parsed: ChatRequest, route: Route
+    ) -> web.StreamResponse:
+        return await answer_chat(request, gateway, exchange, parsed, route)

@@ -14,13 +14,16 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
+from ..config import Route
 from ..errors import InvalidRequest
 from ..pipeline.exchange import Completed, fetch
 from ..providers import UpstreamCall
 from ..routing.dispatch import Attempt
-from ..runtime import Snapshot
+from ..runtime import Gateway, Snapshot
 from ..stream.tokens import INLINE_CHARS, count_input_tokens, input_chars
-from .lifecycle import Exchange, Reply
+from .lifecycle import Exchange, NotForQuorumRoutes, Reply
 from .parsing import model_of, positive_int
 
 MAX_INPUTS = 2048  # items of an input array (OpenAI's limit)
@@ -104,6 +107,12 @@ class Embeddings:
         answer = provider.translate_embeddings(payload)
         prompt_tokens = await input_tokens(answer.get("usage"), request.body.get("input"), snapshot, call.model)
         return Completed(body=payload, usage={"prompt_tokens": prompt_tokens}, truncated=False)
+
+    async def convene(
+        self, request: web.Request, gateway: Gateway, exchange: Exchange, parsed: Any, route: Route
+    ) -> web.StreamResponse:
+        """A quorum route answers chat completions and /api/v1/debates only."""
+        raise NotForQuorumRoutes(route.model, "/v1/embeddings")
 
 
 async def input_tokens(usage: Any, inputs: Any, snapshot: Snapshot, model: str) -> int:

@@ -3,29 +3,40 @@
     read and parse the body -> route the model -> dispatch attempts (retries, fallbacks)
       -> send the answer whole or relay its stream -> count and log the request once
 
-An endpoint brings only what is its own (`Endpoint`): how to parse its body and how to
-make one attempt against a target. The steps that concern every endpoint plug in
-here, each at one place: who may call (server middleware), admission against limits
-(after routing, before dispatch), and settling what was used (in `finish`).
+An endpoint brings only what is its own (`Endpoint`): how to parse its body, how to
+make one attempt against a target, and how to answer from a quorum route's council
+(api.council), which sends each of its calls through its member's route the same way
+(`through_route`). The steps that concern every endpoint plug in here, each at one
+place: who may call (server middleware), admission against limits (after routing,
+before dispatch), and settling what was used (in `finish`); a step that concerns each
+upstream call (a key's token limits) belongs in `through_route`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from ..config import ClientKey, ServerConfig
-from ..errors import GatewayError, ModelNotAllowed, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
+from ..config import ClientKey, Route, ServerConfig
+from ..errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelNotFound,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from ..observability.metrics import NO_KEY
 from ..observability.record import RequestRecord, finish, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
-from ..routing.dispatch import Attempt, AttemptsExhausted, dispatch
+from ..routing.dispatch import Attempt, AttemptsExhausted, Served, dispatch
 from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
 from ..server.event_stream import EventStream, write_bounded
@@ -37,6 +48,7 @@ from .parsing import parse_body
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
 INTERNAL_ERROR = 500
+T = TypeVar("T")
 
 
 class RoutedRequest(Protocol):
@@ -109,6 +121,18 @@ class Exchange:
     headers: dict[str, str] = field(default_factory=dict)  # the endpoint's own x-gateway-* headers
 
 
+class NotForQuorumRoutes(InvalidRequest):
+    """An endpoint that a quorum route does not answer (it answers chat completions and debates)."""
+
+    code = "not_for_quorum_routes"
+
+    def __init__(self, route: str, endpoint: str) -> None:
+        super().__init__(
+            f"{route!r} is a quorum route: it answers /v1/chat/completions and /api/v1/debates, not {endpoint}.",
+            param="model",
+        )
+
+
 class Endpoint(Protocol):
     """What a model endpoint brings to the lifecycle."""
 
@@ -119,6 +143,13 @@ class Endpoint(Protocol):
     async def attempt(self, exchange: Exchange, request: Any, planned: Attempt) -> Reply:
         """One attempt at `planned`'s target: a whole answer, or a stream whose answer has
         begun. Raises UpstreamError when the attempt failed (dispatch decides what next)."""
+        ...
+
+    async def convene(
+        self, request: web.Request, gateway: Gateway, exchange: Exchange, parsed: Any, route: Route
+    ) -> web.StreamResponse:
+        """The answer of a quorum route's council (the route has `quorum`); raises GatewayError
+        for an error to answer with before the response has started."""
         ...
 
 
@@ -213,20 +244,11 @@ async def serve(
     gateway.metrics.inflight_of(route.model).inc()
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
     exchange = Exchange(record.request_id, snapshot, record, clock, client_key)
-
-    async def attempt(planned: Attempt) -> Reply:
-        record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
-        return await endpoint.attempt(exchange, parsed, planned)
-
+    if route.quorum is not None:
+        return await endpoint.convene(request, gateway, exchange, parsed, route)
     try:
-        served = await dispatch(
-            route,
-            parsed.model,
-            attempt,
-            table=snapshot.table,
-            board=gateway.board,
-            deadline=clock.total_deadline,
-            on_failure=lambda _, exc: record_upstream_error(gateway.metrics, record, exc),
+        served = await through_route(
+            gateway, exchange, route, parsed.model, lambda planned: endpoint.attempt(exchange, parsed, planned)
         )
     finally:
         record.timing(clock)
@@ -250,6 +272,35 @@ async def serve(
         if stream.limiter.upstream_usage or stream.limiter.delivered:
             await stream.limiter.usage_ready()
             record.usage(stream.limiter.usage())
+
+
+def through_route(
+    gateway: Gateway,
+    exchange: Exchange,
+    route: Route,
+    requested_model: str,
+    run: Callable[[Attempt], Awaitable[T]],
+) -> Awaitable[Served[T]]:
+    """Send a request through `route`: its weighted targets, retries, fallbacks and cooldowns
+    (routing.dispatch), each attempt's target noted on the exchange's record and each failure
+    counted. The one way to a route's upstreams, for a client's request and for each call of
+    a council alike. Returns dispatch's coroutine (one coroutine less on every request's path):
+    awaiting it raises AttemptsExhausted, or what `run` raises that is not an UpstreamError."""
+    record = exchange.record
+
+    def attempt(planned: Attempt) -> Awaitable[T]:
+        record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        return run(planned)
+
+    return dispatch(
+        route,
+        requested_model,
+        attempt,
+        table=exchange.snapshot.table,
+        board=gateway.board,
+        deadline=exchange.clock.total_deadline,
+        on_failure=lambda _, exc: record_upstream_error(gateway.metrics, record, exc),
+    )
 
 
 async def relay(

@@ -20,20 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiohttp import web
 
+from ..config import Route
 from ..errors import InvalidRequest
 from ..pipeline.chunks import stream_chunks
 from ..pipeline.exchange import Completed, complete_limited, fetch, open_request_stream, open_stream
 from ..providers import Provider, UpstreamCall
 from ..providers.responses import ResponsesStream, base_response, chat_body, response_from_completion
 from ..routing.dispatch import Attempt
-from ..runtime import Snapshot
+from ..runtime import Gateway, Snapshot
 from ..stream.limiter import StreamLimiter
 from ..stream.responses_limiter import ResponsesLimiter, limit_response
 from ..stream.responses_state import chat_usage
 from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter
 from ..upstream.base import Transport
-from .lifecycle import Exchange, Reply, StreamStart
+from .lifecycle import Exchange, NotForQuorumRoutes, Reply, StreamStart
 from .parsing import model_of, positive_int, stream_of
 
 
@@ -95,6 +97,12 @@ class Responses:
         if native:
             return await forward(exchange, request, target)
         return await translate(exchange, request, target)
+
+    async def convene(
+        self, request: web.Request, gateway: Gateway, exchange: Exchange, parsed: Any, route: Route
+    ) -> web.StreamResponse:
+        """A quorum route answers chat completions and /api/v1/debates only."""
+        raise NotForQuorumRoutes(route.model, "/v1/responses")
 
 
 async def translate(exchange: Exchange, request: ResponsesRequest, target: Target) -> Reply:

@@ -29,6 +29,7 @@ from .model import (
     Target,
     UpstreamConfig,
 )
+from .quorum import check_councils, check_quorum_route
 from .secrets import mask_url, short_secrets
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
@@ -301,6 +302,7 @@ class ConfigChecker:
             "max_tokens_field",
             "stream_usage",
             "tokens_per_second",
+            "reply",
             "anthropic_version",
             "api_version",
             "deployment",
@@ -348,6 +350,11 @@ class ConfigChecker:
                 f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}"
             )
             rate = 0
+        reply = self.string(node, "reply", path)
+        if "reply" in node and kind != "mock":
+            self.problem(f"{path}.reply", "only a mock provider has a canned reply")
+        elif "reply" in node and not reply.strip():
+            self.problem(f"{path}.reply", "must be a text to answer with")
         provider = ProviderConfig(
             name=name,
             kind=kind,
@@ -357,6 +364,7 @@ class ConfigChecker:
             max_tokens_field=max_tokens_field,
             stream_usage=stream_usage,
             tokens_per_second=float(rate),
+            reply=reply,
             anthropic_version=self.string(node, "anthropic_version", path, ANTHROPIC_VERSION),
             api_version=self.string(node, "api_version", path),
             deployment=self.string(node, "deployment", path),
@@ -393,8 +401,19 @@ class ConfigChecker:
         if not isinstance(node, list):
             self.problem("routes", f"must be a list of routes, got {_kind(node)}")
             return ()
-        allowed = ("model", "provider", "upstream_model", "targets", "fallbacks", "retries", "cooldown", *LIMIT_KEYS)
+        allowed = (
+            "model",
+            "provider",
+            "upstream_model",
+            "targets",
+            "fallbacks",
+            "retries",
+            "cooldown",
+            "quorum",
+            *LIMIT_KEYS,
+        )
         routes: list[Route] = []
+        paths: list[str] = []
         seen: dict[str, int] = {}
         for index, body in enumerate(node):
             path = f"routes[{index}]"
@@ -405,6 +424,11 @@ class ConfigChecker:
             if model in seen:
                 self.problem(f"{path}.model", f"{model!r} is already routed by routes[{seen[model]}]")
             seen.setdefault(model, index)
+            paths.append(path)
+            if "quorum" in body:
+                quorum = check_quorum_route(self, body, path)
+                routes.append(Route(model=model, targets=(), limits=self.limits(body, path, limits), quorum=quorum))
+                continue
             targets = self.targets(body, path, providers)
             routes.append(
                 Route(
@@ -417,6 +441,7 @@ class ConfigChecker:
                 )
             )
         self.check_fallbacks(routes)
+        check_councils(self, routes, paths)
         return tuple(routes)
 
     def targets(self, body: dict[str, Any], path: str, providers: Mapping[str, ProviderConfig]) -> tuple[Target, ...]:
