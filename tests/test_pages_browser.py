@@ -9,20 +9,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from browser import ServedApp, by_name, chromium, find_by_name, foreign_requests, regions, screenshot, wait
 from conftest import exact_tokenizers
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
 
 from gateway.api import playground
 from gateway.app import create_app
 from gateway.config import parse_config
 
+REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-playground-test-key-0123456789"
 DEMO_REPLY_START = "Hello! I am the gateway's built-in mock model."
 
@@ -265,8 +269,8 @@ def test_playground_is_readable_at_200_percent_zoom_in_light_and_dark(scheme: st
         screenshot(browser, f"playground-200-percent-{scheme}.png")
 
 
-# A debate as /api/v1/debates streams it (issue 17), while quorum routes are not on main: the page's
-# debate view is driven by a fake of that endpoint, and the model list's `quorum` field.
+# A scripted debate as /api/v1/debates streams it, with a member left out: the page's debate view
+# driven by a fake of that endpoint and the model list's `quorum` field (the real one is tested below).
 MEMBERS = ["demo-alpha", "demo-beta", "demo-gamma"]
 COUNCIL = {"id": "demo-council", "object": "model", "created": 0, "owned_by": "quorum"}
 COUNCIL_QUORUM = {"strategy": "debate", "members": MEMBERS}
@@ -345,3 +349,36 @@ def test_playground_renders_a_council_debate_one_column_per_member(browser: WebD
         assert regions(browser)["Answer"].text == "The council agrees: Paris."
         assert figure(browser, "Total tokens") == "94"
         screenshot(browser, "playground-debate.png")
+
+
+def test_playground_renders_the_demo_councils_debate_from_the_real_gateway(browser: WebDriver) -> None:
+    """The repository's own demo-council (mock members of gateway.yaml, sped up), debated for real
+    through /api/v1/debates: one column per member, round by round, then the verdict."""
+    tree = yaml.safe_load((REPO / "gateway.yaml").read_text())
+    tree["auth"] = {}  # no GATEWAY_API_KEY here: no keys, on loopback
+    for provider in tree["providers"].values():
+        if provider.get("kind") == "mock":
+            provider["tokens_per_second"] = 400  # streamed still, in pieces, but quick
+    members = tree_members(tree, "demo-council")
+    with served_gateway(tree) as served:
+        browser.get(served.url)
+        model = by_name(browser, "Model")
+        wait(
+            browser,
+            lambda d: "demo-council" in [o.get_attribute("value") for o in model.find_elements("tag name", "option")],
+        )
+        Select(model).select_by_value("demo-council")
+        wait(browser, lambda d: set(members) <= set(regions(d)))
+        by_name(browser, "Message").send_keys("Should we rewrite the billing system?")
+        by_name(browser, "Send").click()
+        wait(browser, finished, timeout=60)
+        columns = [regions(browser)[member] for member in members]
+        for member, column in zip(members, columns, strict=True):
+            assert column.text.startswith(member) and "Round 1" in column.text and "Round 2" in column.text
+        assert regions(browser)["Answer"].text.startswith("The council weighed three views")
+        screenshot(browser, "playground-demo-council.png")
+
+
+def tree_members(tree: dict[str, Any], model: str) -> list[str]:
+    [route] = [route for route in tree["routes"] if route["model"] == model]
+    return list(route["quorum"]["members"])
