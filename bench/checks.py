@@ -134,15 +134,25 @@ def check_stream(status: int, content_type: str, raw: bytes) -> tuple[list[str],
     return problems, {"events": len(events), "content_chunks": content_chunks, **_schema_info(bad_schema)}
 
 
-async def check_target(session: aiohttp.ClientSession, *, json_url: str, sse_url: str) -> dict:
-    """One real non-streaming and one streaming request, each checked whole."""
+async def check_target(
+    session: aiohttp.ClientSession,
+    *,
+    json_url: str,
+    sse_url: str,
+    models: dict[str, str] | None = None,
+    headers: dict[str, dict[str, str]] | None = None,
+) -> dict:
+    """One real non-streaming and one streaming request, each checked whole. models and headers,
+    by kind ("json", "sse"): the target's model names and extra headers, when it needs its own."""
     result: dict = {}
+    models, headers = models or {}, headers or {}
     for kind, url, stream in (("json", json_url, False), ("stream", sse_url, True)):
-        model = fixtures.MODEL_SSE if stream else fixtures.MODEL_JSON
+        key = "sse" if stream else "json"
+        model = models.get(key) or (fixtures.MODEL_SSE if stream else fixtures.MODEL_JSON)
         body = fixtures.request_body(model=model, stream=stream)
         started = time.perf_counter()
         try:
-            async with session.post(url, data=body, headers=HEADERS) as resp:
+            async with session.post(url, data=body, headers={**HEADERS, **headers.get(key, {})}) as resp:
                 raw = await resp.read()
                 status, ctype = resp.status, resp.headers.get("Content-Type", "")
         except (TimeoutError, aiohttp.ClientError) as exc:

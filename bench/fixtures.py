@@ -10,7 +10,7 @@ import json
 
 CREATED = 1_700_000_000
 UPSTREAM_MODEL = "bench-upstream"
-API_KEY = "sk-bench"
+API_KEY = "sk-bench-client-key-00"  # every target's client key (16+ characters: the gateway warns below)
 
 # Twenty pieces: one SSE chunk each; the non-streaming reply is their join.
 # No apostrophe, backslash or dollar sign: they are written into nginx's
@@ -44,6 +44,7 @@ MODEL_JSON = "bench-json"
 MODEL_SSE = "bench-sse"
 MODEL_SLOW = "bench-slow"  # the gateway's mock provider, 2 tokens/s
 MODEL_SLOW_NGINX = "bench-slow-nginx"  # nginx's rate-limited SSE port
+MODEL_PACED = "bench-paced"  # bench/paced.py's upstream: many slow streams
 
 
 def _dumps(value: object) -> str:

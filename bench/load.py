@@ -23,8 +23,13 @@ class Scenario:
     def label(self) -> str:
         return f"{'stream' if self.stream else 'json'} c{self.connections}"
 
-    def body(self) -> str:
-        model = fixtures.MODEL_SSE if self.stream else fixtures.MODEL_JSON
+    @property
+    def kind(self) -> str:
+        return "sse" if self.stream else "json"
+
+    def body(self, model: str | None = None) -> str:
+        if model is None:
+            model = fixtures.MODEL_SSE if self.stream else fixtures.MODEL_JSON
         return fixtures.request_body(model=model, stream=self.stream)
 
 
@@ -57,12 +62,24 @@ class WrkError(RuntimeError):
     pass
 
 
-async def run_wrk(url: str, scenario: Scenario, *, duration: float, cpus: str, timeout_s: float = 10.0) -> WrkResult:
+async def run_wrk(
+    url: str,
+    scenario: Scenario,
+    *,
+    duration: float,
+    cpus: str,
+    timeout_s: float = 10.0,
+    model: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> WrkResult:
+    """model: the name the request asks for (the fixture's by default); headers: sent besides
+    Content-Type and Authorization (Portkey's x-portkey-provider and x-portkey-custom-host)."""
     env = dict(
         os.environ,
-        BENCH_BODY=scenario.body(),
+        BENCH_BODY=scenario.body(model),
         BENCH_API_KEY=fixtures.API_KEY,
         BENCH_STREAM="1" if scenario.stream else "0",
+        BENCH_HEADERS="".join(f"{name}: {value}\n" for name, value in (headers or {}).items()),
     )
     argv = [
         "taskset",

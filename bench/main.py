@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -20,12 +21,27 @@ from pathlib import Path
 
 import aiohttp
 
-from . import checks, fixtures, procs, report, targets
+from . import checks, fixtures, paced_search, procs, report, targets
 from .load import Scenario, WrkError, run_wrk
 
-ALL_TARGETS = ("direct", "gateway", "bare", "litellm")
-ORDER = ("direct", "gateway", "gateway-limits", "gateway-redis", "baseline", "gateway-w2", "bare", "litellm")
-LIMITED = ("gateway-limits", "gateway-redis")  # --limits-compare: compared with "gateway", not judged
+ALL_TARGETS = ("direct", "gateway", "bare", "tensorzero", "portkey", "litellm", "gateway-w2u")
+ORDER = (
+    "direct",
+    "gateway",
+    "gateway-open",
+    "gateway-redis",
+    "baseline",
+    "gateway-w2",
+    "gateway-w2u",
+    "bare",
+    "tensorzero",
+    "portkey",
+    "litellm",
+)
+LIMITED = ("gateway-open", "gateway-redis")  # --limits-compare: compared with "gateway", not judged
+ALL_SCENARIOS = ("load", "streams", "paced")
+# the targets of many slow streams: one process each, one core (not the several-worker gateways)
+PACED_TARGETS = ("gateway", "baseline", "bare", "tensorzero", "portkey", "litellm")
 # the baseline's packages named in the report: its revision may pin other versions
 BASELINE_PACKAGES = ("aiohttp", "httptools", "uvloop", "orjson", "tiktoken")
 
@@ -58,6 +74,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-litellm", action="store_true", help="leave LiteLLM out (bench/run then skips its install)"
     )
     parser.add_argument(
+        "--no-tensorzero", action="store_true", help="leave TensorZero out (bench/run then skips its install)"
+    )
+    parser.add_argument(
+        "--no-portkey", action="store_true", help="leave Portkey out (bench/run then skips its install)"
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(ALL_SCENARIOS),
+        help="comma-separated subset of: load (wrk: json and stream at --connections and at 1), "
+        "streams (slow streams held open: memory), paced (many slow streams: the largest C held)",
+    )
+    parser.add_argument(
+        "--paced-levels",
+        default="250,500,1000,2000,4000",
+        help="many slow streams: the concurrencies C tried, in order; a target's search stops at its first failure",
+    )
+    parser.add_argument("--paced-duration", type=float, default=10.0, help="seconds of each paced run's window")
+    parser.add_argument("--paced-ramp", type=float, default=4.0, help="seconds over which a paced run's clients start")
+    parser.add_argument("--paced-settle", type=float, default=1.0, help="seconds between the ramp and the window")
+    parser.add_argument("--paced-rate", type=int, default=50, help="chunks per second of each paced stream")
+    parser.add_argument("--paced-chunks", type=int, default=200, help="chunks of each paced stream")
+    parser.add_argument(
+        "--paced-p99-ms", type=float, default=25.0, help="the p99 delay (ms) under which a paced run holds"
+    )
+    parser.add_argument(
         "--workers-compare",
         action="store_true",
         help="also run the gateway with --workers 2 (skipped if the gateway rejects the flag)",
@@ -66,10 +107,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers-cpus", default="0", help="CPUs of the --workers 2 gateway (default: CPU 0, like the 1-worker one)"
     )
     parser.add_argument(
+        "--unpinned-cpus",
+        default="0,1",
+        help="CPUs of gateway-w2u, the two-worker gateway left free on both cores (default: both)",
+    )
+    parser.add_argument(
         "--limits-compare",
         action="store_true",
-        help="also run the gateway with ten client keys and rate limits on every key and route (never "
-        "refusing): gateway-limits counting them in process, gateway-redis in a redis-server on loopback",
+        help="also run the gateway with auth off (gateway-open: no keys, no limits) and with its keys' limits "
+        "counted in a redis-server on loopback (gateway-redis), and compare each with the gateway",
     )
     parser.add_argument("--proxy-cpus", default="0", help="CPUs of the gateway and the other proxies")
     parser.add_argument("--load-cpus", default="1", help="CPUs of nginx, wrk and this script")
@@ -87,8 +133,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(chosen) - set(ALL_TARGETS)
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
-    if args.no_litellm and "litellm" in chosen:
-        chosen.remove("litellm")
+    for name, left_out in (
+        ("litellm", args.no_litellm),
+        ("tensorzero", args.no_tensorzero),
+        ("portkey", args.no_portkey),
+    ):
+        if left_out and name in chosen:
+            chosen.remove(name)
+    args.scenarios = [x.strip() for x in args.scenarios.split(",") if x.strip()]
+    unknown = set(args.scenarios) - set(ALL_SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))} (known: {', '.join(ALL_SCENARIOS)})")
+    if "streams" not in args.scenarios:
+        args.streams = 0
+    try:
+        args.paced_levels = tuple(int(x) for x in args.paced_levels.split(",") if x.strip())
+    except ValueError:
+        parser.error("--paced-levels: comma-separated whole numbers")
+    if "paced" in args.scenarios and (not args.paced_levels or min(args.paced_levels) < 1):
+        parser.error("--paced-levels: at least one concurrency, each at least 1")
+    if 1000 % args.paced_rate:
+        parser.error("--paced-rate must divide 1000 (a whole number of ms between chunks)")
     if "direct" not in chosen:
         chosen.insert(0, "direct")  # the upstream, and the base of every ratio
     args.targets = chosen
@@ -122,6 +187,20 @@ def tool_versions() -> dict[str, str]:
         "nginx": first_line([targets.nginx_binary() or "nginx", "-v"]),
         "wrk": first_line(["wrk", "-v"]),
     }
+    tensorzero_python = targets.TENSORZERO_VENV / "bin/python"
+    if tensorzero_python.exists():
+        versions["tensorzero"] = first_line(
+            [str(tensorzero_python), "-c", "import importlib.metadata as m; print(m.version('tensorzero'))"]
+        )
+    portkey_package = targets.PORTKEY_DIR / "node_modules/@portkey-ai/gateway/package.json"
+    hono_package = targets.PORTKEY_DIR / "node_modules/@hono/node-server/package.json"
+    if portkey_package.exists():
+        try:
+            versions["portkey"] = json.loads(portkey_package.read_text())["version"]
+            versions["hono_node_server"] = json.loads(hono_package.read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            versions["portkey"] = "unknown"
+        versions["node"] = first_line([targets.node_binary() or "node", "--version"])
     litellm_python = targets.LITELLM_VENV / "bin/python"
     if litellm_python.exists():
         versions["litellm"] = first_line(
@@ -131,21 +210,22 @@ def tool_versions() -> dict[str, str]:
 
 
 async def measure_run(
-    target: targets.Target,
-    url: str,
-    scenario: Scenario,
-    *,
-    duration: int,
-    cpus: str,
-    redis: targets.Redis | None = None,
+    target: targets.Target, scenario: Scenario, *, duration: int, cpus: str, redis: targets.Redis | None = None
 ) -> dict:
-    """One wrk run; with `redis` (the target's store), Redis' commands and CPU per request too."""
+    """One wrk run; with `redis` (the target's store), Redis' round trips and CPU per request too."""
     pgid = target.proc.pid
     cpu_before = procs.cpu_seconds(pgid)
-    if redis is not None:
+    if redis is not None and redis.proc is not None:
         redis_before = (targets.redis_calls(redis.port), procs.cpu_seconds(redis.proc.pid))
     try:
-        result = await run_wrk(url, scenario, duration=duration, cpus=cpus)
+        result = await run_wrk(
+            target.url(scenario.kind),
+            scenario,
+            duration=duration,
+            cpus=cpus,
+            model=target.model(scenario.kind),
+            headers=target.extra_headers(scenario.kind),
+        )
     except (TimeoutError, WrkError) as exc:
         return {
             "rps": 0.0,
@@ -159,7 +239,7 @@ async def measure_run(
         }
     cpu = procs.cpu_seconds(pgid) - cpu_before
     store = {}
-    if redis is not None and result.requests:
+    if redis is not None and redis.proc is not None and result.requests:
         calls = targets.redis_calls(redis.port)
         if calls is not None and redis_before[0] is not None:
             store["redis_round_trips_per_req"] = round((calls - redis_before[0]) / result.requests, 3)
@@ -198,9 +278,19 @@ async def bring_up(coro, info: dict) -> targets.Target:
     return target
 
 
+async def check_one(session: aiohttp.ClientSession, target: targets.Target) -> dict:
+    return await checks.check_target(
+        session,
+        json_url=target.json_url,
+        sse_url=target.sse_url,
+        models={kind: target.model(kind) for kind in ("json", "sse")},
+        headers=target.headers,
+    )
+
+
 async def check_all(session: aiohttp.ClientSession, ready: list[targets.Target], info: dict, key: str) -> None:
     for target in ready:
-        result = await checks.check_target(session, json_url=target.json_url, sse_url=target.sse_url)
+        result = await check_one(session, target)
         info[target.name][key] = result
         verdict = (
             "ok"
@@ -281,34 +371,24 @@ def baseline_document(baseline: targets.Baseline | None, runs: dict, scenarios: 
     }
 
 
-def limits_document(runs: dict, scenarios: list[Scenario]) -> dict | None:
-    """The rate-limited gateways against the gateway with no keys and no limits, in the same rounds;
-    for gateway-redis, Redis' round trips and CPU per request (medians over rounds)."""
-    one_connection = [s.name for s in scenarios if s.connections == 1]
-    out = {}
-    for name in LIMITED:
-        if name not in runs or "gateway" not in runs:
-            continue
-        entry: dict = {"scenarios": report.versus(runs, name, "gateway", one_connection=one_connection)}
-        for key in ("redis_round_trips_per_req", "redis_cpu_us_per_req"):
-            medians = {
-                scenario: report.median_of([row.get(key) for row in rows]) for scenario, rows in runs[name].items()
-            }
-            if any(value is not None for value in medians.values()):
-                entry[key] = medians
-        out[name] = entry
-    return out or None
-
-
 def _fmt(value) -> str:
     return "-" if value is None else f"{value}"
 
 
 async def run(args: argparse.Namespace, work: Path) -> int:
-    scenarios = scenarios_for(args.connections)
-    ports = targets.Ports(json=procs.free_port(), sse=procs.free_port(), slow=procs.free_port())
+    scenarios = scenarios_for(args.connections) if "load" in args.scenarios else []
+    paced_on = "paced" in args.scenarios
+    ports = targets.Ports(
+        json=procs.free_port(),
+        sse=procs.free_port(),
+        slow=procs.free_port(),
+        paced=procs.free_port() if paced_on else 0,
+    )
     info: dict = {}
-    log(f"work dir {work}; nginx ports json={ports.json} sse={ports.sse} slow={ports.slow}")
+    log(
+        f"work dir {work}; nginx ports json={ports.json} sse={ports.sse} slow={ports.slow}"
+        + (f"; paced upstream port {ports.paced}" if paced_on else "")
+    )
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=timeout) as session:
         direct = await bring_up(
@@ -317,6 +397,22 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         if not direct.ready:
             log("nginx did not start; nothing to measure")
             return 1
+        paced_upstream = None
+        if paced_on:
+            paced_upstream = await bring_up(
+                targets.start_paced(
+                    work,
+                    ports.paced,
+                    cpus=args.load_cpus,
+                    rate=args.paced_rate,
+                    chunks=args.paced_chunks,
+                    session=session,
+                ),
+                info,
+            )
+            if not paced_upstream.ready:
+                log("the paced upstream did not start: no many-slow-streams figures")
+                paced_upstream = None
         starts = []
         if "gateway" in args.targets:
             starts.append(
@@ -332,13 +428,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         if args.limits_compare and "gateway" in args.targets:
             starts.append(
                 targets.start_gateway(
-                    work,
-                    ports,
-                    name="gateway-limits",
-                    cpus=args.proxy_cpus,
-                    workers=None,
-                    session=session,
-                    rate_limits=True,
+                    work, ports, name="gateway-open", cpus=args.proxy_cpus, workers=None, session=session, auth=False
                 )
             )
             redis = await targets.start_redis(work, cpus=args.load_cpus, session=session)
@@ -353,16 +443,26 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                         cpus=args.proxy_cpus,
                         workers=None,
                         session=session,
-                        rate_limits=True,
                         redis_url=redis.url,
                     )
                 )
+        if "gateway-w2u" in args.targets:
+            # two workers free on both cores (nginx and wrk stay on theirs): issue 20's scaling goal
+            starts.append(
+                targets.start_gateway(
+                    work, ports, name="gateway-w2u", cpus=args.unpinned_cpus, workers=2, session=session
+                )
+            )
         if args.baseline_checkout is not None:
             starts.append(
                 targets.start_baseline(work, ports, args.baseline_checkout, cpus=args.proxy_cpus, session=session)
             )
         if "bare" in args.targets:
             starts.append(targets.start_bare(work, ports, cpus=args.proxy_cpus, session=session))
+        if "tensorzero" in args.targets:
+            starts.append(targets.start_tensorzero(work, ports, cpus=args.proxy_cpus, session=session))
+        if "portkey" in args.targets:
+            starts.append(targets.start_portkey(work, ports, cpus=args.proxy_cpus, session=session))
         if "litellm" in args.targets:
             starts.append(targets.start_litellm(work, ports, cpus=args.proxy_cpus, session=session))
         started = await asyncio.gather(*(bring_up(s, info) for s in starts))
@@ -371,28 +471,31 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 
         await check_all(session, ready, info, "check_before")
 
-        if args.warmup > 0:
+        if args.warmup > 0 and scenarios:
             log(f"warm-up: {args.warmup} s per target and scenario")
             for target in ready:
                 for scenario in scenarios:
                     if scenario.connections > 1:
-                        url = target.sse_url if scenario.stream else target.json_url
                         try:
-                            await run_wrk(url, scenario, duration=args.warmup, cpus=args.load_cpus)
+                            await run_wrk(
+                                target.url(scenario.kind),
+                                scenario,
+                                duration=args.warmup,
+                                cpus=args.load_cpus,
+                                model=target.model(scenario.kind),
+                                headers=target.extra_headers(scenario.kind),
+                            )
                         except (TimeoutError, WrkError) as exc:
                             log(f"  warm-up of {target.name} {scenario.label}: {exc}")
 
         runs: dict[str, dict[str, list[dict]]] = {t.name: {s.name: [] for s in scenarios} for t in ready}
-        for round_no in range(args.rounds):
+        for round_no in range(args.rounds if scenarios else 0):
             order = ready if round_no % 2 == 0 else ready[::-1]
             log(f"round {round_no + 1}/{args.rounds}: {' '.join(t.name for t in order)}")
             for scenario in scenarios:
                 for target in order:
-                    url = target.sse_url if scenario.stream else target.json_url
                     store = redis if target.name == "gateway-redis" else None
-                    rec = await measure_run(
-                        target, url, scenario, duration=args.duration, cpus=args.load_cpus, redis=store
-                    )
+                    rec = await measure_run(target, scenario, duration=args.duration, cpus=args.load_cpus, redis=store)
                     runs[target.name][scenario.name].append(rec)
                     log(
                         f"  {scenario.label:<10} {target.name:<10} {rec['rps']:9.0f} req/s  "
@@ -420,19 +523,44 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                 info[target.name]["rss_after_streams_kib"] = procs.rss_kib(target.proc.pid)
                 # Still alive and right after the streams?
                 async with aiohttp.ClientSession(timeout=timeout) as session:
-                    result = await checks.check_target(session, json_url=target.json_url, sse_url=target.sse_url)
+                    result = await check_one(session, target)
                 info[target.name]["check_after_streams"] = result
                 log(f"{target.name}: correctness after streams: {'ok' if result['ok'] else 'FAILED'}")
+
+    paced: dict | None = None
+    if paced_upstream is not None:
+        settings = paced_search.PacedSettings(
+            levels=args.paced_levels,
+            duration=args.paced_duration,
+            ramp=args.paced_ramp,
+            settle=args.paced_settle,
+            rate=args.paced_rate,
+            chunks=args.paced_chunks,
+            p99_limit_ms=args.paced_p99_ms,
+            cpus=args.load_cpus,
+        )
+        contenders = [t for t in ready if t.name in PACED_TARGETS and t.paced_url]
+        log(
+            f"many slow streams: {args.paced_chunks} chunks at {args.paced_rate}/s a stream, "
+            f"C in {','.join(map(str, args.paced_levels))}, {args.paced_duration:g} s windows, "
+            f"p99 limit {args.paced_p99_ms:g} ms; control first at each C"
+        )
+        paced = await paced_search.search(contenders, paced_upstream, settings, log)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for target in contenders:
+                result = await check_one(session, target)
+                info[target.name]["check_after_paced"] = result
+                log(f"{target.name}: correctness after many slow streams: {'ok' if result['ok'] else 'FAILED'}")
 
     figures = report.summarize(runs, [s.name for s in scenarios])
     # The issue's targets are for one worker on one core; --workers 2 is compared with it, not judged.
     goals = {
-        name: report.goals(name, figures, info[name], streams.get(name, {}), cn=f"c{args.connections}")
+        name: report.goals(name, figures, info[name], streams.get(name, {}), paced=paced, cn=f"c{args.connections}")
         for name in ("gateway",)
-        if name in figures
+        if name in info and info[name].get("status") == "ready"
     }
     for _name, entry in info.items():
-        for key in ("check_before", "check_after", "check_after_streams"):
+        for key in ("check_before", "check_after", "check_after_streams", "check_after_paced"):
             if key in entry:  # keep the JSON line short: verdicts and problems only
                 entry[key] = {
                     "ok": entry[key]["ok"],
@@ -455,14 +583,22 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             "connections": args.connections,
             "streams": args.streams,
             "slow_rate_bps": args.slow_rate,
-            "cpus": {"proxies": args.proxy_cpus, "nginx_wrk": args.load_cpus, "gateway_w2": args.workers_cpus},
+            "cpus": {
+                "proxies": args.proxy_cpus,
+                "nginx_wrk": args.load_cpus,
+                "gateway_w2": args.workers_cpus,
+                "gateway_w2u": args.unpinned_cpus,
+            },
+            "scenarios": args.scenarios,
             "sse_chunks": fixtures.CHUNKS,
             "baseline": args.baseline,
         },
         "targets": info,
         "figures": figures,
         "streams": streams,
+        "paced": paced,
         "workers_compare": report.workers_compare(figures, info, one="gateway", several="gateway-w2"),
+        "workers_unpinned": report.workers_compare(figures, info, one="gateway", several="gateway-w2u"),
         "vs_baseline": baseline_document(args.baseline_checkout, runs, scenarios),
         "limits_compare": limits_document(runs, scenarios),
         "goals": goals,
@@ -479,7 +615,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
 
 def print_report(document: dict, labels: dict[str, str]) -> None:
     out = ["", "versions: " + ", ".join(f"{name} {value}" for name, value in document["versions"].items())]
-    out.append(report.table(document["figures"], list(labels), labels))
+    if labels:
+        out.append(report.table(document["figures"], list(labels), labels))
     out.append(
         "ratios (x ...) and added latency (+p50/+p99 vs direct) are per round, then medianed; "
         "cpu us/req is the target's own process group"
@@ -507,7 +644,7 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
         )
         verdicts = "  ".join(
             f"{k.removeprefix('check_')}={'ok' if entry[k]['ok'] else 'FAILED'}"
-            for k in ("check_before", "check_after", "check_after_streams")
+            for k in ("check_before", "check_after", "check_after_streams", "check_after_paced")
             if k in entry
         )
         schema = [entry[k]["schema_ok"] for k in ("check_before", "check_after") if k in entry]
@@ -522,6 +659,9 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
                 f"RSS {s['rss_before_kib'] / 1024:.1f} -> {s['rss_open_kib'] / 1024:.1f} MiB, "
                 f"{_fmt(s['kib_per_stream'])} KiB/stream, {s['rss_after_close_kib'] / 1024:.1f} MiB after close"
             )
+    if document["paced"]:
+        out.append("")
+        out.append(report.paced_table(document["paced"]))
     out += baseline_lines(document["vs_baseline"], labels)
     out += limits_lines(document["limits_compare"], labels)
     compare = document["workers_compare"]
@@ -532,12 +672,21 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
             + ", ".join(f"{labels[s]} x{compare['x_rps'][s]:.2f} req/s" for s in labels if s in compare["x_rps"])
             + f"; Pss at ready {_fmt(compare['pss_ready_mib'][1])} MiB against {_fmt(compare['pss_ready_mib'][0])}"
         )
+    unpinned = document["workers_unpinned"]
+    if unpinned:
+        out.append(
+            "two workers free on two cores (gateway-w2u) against one on CPU 0 (same run): "
+            + ", ".join(f"{labels[s]} x{unpinned['x_rps'][s]:.2f} req/s" for s in labels if s in unpinned["x_rps"])
+        )
     for name, by_goal in document["goals"].items():
         out.append("")
-        out.append(f"goals of {name}:")
+        out.append(f"goals of {name} (issue 20's first, then the earlier ones):")
         for goal, g in by_goal.items():
             mark = {True: "met", False: "MISSED", None: "not measured"}[g["met"]]
-            out.append(f"  {goal:<28} {_fmt(g['value']):>12}  limit {g['limit']}  {mark}")
+            if g["met"] is None and g["value"] is not None:
+                mark = "undecided"
+            note = f"  ({g['note']})" if g.get("note") else ""
+            out.append(f"  {goal:<34} {_fmt(g['value']):>12}  limit {g['limit']}  {mark}{note}")
     if not document["goals"]:
         out.append("")
         out.append("goals: not evaluated (no gateway target ran)")
@@ -568,23 +717,62 @@ def baseline_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
     return out
 
 
+def limits_document(runs: dict, scenarios: list[Scenario]) -> dict | None:
+    """--limits-compare: the gateway (auth on, ten keys' limits counted in process) against
+    gateway-open (auth off), and gateway-redis (the same limits counted in Redis) against the
+    gateway, in the same rounds; for gateway-redis, Redis' round trips and CPU per request."""
+    one_connection = [s.name for s in scenarios if s.connections == 1]
+    out = {}
+    for name, subject, reference in (
+        ("auth_and_limits", "gateway", "gateway-open"),
+        ("redis", "gateway-redis", "gateway"),
+    ):
+        if subject not in runs or reference not in runs:
+            continue
+        entry: dict = {
+            "subject": subject,
+            "reference": reference,
+            "scenarios": report.versus(runs, subject, reference, one_connection=one_connection),
+        }
+        for key in ("redis_round_trips_per_req", "redis_cpu_us_per_req"):
+            medians = {
+                scenario: report.median_of([row.get(key) for row in rows]) for scenario, rows in runs[subject].items()
+            }
+            if any(value is not None for value in medians.values()):
+                entry[key] = medians
+        out[name] = entry
+    return out or None
+
+
 def limits_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
-    """The rate-limited gateways against the gateway, scenario by scenario."""
+    """--limits-compare's figures, scenario by scenario."""
     out: list[str] = []
+    titles = {
+        "auth_and_limits": "gateway (auth on, ten keys, their rpm, tpm and max_parallel counted in process) "
+        "against gateway-open (auth off):",
+        "redis": "gateway-redis (the same limits counted in Redis on loopback) against gateway:",
+    }
     for name, entry in (compare or {}).items():
-        where = "in Redis on loopback" if name == "gateway-redis" else "in process"
-        out += ["", f"{name} (ten keys, rate limits on every key and route, counted {where}) against gateway:"]
-        out.append(report.baseline_table(entry["scenarios"], labels, against="gateway"))
+        out += ["", titles[name]]
+        out.append(
+            report.baseline_table(
+                entry["scenarios"], labels, against={"gateway-open": "open"}.get(entry["reference"], entry["reference"])
+            )
+        )
         if "redis_round_trips_per_req" in entry:
             trips, cpu = entry["redis_round_trips_per_req"], entry.get("redis_cpu_us_per_req", {})
             out.append(
                 "Redis round trips per request: "
-                + ", ".join(f"{labels[s]} {_fmt(trips.get(s))} ({_fmt(cpu.get(s))} us of Redis CPU)" for s in labels)
+                + ", ".join(
+                    f"{labels[s]} {_fmt(trips.get(s))} ({_fmt(cpu.get(s))} us of Redis CPU)"
+                    for s in labels
+                    if s in trips
+                )
             )
     if out:
         out.append(
-            "x req/s, x cpu: the limited gateway's over the gateway's; d+p50, d+p99 (1 connection): its added "
-            "latency minus the gateway's; per round, then medianed"
+            "x req/s, x cpu: the first's over the second's; d+p50, d+p99 (1 connection): its added latency minus "
+            "the second's; per round, then medianed"
         )
     return out
 
@@ -596,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if (os.cpu_count() or 1) < 2:
         log("one CPU only: everything shares CPU 0")
-        args.proxy_cpus = args.load_cpus = args.workers_cpus = "0"
+        args.proxy_cpus = args.load_cpus = args.workers_cpus = args.unpinned_cpus = "0"
     args.baseline_checkout = None
     if args.baseline:
         checkout = targets.baseline_checkout(args.baseline)

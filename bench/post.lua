@@ -15,7 +15,15 @@ end
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY") or default_body
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_API_KEY") or "sk-bench")
+wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_API_KEY") or "sk-bench-client-key-00")
+-- BENCH_HEADERS: more headers, one "Name: value" a line (Portkey takes its upstream
+-- from x-portkey-provider and x-portkey-custom-host)
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+  if name then
+    wrk.headers[name] = value
+  end
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

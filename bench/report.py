@@ -5,9 +5,26 @@ from __future__ import annotations
 import json
 from statistics import median
 
-REFERENCES = ("direct", "bare", "litellm")
+REFERENCES = ("direct", "bare", "tensorzero", "portkey", "litellm")
 
-# The issue's targets, for the gateway.
+# Issue 20's goals, for the gateway (one worker on one core; ratios per round, then medianed).
+GOALS_20 = {
+    "json_x_bare_min": 0.85,
+    "json_x_tensorzero_min": 0.75,
+    "json_x_portkey_min": 5.0,
+    "sse_x_bare_min": 0.7,
+    "sse_x_tensorzero_min": 1.0,
+    "sse_x_portkey_min": 5.0,
+    "json_c1_over_bare_p50_ms_max": 0.05,
+    "sse_c1_over_bare_p50_ms_max": 0.1,
+    "c1_over_bare_p99_ms_max": 1.0,
+    "paced_streams_min": 2000,
+    "paced_kib_per_stream_max": 30.0,
+    "paced_x_tensorzero_min": 0.5,
+    "workers_unpinned_x_min": 1.8,
+}
+
+# The goals before issue 20, still checked.
 GOALS = {
     "json_c32_vs_litellm_min": 30.0,
     "json_c32_vs_bare_min": 0.5,
@@ -76,12 +93,23 @@ def summarize(runs: dict[str, dict[str, list[dict]]], scenarios: list[str]) -> d
                 # what the target adds on top of the bare proxy: steadier than added_p50_ms
                 # when the machine's speed drifts, since both move with it
                 fig["over_bare_p50_ms"] = _median_difference(rounds, bare, "p50_ms")
+                fig["over_bare_p99_ms"] = _median_difference(rounds, bare, "p99_ms")
             out[target][scenario] = fig
     return out
 
 
-def goals(name: str, figures: dict, info: dict, streams: dict, *, c1: str = "c1", cn: str = "c32") -> dict:
-    """Each of the issue's targets for one gateway target: value, limit, met (None: not measured)."""
+def goals(
+    name: str,
+    figures: dict,
+    info: dict,
+    streams: dict,
+    *,
+    paced: dict | None = None,
+    c1: str = "c1",
+    cn: str = "c32",
+) -> dict:
+    """Each goal for one gateway target: value, limit, met (None: not measured, or not decidable).
+    Issue 20's goals first, then the earlier ones."""
     fig = figures.get(name, {})
 
     def at(scenario: str, key: str):
@@ -91,11 +119,42 @@ def goals(name: str, figures: dict, info: dict, streams: dict, *, c1: str = "c1"
         met = None if value is None else (value >= limit if at_least else value <= limit)
         return {"value": value, "limit": limit, "met": met}
 
+    g = GOALS_20
     result = {
-        f"json_{cn}_x_litellm": check(at(f"json_{cn}", "x_litellm"), GOALS["json_c32_vs_litellm_min"], at_least=True),
-        f"json_{cn}_x_bare": check(at(f"json_{cn}", "x_bare"), GOALS["json_c32_vs_bare_min"], at_least=True),
-        f"sse_{cn}_x_litellm": check(at(f"sse_{cn}", "x_litellm"), GOALS["sse_c32_vs_litellm_min"], at_least=True),
+        f"json_{cn}_x_bare": check(at(f"json_{cn}", "x_bare"), g["json_x_bare_min"], at_least=True),
+        f"json_{cn}_x_tensorzero": check(at(f"json_{cn}", "x_tensorzero"), g["json_x_tensorzero_min"], at_least=True),
+        f"json_{cn}_x_portkey": check(at(f"json_{cn}", "x_portkey"), g["json_x_portkey_min"], at_least=True),
+        f"sse_{cn}_x_bare": check(at(f"sse_{cn}", "x_bare"), g["sse_x_bare_min"], at_least=True),
+        f"sse_{cn}_x_tensorzero": check(at(f"sse_{cn}", "x_tensorzero"), g["sse_x_tensorzero_min"], at_least=True),
+        f"sse_{cn}_x_portkey": check(at(f"sse_{cn}", "x_portkey"), g["sse_x_portkey_min"], at_least=True),
+        f"json_{c1}_over_bare_p50_ms": check(
+            at(f"json_{c1}", "over_bare_p50_ms"), g["json_c1_over_bare_p50_ms_max"], at_least=False
+        ),
+        f"sse_{c1}_over_bare_p50_ms": check(
+            at(f"sse_{c1}", "over_bare_p50_ms"), g["sse_c1_over_bare_p50_ms_max"], at_least=False
+        ),
+        f"json_{c1}_over_bare_p99_ms": check(
+            at(f"json_{c1}", "over_bare_p99_ms"), g["c1_over_bare_p99_ms_max"], at_least=False
+        ),
+        f"sse_{c1}_over_bare_p99_ms": check(
+            at(f"sse_{c1}", "over_bare_p99_ms"), g["c1_over_bare_p99_ms_max"], at_least=False
+        ),
     }
+    result.update(paced_goals(name, paced))
+    unpinned = figures.get("gateway-w2u", {}).get(f"json_{cn}")
+    ratio = None
+    if unpinned and fig.get(f"json_{cn}"):
+        ratio = _median_ratio(unpinned["rounds"], fig[f"json_{cn}"]["rounds"])
+    result[f"workers_unpinned_json_{cn}_x_one"] = check(ratio, g["workers_unpinned_x_min"], at_least=True)
+
+    # the goals before issue 20
+    result[f"json_{cn}_x_litellm"] = check(
+        at(f"json_{cn}", "x_litellm"), GOALS["json_c32_vs_litellm_min"], at_least=True
+    )
+    result[f"json_{cn}_x_bare_min_0.5"] = check(
+        at(f"json_{cn}", "x_bare"), GOALS["json_c32_vs_bare_min"], at_least=True
+    )
+    result[f"sse_{cn}_x_litellm"] = check(at(f"sse_{cn}", "x_litellm"), GOALS["sse_c32_vs_litellm_min"], at_least=True)
     for kind in ("json", "sse"):
         result[f"{kind}_{c1}_added_p50_ms"] = check(
             at(f"{kind}_{c1}", "added_p50_ms"), GOALS["added_p50_c1_ms_max"], at_least=False
@@ -119,6 +178,51 @@ def goals(name: str, figures: dict, info: dict, streams: dict, *, c1: str = "c1"
         "met": None if None in checks else all(checks),
     }
     return result
+
+
+def paced_goals(name: str, paced: dict | None) -> dict:
+    """Many slow streams: the largest C held (at least 2,000), KiB per open stream at it (at most 30),
+    and at least half of TensorZero's C. A figure that is only a lower bound (the target never
+    failed: the load side or the levels ran out) decides a goal only where a bound suffices."""
+    g = GOALS_20
+    mine = (paced or {}).get(name)
+    if not mine or not mine.get("runs"):
+        return {
+            "paced_streams_held": {"value": None, "limit": g["paced_streams_min"], "met": None},
+            "paced_kib_per_stream": {"value": None, "limit": g["paced_kib_per_stream_max"], "met": None},
+            "paced_x_tensorzero": {"value": None, "limit": g["paced_x_tensorzero_min"], "met": None},
+        }
+    held, lower = mine["max_held"], mine["lower_bound"]
+    met = held >= g["paced_streams_min"] or (None if lower else False)
+    out = {"paced_streams_held": {"value": held, "limit": g["paced_streams_min"], "met": met}}
+    if lower and held < g["paced_streams_min"]:
+        out["paced_streams_held"]["note"] = f"held every level measured; stopped by {mine['stopped_by']}"
+    kib = (mine.get("at_max") or {}).get("kib_per_stream")
+    out["paced_kib_per_stream"] = {
+        "value": kib,
+        "limit": g["paced_kib_per_stream_max"],
+        "met": None if kib is None else kib <= g["paced_kib_per_stream_max"],
+    }
+    theirs = (paced or {}).get("tensorzero")
+    ratio_goal = {"value": None, "limit": g["paced_x_tensorzero_min"], "met": None}
+    if theirs and theirs.get("runs") and theirs["max_held"]:
+        ratio = round(held / theirs["max_held"], 3)
+        ratio_goal["value"] = ratio
+        enough = ratio >= g["paced_x_tensorzero_min"]
+        if lower and theirs["lower_bound"]:
+            ratio_goal["met"] = None  # both held every level: neither figure is known
+            ratio_goal["note"] = "both held every level measured"
+        elif theirs["lower_bound"]:
+            ratio_goal["met"] = False if not enough else None  # theirs may be higher still
+        elif lower:
+            ratio_goal["met"] = True if enough else None  # ours may be higher still
+        else:
+            ratio_goal["met"] = enough
+    elif theirs and theirs.get("runs"):
+        ratio_goal["note"] = "TensorZero held no level"
+        ratio_goal["met"] = True if held else None
+    out["paced_x_tensorzero"] = ratio_goal
+    return out
 
 
 def workers_compare(figures: dict, info: dict, *, one: str, several: str) -> dict | None:
@@ -202,7 +306,8 @@ def _fmt(value, spec: str) -> str:
 def table(figures: dict, scenarios: list[str], labels: dict[str, str]) -> str:
     head = (
         f"{'target':<11} {'scenario':<10} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} "
-        f"{'+p99 ms':>8} {'errors':>6} {'cpu us/req':>10} {'x direct':>8} {'x bare':>7} {'x litellm':>9}"
+        f"{'+p99 ms':>8} {'errors':>6} {'cpu us/req':>10} {'x direct':>8} {'x bare':>7} {'x tz':>7} "
+        f"{'x portkey':>9} {'x litellm':>9}"
     )
     lines = [head, "-" * len(head)]
     for scenario in scenarios:
@@ -214,9 +319,52 @@ def table(figures: dict, scenarios: list[str], labels: dict[str, str]) -> str:
                 f"{target:<11} {labels[scenario]:<10} {_fmt(f['rps'], '9.0f')} {_fmt(f['p50_ms'], '8.3f')} "
                 f"{_fmt(f['p99_ms'], '8.3f')} {_fmt(f.get('added_p50_ms'), '8.3f')} {_fmt(f.get('added_p99_ms'), '8.3f')} "
                 f"{f['errors']:>6} {_fmt(f['cpu_us_per_req'], '10.1f')} {_fmt(f.get('x_direct'), '8.3f')} "
-                f"{_fmt(f.get('x_bare'), '7.3f')} {_fmt(f.get('x_litellm'), '9.2f')}"
+                f"{_fmt(f.get('x_bare'), '7.3f')} {_fmt(f.get('x_tensorzero'), '7.3f')} "
+                f"{_fmt(f.get('x_portkey'), '9.2f')} {_fmt(f.get('x_litellm'), '9.2f')}"
             )
         lines.append("")
+    return "\n".join(lines)
+
+
+def paced_table(paced: dict) -> str:
+    """Many slow streams: per target, the largest C held and the figures at it, and what stopped it."""
+    settings = paced["settings"]
+    head = (
+        f"{'target':<11} {'max C held':>10} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'cpu us/chunk':>12} "
+        f"{'KiB/stream':>10} {'cpu':>5} {'load side cpu':>13}  stopped by"
+    )
+    lines = [
+        f"many slow streams: {settings['chunks_per_stream']} chunks at {settings['rate_per_s']}/s a stream, "
+        f"C in {','.join(map(str, settings['levels']))}, {settings['duration_s']:g} s windows; a C is held at "
+        f"p99 <= {settings['p99_limit_ms']:g} ms of delay against the upstream's schedule, no errors, no chunk missing",
+        head,
+        "-" * len(head),
+    ]
+    for name, entry in paced.items():
+        if name in ("settings", "load_bound_at") or not entry.get("runs"):
+            continue
+        best = entry.get("at_max") or {}
+        held = entry["max_held"]
+        stopped = entry["stopped_by"]
+        failure = entry.get("first_failure")
+        if failure:
+            stopped += f" at c{failure['concurrency']}: {failure.get('why', '')}"
+        lines.append(
+            f"{name:<11} {(str(held) + ('+' if entry['lower_bound'] and held else '')):>10} "
+            f"{_fmt(best.get('p50_ms'), '7.1f')} {_fmt(best.get('p99_ms'), '7.1f')} {_fmt(best.get('max_ms'), '7.1f')} "
+            f"{_fmt(best.get('cpu_us_per_chunk'), '12.1f')} {_fmt(best.get('kib_per_stream'), '10.1f')} "
+            f"{_fmt(best.get('cpu_util'), '5.2f')} {_fmt(best.get('load_side_cpu_util'), '13.2f')}  {stopped[:160]}"
+        )
+    bound = paced.get("load_bound_at")
+    lines.append(
+        "C+: held every level tried, a lower bound. load side cpu: the upstream's and the load's CPU on their "
+        "shared core (near 1.0: they, not the target, are the limit)."
+    )
+    if bound:
+        lines.append(
+            f"THE LOAD SIDE IS THE BOTTLENECK at c{bound}: the control (the load straight to the upstream) "
+            f"did not hold it, so no target was measured at c{bound} or above."
+        )
     return "\n".join(lines)
 
 

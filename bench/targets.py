@@ -7,6 +7,7 @@ why not (status "skipped: ..." or "failed: ...").
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -22,6 +23,10 @@ from . import fixtures, procs
 REPO = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 LITELLM_VENV = Path(os.environ.get("BENCH_LITELLM_VENV", "/tmp/bench-litellm-venv"))
+TENSORZERO_VENV = Path(os.environ.get("BENCH_TENSORZERO_VENV", "/tmp/bench-tensorzero-venv"))
+PORTKEY_DIR = Path(os.environ.get("BENCH_PORTKEY_DIR", "/tmp/bench-portkey"))
+PORTKEY_LOOPBACK = Path(__file__).with_name("portkey") / "loopback.mjs"
+TENSORZERO_LAUNCHER = Path(__file__).with_name("tensorzero_gateway.py")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +34,11 @@ class Ports:
     json: int
     sse: int
     slow: int
+    paced: int = 0  # bench/paced.py's upstream (many slow streams); 0: not started
+
+
+KINDS = ("json", "sse", "paced")  # what a request asks for: a completion, a fast stream, a paced one
+FIXTURE_MODELS = {"json": fixtures.MODEL_JSON, "sse": fixtures.MODEL_SSE, "paced": fixtures.MODEL_PACED}
 
 
 @dataclass
@@ -36,7 +46,13 @@ class Target:
     name: str
     json_url: str = ""
     sse_url: str = ""
+    paced_url: str = ""  # many slow streams; empty: the target does not take part
     health_url: str = ""
+    health_status: int = 200  # what health_url answers when the target is up
+    # the model each kind of request names, when not the fixture's (TensorZero's are prefixed)
+    models: dict[str, str] = field(default_factory=dict)
+    # headers each kind of request carries besides Content-Type and Authorization (Portkey's upstream)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
     slow_urls: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (url, model)
     proc: procs.Proc | None = None
     status: str = "ready"
@@ -46,16 +62,27 @@ class Target:
     def ready(self) -> bool:
         return self.status == "ready"
 
+    def url(self, kind: str) -> str:
+        return {"json": self.json_url, "sse": self.sse_url, "paced": self.paced_url}[kind]
 
-async def _http_ok(session: aiohttp.ClientSession, url: str) -> bool:
+    def model(self, kind: str) -> str:
+        return self.models.get(kind, FIXTURE_MODELS[kind])
+
+    def extra_headers(self, kind: str) -> dict[str, str]:
+        return self.headers.get(kind, {})
+
+
+async def _http_ok(session: aiohttp.ClientSession, url: str, status: int = 200) -> bool:
     async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
         await resp.read()
-        return resp.status == 200
+        return resp.status == status
 
 
 async def _wait_ready(target: Target, session: aiohttp.ClientSession, timeout: float) -> Target:
     proc = target.proc
-    ok = await procs.wait_until(lambda: _http_ok(session, target.health_url), timeout=timeout, proc=proc)
+    ok = await procs.wait_until(
+        lambda: _http_ok(session, target.health_url, target.health_status), timeout=timeout, proc=proc
+    )
     if not ok:
         if proc is not None and not proc.alive():
             target.status = f"failed: exited with {proc.popen.returncode}"
@@ -136,10 +163,13 @@ async def start_bare(work: Path, ports: Ports, *, cpus: str, session: aiohttp.Cl
         "--upstream",
         f"slow=http://127.0.0.1:{ports.slow}/v1",
     ]
+    if ports.paced:
+        argv += ["--upstream", f"paced=http://127.0.0.1:{ports.paced}/v1"]
     target = Target(
         name="bare",
         json_url=f"{base}/json/v1/chat/completions",
         sse_url=f"{base}/sse/v1/chat/completions",
+        paced_url=f"{base}/paced/v1/chat/completions" if ports.paced else "",
         health_url=f"{base}/health",
         slow_urls={"slow_nginx": (f"{base}/slow/v1/chat/completions", fixtures.MODEL_SLOW_NGINX)},
     )
@@ -166,41 +196,39 @@ def gateway_unrunnable(python: str, checkout: Path) -> str | None:
     return None
 
 
-KEYS = 10  # client keys of the rate-limited targets; wrk sends the first one's
-HIGH_LIMITS = "rpm: 1000000000, tpm: 1000000000000000, max_parallel: 1000000"  # never refuses
-
-
-def rate_limits_config(redis_url: str | None) -> str:
-    """Ten client keys (the first one's secret is what wrk and the checks send), each with rpm, tpm and
-    max_parallel; in Redis at `redis_url`, else in the process."""
-    keys = [fixtures.API_KEY] + [f"sk-bench-key-{index:02d}-0123456789abcdef" for index in range(1, KEYS)]
-    lines = ["auth:", "  keys:"]
-    lines += [f'    - {{id: bench-{index}, key: "{key}", {HIGH_LIMITS}}}' for index, key in enumerate(keys)]
-    if redis_url:
-        lines.append(f'store: {{redis_url: "{redis_url}", timeout: 0.05}}')
-    return "\n".join(lines) + "\n"
-
-
-def gateway_config(port: int, ports: Ports, *, rate_limits: bool = False, redis_url: str | None = None) -> str:
-    """The gateway's config; with `rate_limits`, ten keys and every route limited (never refusing),
-    counted in Redis at `redis_url` when one is given."""
-    route_limits = f", {HIGH_LIMITS}" if rate_limits else ""
+def gateway_config(port: int, ports: Ports, *, auth: bool = True, redis_url: str | None = None) -> str:
+    """The gateway's config. Auth on with ten client keys, as a shared deployment runs (issue 20): the
+    bench's own key is one of them. Their limits are set far above any load here, so that they are
+    checked (and counted, in process) on every request and never refuse one. `auth` False: no keys,
+    no limits (`gateway-open`); `redis_url`: the limits counted in that Redis (`gateway-redis`)."""
+    keys = "\n".join(
+        f"    - {{id: bench-{n}, key: {key!r}, rpm: 100000000, tpm: 100000000000, max_parallel: 1000000}}"
+        for n, key in enumerate([fixtures.API_KEY, *(f"sk-bench-client-key-{n:02d}" for n in range(1, 10))])
+    )
+    paced = (
+        f'''  paced:      {{kind: openai, base_url: "http://127.0.0.1:{ports.paced}/v1", api_key: "{fixtures.API_KEY}"}}\n'''
+        if ports.paced
+        else ""
+    )
+    paced_route = f"  - {{model: {fixtures.MODEL_PACED}, provider: paced}}\n" if ports.paced else ""
+    auth_section = f"auth:\n  keys:\n{keys}\n" if auth else "# auth off: no keys, no limits\n"
+    store_section = f'store: {{redis_url: "{redis_url}", timeout: 0.05}}\n' if redis_url else ""
     return f"""\
 # Written by bench/targets.py for one benchmark run.
 server: {{host: 127.0.0.1, port: {port}}}
-limits: {{max_tokens: 4096, timeout: 60, first_token_timeout: 30, idle_timeout: 30{route_limits}}}
+limits: {{max_tokens: 4096, timeout: 60, first_token_timeout: 30, idle_timeout: 30}}
 default_model: bench
-providers:
+{auth_section}{store_section}providers:
   nginx_json: {{kind: openai, base_url: "http://127.0.0.1:{ports.json}/v1", api_key: "{fixtures.API_KEY}"}}
   nginx_sse:  {{kind: openai, base_url: "http://127.0.0.1:{ports.sse}/v1", api_key: "{fixtures.API_KEY}"}}
   nginx_slow: {{kind: openai, base_url: "http://127.0.0.1:{ports.slow}/v1", api_key: "{fixtures.API_KEY}"}}
-  slow:       {{kind: mock, tokens_per_second: 2}}
+{paced}  slow:       {{kind: mock, tokens_per_second: 2}}
 routes:
   - {{model: {fixtures.MODEL_JSON}, provider: nginx_json}}
   - {{model: {fixtures.MODEL_SSE}, provider: nginx_sse}}
   - {{model: {fixtures.MODEL_SLOW}, provider: slow}}
   - {{model: {fixtures.MODEL_SLOW_NGINX}, provider: nginx_slow}}
-""" + (rate_limits_config(redis_url) if rate_limits else "")
+{paced_route}"""
 
 
 def gateway_env() -> dict[str, str]:
@@ -224,11 +252,11 @@ async def start_gateway(
     timeout: float = 60,
     python: str = sys.executable,
     checkout: Path = REPO,
-    rate_limits: bool = False,
+    auth: bool = True,
     redis_url: str | None = None,
 ) -> Target:
     """`python -m gateway` of checkout (this repo by default; the baseline's worktree and venv);
-    `rate_limits` and `redis_url` as gateway_config takes them."""
+    `auth` and `redis_url` as gateway_config takes them."""
     target = Target(name=name)
     why_not = gateway_unrunnable(python, checkout)
     if why_not:
@@ -237,11 +265,12 @@ async def start_gateway(
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
     config = work / f"{name}.yaml"
-    config.write_text(gateway_config(port, ports, rate_limits=rate_limits, redis_url=redis_url))
+    config.write_text(gateway_config(port, ports, auth=auth, redis_url=redis_url))
     argv = [python, "-m", "gateway", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     if workers is not None:
         argv += ["--workers", str(workers)]
     target.json_url = target.sse_url = f"{base}/v1/chat/completions"
+    target.paced_url = target.json_url if ports.paced else ""
     target.health_url = f"{base}/health"
     target.slow_urls = {
         "mock": (target.json_url, fixtures.MODEL_SLOW),
@@ -435,6 +464,8 @@ model_list:
     litellm_params: {{model: "openai/{fixtures.MODEL_JSON}", api_base: "http://127.0.0.1:{ports.json}/v1", api_key: "{fixtures.API_KEY}"}}
   - model_name: {fixtures.MODEL_SSE}
     litellm_params: {{model: "openai/{fixtures.MODEL_SSE}", api_base: "http://127.0.0.1:{ports.sse}/v1", api_key: "{fixtures.API_KEY}"}}
+  - model_name: {fixtures.MODEL_PACED}
+    litellm_params: {{model: "openai/{fixtures.MODEL_PACED}", api_base: "http://127.0.0.1:{ports.paced or ports.sse}/v1", api_key: "{fixtures.API_KEY}"}}
 litellm_settings:
   telemetry: false
 general_settings:
@@ -465,6 +496,7 @@ async def start_litellm(
     )
     env.pop("VIRTUAL_ENV", None)
     target.json_url = target.sse_url = f"{base}/v1/chat/completions"
+    target.paced_url = target.json_url if ports.paced else ""
     target.health_url = f"{base}/health/liveliness"
     target.proc = procs.start(
         "litellm",
@@ -475,3 +507,169 @@ async def start_litellm(
         cwd=str(work),
     )
     return await _wait_ready(target, session, timeout=timeout)
+
+
+# the paced upstream of many slow streams ------------------------------------------------
+
+
+async def start_paced(
+    work: Path, port: int, *, cpus: str, rate: int, chunks: int, session: aiohttp.ClientSession
+) -> Target:
+    """bench/paced.py's upstream; its target "direct" (the control) is its own URL."""
+    base = f"http://127.0.0.1:{port}"
+    target = Target(name="paced-upstream", paced_url=f"{base}/v1/chat/completions", health_url=f"{base}/health")
+    argv = [sys.executable, "-m", "bench.paced", "serve", "--port", str(port), "--rate", str(rate)]
+    argv += ["--chunks", str(chunks)]
+    target.proc = procs.start("paced-upstream", argv, cpus=cpus, log_dir=work, cwd=str(REPO))
+    return await _wait_ready(target, session, timeout=30)
+
+
+# TensorZero -----------------------------------------------------------------------------
+
+
+TENSORZERO_PREFIX = "tensorzero::model_name::"
+
+
+def tensorzero_config(ports: Ports) -> str:
+    models = [(fixtures.MODEL_JSON, ports.json), (fixtures.MODEL_SSE, ports.sse)]
+    if ports.paced:
+        models.append((fixtures.MODEL_PACED, ports.paced))
+    blocks = "".join(
+        f"""
+[models.{name}]
+routing = ["upstream"]
+
+[models.{name}.providers.upstream]
+type = "openai"
+model_name = "{name}"
+api_base = "http://127.0.0.1:{port}/v1/"
+api_key_location = "env::BENCH_UPSTREAM_KEY"
+"""
+        for name, port in models
+    )
+    return f"""\
+# Written by bench/targets.py for one benchmark run.
+[gateway]
+# no usage reports (TENSORZERO_DISABLE_PSEUDONYMOUS_USAGE_ANALYTICS=1 is set too)
+disable_pseudonymous_usage_analytics = true
+{blocks}"""
+
+
+async def start_tensorzero(
+    work: Path, ports: Ports, *, cpus: str, session: aiohttp.ClientSession, timeout: float = 60
+) -> Target:
+    """TensorZero's gateway from its wheel, in a process of its own (bench/tensorzero_gateway.py):
+    it picks its port and prints its URL, which is read back from its log."""
+    target = Target(name="tensorzero")
+    python = TENSORZERO_VENV / "bin/python"
+    if not os.access(python, os.X_OK):
+        target.status = f"skipped: not installed ({TENSORZERO_VENV}; bash bench/tensorzero_setup.sh installs it)"
+        return target
+    config = work / "tensorzero.toml"
+    config.write_text(tensorzero_config(ports))
+    env = dict(
+        os.environ,
+        BENCH_UPSTREAM_KEY=fixtures.API_KEY,
+        TENSORZERO_DISABLE_PSEUDONYMOUS_USAGE_ANALYTICS="1",
+        RUST_LOG="warn",
+    )
+    for var in ("VIRTUAL_ENV", "PYTHONPATH", "TENSORZERO_CLICKHOUSE_URL", "TENSORZERO_POSTGRES_URL"):
+        env.pop(var, None)
+    target.proc = procs.start(
+        "tensorzero", [str(python), str(TENSORZERO_LAUNCHER), str(config)], cpus=cpus, log_dir=work, env=env
+    )
+    proc = target.proc
+
+    async def url_printed() -> bool:
+        return "TENSORZERO_URL " in proc.log_tail(200)
+
+    if not await procs.wait_until(url_printed, timeout=timeout, proc=proc):
+        target.status = f"failed: exited with {proc.popen.returncode}" if not proc.alive() else "failed: no URL"
+        target.notes.append(proc.log_tail())
+        return target
+    base = next(
+        line.split(" ", 1)[1].strip() for line in proc.log_tail(200).splitlines() if line.startswith("TENSORZERO_URL ")
+    )
+    # base is http://127.0.0.1:PORT/openai/v1; the embedded gateway has only the OpenAI routes
+    # and a 404 fallback, no /health: its fallback's 404 is what says it is up.
+    target.json_url = target.sse_url = f"{base}/chat/completions"
+    target.paced_url = target.json_url if ports.paced else ""
+    target.health_url = base.rsplit("/openai/", 1)[0] + "/health"
+    target.health_status = 404
+    target.models = {kind: TENSORZERO_PREFIX + FIXTURE_MODELS[kind] for kind in KINDS}
+    return await _wait_ready(target, session, timeout=timeout)
+
+
+# Portkey ----------------------------------------------------------------------------------
+
+
+def node_binary() -> str | None:
+    from shutil import which
+
+    return which("node")
+
+
+def listening_addresses(pgid: int) -> list[str]:
+    """The addresses the group's processes listen on for TCP, from /proc (what `ss -ltn` shows)."""
+    inodes = set()
+    for pid in procs.group_pids(pgid):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    found = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            if v6:
+                words = [address[i : i + 8] for i in range(0, 32, 8)]
+                raw = b"".join(bytes.fromhex(w)[::-1] for w in words)
+                host = f"[{ipaddress.IPv6Address(raw)}]"
+            else:
+                host = ".".join(str(b) for b in bytes.fromhex(address)[::-1])
+            found.append(f"{host}:{int(port, 16)}")
+    return sorted(set(found))
+
+
+async def start_portkey(
+    work: Path, ports: Ports, *, cpus: str, session: aiohttp.ClientSession, timeout: float = 60
+) -> Target:
+    """Portkey's gateway (node build/start-server.js --port=N --headless), bound to 127.0.0.1 by
+    bench/portkey/loopback.mjs. It has no config: each request names its upstream in headers."""
+    target = Target(name="portkey")
+    script = PORTKEY_DIR / "node_modules/@portkey-ai/gateway/build/start-server.js"
+    node = node_binary()
+    if node is None or not script.is_file():
+        target.status = f"skipped: not installed ({PORTKEY_DIR}; bash bench/portkey_setup.sh installs it)"
+        return target
+    port = procs.free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [node, "--import", PORTKEY_LOOPBACK.as_uri(), str(script), f"--port={port}", "--headless"]
+    env = dict(os.environ, NODE_ENV="production")
+    target.proc = procs.start("portkey", argv, cpus=cpus, log_dir=work, env=env, cwd=str(PORTKEY_DIR))
+    target.json_url = target.sse_url = f"{base}/v1/chat/completions"
+    target.paced_url = target.json_url if ports.paced else ""
+    target.health_url = f"{base}/"
+    upstream_ports = {"json": ports.json, "sse": ports.sse, "paced": ports.paced}
+    target.headers = {
+        kind: {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{port_}/v1"}
+        for kind, port_ in upstream_ports.items()
+        if port_
+    }
+    await _wait_ready(target, session, timeout=timeout)
+    if target.ready:
+        listening = listening_addresses(target.proc.pid)
+        target.notes.append(f"listening on {', '.join(listening) or 'nothing?'}")
+        if any(not a.startswith("127.0.0.1:") for a in listening):
+            target.status = f"failed: listens beyond 127.0.0.1 ({', '.join(listening)})"
+    return target

@@ -13,6 +13,9 @@ any OpenAI client reads them; `code` says precisely what happened.
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
     ├── RateLimited                   429 rate_limit_error / rate_limit_exceeded (a limit of the key or route)
     ├── LimitsUnavailable             503 service_unavailable_error / rate_limits_unavailable
+    ├── QuorumNotReached              502 server_error / quorum_not_reached: too few members answered
+    ├── EmptyAnswer                   502 server_error / empty_answer: a council member answered nothing
+    ├── Outrun                        a council member stopped: another's answer began first (never a client's)
     └── UpstreamError                 something went wrong on the way to or from a provider
         ├── UpstreamUnreachable       502 server_error / upstream_unreachable
         ├── UpstreamProtocolError     502 server_error / upstream_protocol_error
@@ -101,7 +104,7 @@ class PayloadTooLarge(GatewayError):
 
 
 class RateLimited(GatewayError):
-    """Over one of the gateway's own rate limits (policy.limits says which); `headers` carry
+    """Over one of the gateway's own rate limits (policy.rules says which); `headers` carry
     when to retry, so the SDKs' RateLimitError waits that long before trying again."""
 
     status = 429
@@ -115,6 +118,36 @@ class LimitsUnavailable(GatewayError):
     status = 503
     type = "service_unavailable_error"
     code = "rate_limits_unavailable"
+
+
+class QuorumNotReached(GatewayError):
+    """A quorum route's council got fewer usable answers than its `min_answers`; the message
+    names each member that failed and why (their errors, already redacted)."""
+
+    status = 502
+    type = "server_error"
+    code = "quorum_not_reached"
+
+
+class EmptyAnswer(GatewayError):
+    """A council member answered nothing (no text, refusal or tool call): it is left out."""
+
+    status = 502
+    code = "empty_answer"
+
+    def __init__(self) -> None:
+        super().__init__("The answer was empty.")
+
+
+class Outrun(GatewayError):
+    """A member of a `fastest` council whose call was stopped because another member's answer
+    began first; shown in the council's report, never sent as a client's error."""
+
+    status = 499  # the gateway, as the member's client, closed the request
+    code = "outrun"
+
+    def __init__(self, winner: str) -> None:
+        super().__init__(f"The answer of {winner!r} began first; this member's call was stopped.")
 
 
 class UpstreamError(GatewayError):

@@ -147,12 +147,12 @@ async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactor
         env: dict[str, str] | None = None,
         path: Path | None = None,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         seed: int = 0,
     ) -> Gateway:
         """The gateway on `tree`; with `path`, the tree is written there and reloads read that file.
 
-        `clock` drives cooldowns; the choice of weighted targets is seeded with `seed`."""
+        `clock` drives cooldowns and rate limit windows (None: the real clocks); the choice of weighted targets is seeded with `seed`."""
         loader = None
         if path is not None:
             path.write_text(yaml.safe_dump(tree))
@@ -208,6 +208,59 @@ def openai_schemas() -> dict[str, Any]:
 def assert_valid(name: str, value: object) -> None:
     """`value` validates against OpenAI's schema `name` (e.g. CreateChatCompletionResponse)."""
     jsonschema.Draft202012Validator({**openai_schemas(), "$ref": f"#/$defs/{name}"}).validate(value)
+
+
+OPENAI_SPEC = OPENAI_SCHEMAS.parent / "openapi.yaml"
+
+
+@functools.cache
+def openai_spec() -> dict[str, Any]:
+    """`components` of OpenAI's full spec (../shared/openai-openapi/openapi.yaml: the Responses API and
+    embeddings are there, not in chat-schemas.json), with its `nullable: true` made JSON Schema's."""
+    if not OPENAI_SPEC.exists():
+        reason = f"{OPENAI_SPEC} is missing (the shared folder beside this clone)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI must have it")
+        pytest.skip(reason)
+    with OPENAI_SPEC.open("rb") as file:  # bytes: the C loader reads a str several times slower
+        spec = yaml.load(file, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return {"components": nullable(spec["components"])}
+
+
+def nullable(node: Any) -> Any:
+    """OpenAPI 3.0's `nullable: true` (still in a few places of the 3.1 spec) as a null alternative."""
+    if isinstance(node, list):
+        return [nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: nullable(value) for key, value in node.items()}
+    if node.pop("nullable", False):
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
+
+
+def assert_spec_valid(name: str, value: object) -> None:
+    """`value` validates against the schema `name` of OpenAI's full spec (e.g. Response, ResponseStreamEvent)."""
+    schema = {**openai_spec(), "$ref": f"#/components/schemas/{name}"}
+    jsonschema.Draft202012Validator(schema).validate(value)
+
+
+@functools.cache
+def event_schemas() -> dict[str, str]:
+    """The schema of each Responses stream event type (`ResponseStreamEvent`'s members), by type."""
+    schemas = openai_spec()["components"]["schemas"]
+    found = {}
+    for member in schemas["ResponseStreamEvent"]["anyOf"]:
+        name = member["$ref"].rsplit("/", 1)[-1]
+        for kind in schemas[name]["properties"]["type"].get("enum", ()):
+            found[kind] = name
+    return found
+
+
+def assert_event_valid(event: dict[str, Any]) -> None:
+    """A Responses stream event validates against the schema of its `type` (so a failure says why)."""
+    assert event.get("type") in event_schemas(), f"not a Responses stream event: {event.get('type')!r}"
+    assert_spec_valid(event_schemas()[event["type"]], event)
 
 
 def require_tool(name: str, package: str) -> str:

@@ -77,6 +77,13 @@ def test_run_the_repository_config_and_answer_on_the_demo_route_without_a_key() 
             model="demo", messages=[{"role": "user", "content": "hi"}], stream=True, max_tokens=3
         )
         assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices) == "Hello! I"
+        council = client.chat.completions.create(
+            model="demo-council", messages=[{"role": "user", "content": "hi"}], max_tokens=3
+        )
+        assert (
+            council.choices[0].finish_reason == "length" and council.choices[0].message.content == "The council weighed"
+        )
+        assert len(council.model_extra["quorum"]["rounds"]) == 2, "the demo council debates two rounds"
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0

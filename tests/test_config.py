@@ -28,7 +28,8 @@ def problems(tree: dict, env: dict | None = None) -> list[str]:
 def test_the_repository_config_loads_with_no_api_key() -> None:
     config = load_config(str(REPO / "gateway.yaml"), env={})
     assert config.default_model == "demo"
-    assert [route.model for route in config.routes] == ["gpt-4o-mini", "gpt-*", "fast", "demo"]
+    demo_council = ["demo-optimist", "demo-skeptic", "demo-pragmatist", "demo-chair", "demo-council"]
+    assert [route.model for route in config.routes] == ["gpt-4o-mini", "gpt-*", "fast", "demo", *demo_council]
     fast = config.routes[2]
     assert (fast.upstream_model, fast.limits.max_tokens, fast.limits.timeout) == ("gpt-4o-mini", 512, 20)
     assert config.providers["openai"].api_key == ""

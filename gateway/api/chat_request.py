@@ -6,14 +6,13 @@ Everything else in the body is forwarded as it came.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequest
+from .parsing import model_of, positive_int, stream_of
 
 TOKEN_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never in a model name; unsafe in headers and logs
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,16 +26,7 @@ class ChatRequest:
 
 
 def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> ChatRequest:
-    model = body.get("model")
-    if model is None:
-        if not default_model:
-            raise InvalidRequest("You must provide a model parameter.", param="model")
-        model = default_model
-    elif not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
-    elif CONTROL_CHARACTERS.search(model):
-        raise InvalidRequest("'model' must not hold control characters.", param="model")
-
+    model = model_of(body, default_model=default_model)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array of message objects.", param="messages")
@@ -46,25 +36,21 @@ def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> Ch
         if not isinstance(message.get("role"), str) or not message["role"]:
             raise InvalidRequest(f"'messages[{index}].role' must be a string.", param=f"messages[{index}].role")
 
-    stream = body.get("stream")
-    if stream is None:
-        stream = False
-    elif not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be a boolean.", param="stream")
+    stream = stream_of(body)
 
     requested = None
     for name in TOKEN_LIMIT_FIELDS:
         value = body.get(name)
         if value is None:
             continue
-        if not _positive_int(value):
+        if not positive_int(value):
             raise InvalidRequest(f"'{name}' must be a positive integer.", param=name)
         requested = value if requested is None else min(requested, value)
 
     choices = body.get("n")
     if choices is None:
         choices = 1
-    elif not _positive_int(choices):
+    elif not positive_int(choices):
         raise InvalidRequest("'n' must be a positive integer.", param="n")
 
     options = body.get("stream_options")
@@ -80,7 +66,3 @@ def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> Ch
         choices=choices,
         include_usage=include_usage,
     )
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0

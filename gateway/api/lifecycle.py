@@ -5,36 +5,45 @@
       -> settle what the request used, count and log it once
 
 An endpoint brings only what is its own (`Endpoint`): how to parse its body, how many
-tokens it may use, and how to make one attempt against a target. The steps that concern
-every endpoint plug in here, each at one place: who may call (server middleware),
-admission against the rate limits (`run`, after routing, before dispatch: a refused
-request never reaches an upstream), and settling what was used (`run`, at the end,
-whatever the outcome).
+tokens it may use, how to make one attempt against a target, and how to answer from a
+quorum route's council (api.council), which sends each of its calls through its member's
+route the same way (`through_route`). The steps that concern every endpoint plug in here,
+each at one place: who may call (server middleware), admission against the rate limits
+(`run`, after routing, before dispatch: a refused request never reaches an upstream),
+and settling what was used (`run`, at the end, whatever the outcome); a step that
+concerns each upstream call belongs in `through_route`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
 from ..config import ClientKey, Route, ServerConfig
-from ..errors import GatewayError, ModelNotAllowed, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
+from ..errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelNotFound,
+    PayloadTooLarge,
+    UpstreamError,
+    UpstreamStatusError,
+)
 from ..observability.metrics import NO_KEY
 from ..observability.record import RequestRecord, finish, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
 from ..policy import Ticket
-from ..routing.dispatch import Attempt, AttemptsExhausted, dispatch
+from ..routing.dispatch import Attempt, AttemptsExhausted, Served, dispatch
 from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
 from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
-from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE, encode_json
 from ..stream.tokens import PromptTokens
 from ..upstream.base import UpstreamResponse
@@ -43,6 +52,7 @@ from .parsing import parse_body
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
 INTERNAL_ERROR = 500
+T = TypeVar("T")
 
 
 class RoutedRequest(Protocol):
@@ -55,15 +65,44 @@ class RoutedRequest(Protocol):
     def stream(self) -> bool: ...
 
 
+class StreamMeter(Protocol):
+    """What the lifecycle reads of a stream's budget once it has ended (stream.limiter's
+    StreamLimiter, stream.responses_limiter's ResponsesLimiter)."""
+
+    @property
+    def truncated(self) -> bool: ...
+
+    @property
+    def upstream_usage(self) -> dict[str, Any] | None: ...
+
+    @property
+    def delivered(self) -> bool: ...
+
+    async def usage_ready(self) -> None: ...
+
+    def usage(self) -> dict[str, Any]:
+        """The stream's usage in chat completions' names (prompt_tokens, completion_tokens)."""
+        ...
+
+
+def chat_error_event(error: GatewayError) -> bytes:
+    """The last event of a chat completions stream that broke: `data: {"error": {...}}`."""
+    return encode_json(error.body())
+
+
 @dataclass(slots=True)
 class StreamStart:
     """A stream whose answer has begun (`first` holds its first chunk of content, refusal,
-    tool call or finish reason, after any held back): from here on it belongs to the client."""
+    tool call or finish reason, after any held back): from here on it belongs to the client.
+
+    `error_event` encodes the last event that tells the client an error broke the stream off,
+    in the endpoint's own event format."""
 
     upstream: UpstreamResponse
-    limiter: StreamLimiter
+    limiter: StreamMeter
     chunks: AsyncGenerator[bytes, None]
     first: bytes
+    error_event: Callable[[GatewayError], bytes] = chat_error_event
 
     async def aclose(self) -> None:
         """Stop the stages and drop the upstream connection (the upstream stops generating)."""
@@ -83,9 +122,21 @@ class Exchange:
     record: RequestRecord
     clock: Clock
     key: ClientKey | None  # the client's key; None when the gateway asks for none
-    body_bytes: int  # the size of the request's body: its text holds no more characters
+    body_bytes: int | None = None  # the size of the request's body, its text's bound (None: not known)
     headers: dict[str, str] = field(default_factory=dict)  # x-gateway-* of the endpoint, x-ratelimit-*
     prompt_tokens: PromptTokens | None = None  # counted once: for admission, and for usage
+
+
+class NotForQuorumRoutes(InvalidRequest):
+    """An endpoint that a quorum route does not answer (it answers chat completions and debates)."""
+
+    code = "not_for_quorum_routes"
+
+    def __init__(self, route: str, endpoint: str) -> None:
+        super().__init__(
+            f"{route!r} is a quorum route: it answers /v1/chat/completions and /api/v1/debates, not {endpoint}.",
+            param="model",
+        )
 
 
 class Endpoint(Protocol):
@@ -103,6 +154,13 @@ class Endpoint(Protocol):
     async def attempt(self, exchange: Exchange, request: Any, planned: Attempt) -> Reply:
         """One attempt at `planned`'s target: a whole answer, or a stream whose answer has
         begun. Raises UpstreamError when the attempt failed (dispatch decides what next)."""
+        ...
+
+    async def convene(
+        self, request: web.Request, gateway: Gateway, exchange: Exchange, parsed: Any, route: Route
+    ) -> web.StreamResponse:
+        """The answer of a quorum route's council (the route has `quorum`); raises GatewayError
+        for an error to answer with before the response has started."""
         ...
 
 
@@ -225,22 +283,14 @@ async def serve(
     parsed: RoutedRequest,
     route: Route,
 ) -> web.StreamResponse:
-    """Dispatch the attempts, then send the answer whole or relay its stream."""
+    """Dispatch the attempts (or convene a quorum route's council), then send the answer
+    whole or relay its stream."""
     snapshot, record, clock = exchange.snapshot, exchange.record, exchange.clock
-
-    async def attempt(planned: Attempt) -> Reply:
-        record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
-        return await endpoint.attempt(exchange, parsed, planned)
-
+    if route.quorum is not None:
+        return await endpoint.convene(request, gateway, exchange, parsed, route)
     try:
-        served = await dispatch(
-            route,
-            parsed.model,
-            attempt,
-            table=snapshot.table,
-            board=gateway.board,
-            deadline=clock.total_deadline,
-            on_failure=lambda _, exc: record_upstream_error(gateway.metrics, record, exc),
+        served = await through_route(
+            gateway, exchange, route, parsed.model, lambda planned: endpoint.attempt(exchange, parsed, planned)
         )
     finally:
         record.timing(clock)
@@ -264,6 +314,35 @@ async def serve(
         if stream.limiter.upstream_usage or stream.limiter.delivered:
             await stream.limiter.usage_ready()
             record.usage(stream.limiter.usage())
+
+
+def through_route(
+    gateway: Gateway,
+    exchange: Exchange,
+    route: Route,
+    requested_model: str,
+    run: Callable[[Attempt], Awaitable[T]],
+) -> Awaitable[Served[T]]:
+    """Send a request through `route`: its weighted targets, retries, fallbacks and cooldowns
+    (routing.dispatch), each attempt's target noted on the exchange's record and each failure
+    counted. The one way to a route's upstreams, for a client's request and for each call of
+    a council alike. Returns dispatch's coroutine (one coroutine less on every request's path):
+    awaiting it raises AttemptsExhausted, or what `run` raises that is not an UpstreamError."""
+    record = exchange.record
+
+    def attempt(planned: Attempt) -> Awaitable[T]:
+        record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        return run(planned)
+
+    return dispatch(
+        route,
+        requested_model,
+        attempt,
+        table=exchange.snapshot.table,
+        board=gateway.board,
+        deadline=exchange.clock.total_deadline,
+        on_failure=lambda _, exc: record_upstream_error(gateway.metrics, record, exc),
+    )
 
 
 async def relay(
@@ -293,7 +372,7 @@ async def relay(
             record.fail(exc)
             if isinstance(exc, UpstreamError):
                 record_upstream_error(gateway.metrics, record, exc)
-            data = encode_json(exc.body())
+            data = stream.error_event(exc)
         await write_bounded(request, response, data or b"", send_timeout, last=True)
     except (ConnectionResetError, TimeoutError):  # the client went away, or stopped reading
         record.disconnected = True

@@ -19,7 +19,7 @@ from ..server.keys import CLIENT_KEY, GATEWAY
 async def list_models(request: web.Request) -> web.Response:
     """`{"object": "list", "data": [model, ...]}`: the routes the client's key may use."""
     snapshot = request.app[GATEWAY].state
-    data = [model_object(snapshot, route.model, route.provider) for route in visible_routes(request, snapshot)]
+    data = [model_object(snapshot, route) for route in visible_routes(request, snapshot)]
     return web.json_response({"object": "list", "data": data}, dumps=dumps)
 
 
@@ -29,7 +29,7 @@ async def get_model(request: web.Request) -> web.Response:
     model = request.match_info["model"]
     for route in visible_routes(request, snapshot):
         if route.model == model:
-            return web.json_response(model_object(snapshot, route.model, route.provider), dumps=dumps)
+            return web.json_response(model_object(snapshot, route), dumps=dumps)
     raise ModelNotFound(model)
 
 
@@ -40,6 +40,11 @@ def visible_routes(request: web.Request, snapshot: Snapshot) -> list[Route]:
     return routes if key is None else [route for route in routes if key.allows(route.model)]
 
 
-def model_object(snapshot: Snapshot, model: str, provider: str) -> dict[str, Any]:
-    """OpenAI's `Model`: created is when the config was loaded (seconds since the epoch)."""
-    return {"id": model, "object": "model", "created": snapshot.loaded_at, "owned_by": provider}
+def model_object(snapshot: Snapshot, route: Route) -> dict[str, Any]:
+    """OpenAI's `Model`: created is when the config was loaded (seconds since the epoch). A quorum
+    route's also says how its council sits, `quorum: {"strategy", "members"}` (the playground
+    shows a debate from it); SDKs ignore a field they do not know."""
+    model = {"id": route.model, "object": "model", "created": snapshot.loaded_at, "owned_by": route.provider}
+    if route.quorum is not None:
+        model["quorum"] = {"strategy": route.quorum.strategy, "members": list(route.quorum.members)}
+    return model

@@ -1,13 +1,16 @@
-"""A request body as the gateway first reads it: a JSON object, or a 400 that says what is wrong."""
+"""A request body as the gateway first reads it: a JSON object, or a 400 that says what is wrong;
+and the fields every model endpoint reads the same way (model, stream)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from ..errors import InvalidRequest
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never in a model name; unsafe in headers and logs
 MAX_DEPTH = 254  # arrays and objects inside each other; orjson encodes no deeper for the upstream
 TOO_DEEP = f"The request body is nested more than {MAX_DEPTH} levels deep."
 
@@ -31,3 +34,31 @@ def parse_body(payload: bytes) -> dict[str, Any]:
         except orjson.JSONEncodeError:
             raise InvalidRequest(TOO_DEEP) from None
     return body
+
+
+def model_of(body: dict[str, Any], *, default_model: str | None) -> str:
+    """The `model` to route (the config's default_model when absent); raises InvalidRequest."""
+    model = body.get("model")
+    if model is None:
+        if not default_model:
+            raise InvalidRequest("You must provide a model parameter.", param="model")
+        return default_model
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    if CONTROL_CHARACTERS.search(model):
+        raise InvalidRequest("'model' must not hold control characters.", param="model")
+    return model
+
+
+def stream_of(body: dict[str, Any]) -> bool:
+    """`stream`: a boolean, false when absent or null; raises InvalidRequest."""
+    stream = body.get("stream")
+    if stream is None:
+        return False
+    if not isinstance(stream, bool):
+        raise InvalidRequest("'stream' must be a boolean.", param="stream")
+    return stream
+
+
+def positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

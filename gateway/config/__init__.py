@@ -2,6 +2,7 @@
 
 load.py      where the file is found, ${VAR} and environment overrides, then the checks
 checks.py    key-by-key validation of the raw YAML tree, one problem per bad key
+auth.py      the `auth:` section;  quorum.py  a quorum route's `quorum:` and its members
 model.py     the typed, frozen values the rest of the gateway works with
 describe.py  the resolved table as `gateway --check` prints it
 """
@@ -11,6 +12,8 @@ from .model import (
     ANTHROPIC_VERSION,
     LIMIT_KEYS,
     PROVIDER_KINDS,
+    QUORUM_PROVIDER,
+    QUORUM_STRATEGIES,
     RATE_LIMIT_KEYS,
     AuthConfig,
     ClientKey,
@@ -19,6 +22,7 @@ from .model import (
     GatewayConfig,
     Limits,
     ProviderConfig,
+    Quorum,
     Route,
     ServerConfig,
     StoreConfig,
@@ -31,6 +35,8 @@ __all__ = [
     "ENV_OVERRIDES",
     "LIMIT_KEYS",
     "PROVIDER_KINDS",
+    "QUORUM_PROVIDER",
+    "QUORUM_STRATEGIES",
     "RATE_LIMIT_KEYS",
     "AuthConfig",
     "ClientKey",
@@ -39,6 +45,7 @@ __all__ = [
     "GatewayConfig",
     "Limits",
     "ProviderConfig",
+    "Quorum",
     "Route",
     "ServerConfig",
     "StoreConfig",

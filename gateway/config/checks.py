@@ -17,7 +17,9 @@ from .model import (
     DEFAULT_BASE_URLS,
     LIMIT_KEYS,
     MAX_TOKENS_FIELDS,
+    OPENAI_API_HOST,
     PROVIDER_KINDS,
+    RESPONSES_API_KINDS,
     Cooldown,
     GatewayConfig,
     Limits,
@@ -27,6 +29,7 @@ from .model import (
     Target,
     UpstreamConfig,
 )
+from .quorum import check_councils, check_quorum_route
 from .secrets import mask_url, short_secrets
 from .store import check_store
 
@@ -315,6 +318,7 @@ class ConfigChecker:
             "max_tokens_field",
             "stream_usage",
             "tokens_per_second",
+            "reply",
             "anthropic_version",
             "api_version",
             "deployment",
@@ -322,6 +326,7 @@ class ConfigChecker:
             "client_cert",
             "client_key",
             "verify",
+            "responses_api",
         )
         node = self.mapping(node, path, allowed)
         kind = self.string(node, "kind", path, required=True)
@@ -361,6 +366,11 @@ class ConfigChecker:
                 f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}"
             )
             rate = 0
+        reply = self.string(node, "reply", path)
+        if "reply" in node and kind != "mock":
+            self.problem(f"{path}.reply", "only a mock provider has a canned reply")
+        elif "reply" in node and not reply.strip():
+            self.problem(f"{path}.reply", "must be a text to answer with")
         provider = ProviderConfig(
             name=name,
             kind=kind,
@@ -370,9 +380,11 @@ class ConfigChecker:
             max_tokens_field=max_tokens_field,
             stream_usage=stream_usage,
             tokens_per_second=float(rate),
+            reply=reply,
             anthropic_version=self.string(node, "anthropic_version", path, ANTHROPIC_VERSION),
             api_version=self.string(node, "api_version", path),
             deployment=self.string(node, "deployment", path),
+            responses_api=self.responses_api(node, path, kind, base_url),
             **self.tls(node, path),
         )
         for key, length in short_secrets(provider):
@@ -383,14 +395,41 @@ class ConfigChecker:
             )
         return provider
 
+    def responses_api(self, node: dict[str, Any], path: str, kind: str, base_url: str) -> bool:
+        """Whether the provider's upstream serves the Responses API itself: as set, else on for
+        OpenAI's own API (api.openai.com); only openai and azure upstreams can."""
+        default = kind == "openai" and urlsplit(base_url).hostname == OPENAI_API_HOST
+        if "responses_api" not in node:
+            return default
+        value = self.boolean(node, "responses_api", path, default)
+        if value and kind not in RESPONSES_API_KINDS:
+            self.problem(
+                f"{path}.responses_api",
+                f"only {' and '.join(RESPONSES_API_KINDS)} providers can serve the Responses API; "
+                f"a {kind} provider's /v1/responses requests are translated into its own protocol",
+            )
+            return False
+        return value
+
     def routes(self, node: Any, providers: Mapping[str, ProviderConfig], limits: Limits) -> tuple[Route, ...]:
         if node is None:
             return ()
         if not isinstance(node, list):
             self.problem("routes", f"must be a list of routes, got {_kind(node)}")
             return ()
-        allowed = ("model", "provider", "upstream_model", "targets", "fallbacks", "retries", "cooldown", *LIMIT_KEYS)
+        allowed = (
+            "model",
+            "provider",
+            "upstream_model",
+            "targets",
+            "fallbacks",
+            "retries",
+            "cooldown",
+            "quorum",
+            *LIMIT_KEYS,
+        )
         routes: list[Route] = []
+        paths: list[str] = []
         seen: dict[str, int] = {}
         for index, body in enumerate(node):
             path = f"routes[{index}]"
@@ -401,6 +440,11 @@ class ConfigChecker:
             if model in seen:
                 self.problem(f"{path}.model", f"{model!r} is already routed by routes[{seen[model]}]")
             seen.setdefault(model, index)
+            paths.append(path)
+            if "quorum" in body:
+                quorum = check_quorum_route(self, body, path)
+                routes.append(Route(model=model, targets=(), limits=self.limits(body, path, limits), quorum=quorum))
+                continue
             targets = self.targets(body, path, providers)
             routes.append(
                 Route(
@@ -413,6 +457,7 @@ class ConfigChecker:
                 )
             )
         self.check_fallbacks(routes)
+        check_councils(self, routes, paths)
         return tuple(routes)
 
     def targets(self, body: dict[str, Any], path: str, providers: Mapping[str, ProviderConfig]) -> tuple[Target, ...]:

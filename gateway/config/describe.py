@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .model import GatewayConfig, Limits
+from .model import GatewayConfig, Limits, Quorum
 from .secrets import mask_url
 
 
@@ -21,10 +21,15 @@ def describe(config: GatewayConfig) -> str:
     for provider in config.providers.values():
         where = f" {mask_url(provider.base_url)}" if provider.base_url else ""
         key = " (api key set)" if provider.api_key else ""
-        lines.append(f"  {provider.name}: {provider.kind}{where}{key}")
+        responses = " (serves the Responses API)" if provider.responses_api else ""
+        lines.append(f"  {provider.name}: {provider.kind}{where}{key}{responses}")
     lines.append("routes (exact names first, then globs in file order):")
     ordered = [r for r in config.routes if not r.is_glob] + [r for r in config.routes if r.is_glob]
     for route in ordered:
+        if route.quorum is not None:
+            own = f"max_tokens={route.limits.max_tokens} timeout={route.limits.timeout:g}s"  # the rest are per call
+            lines.append(f"  {route.model} -> {describe_quorum(route.quorum)}; {own}")
+            continue
         targets = ", ".join(
             f"{t.provider} model {t.model or '(as requested)'}"
             + (f" weight {t.weight:g}" if len(route.targets) > 1 else "")
@@ -35,6 +40,21 @@ def describe(config: GatewayConfig) -> str:
             extras += f"; fallbacks {', '.join(route.fallbacks)}"
         lines.append(f"  {route.model} -> {targets}; {format_limits(route.limits)}{extras}")
     return "\n".join(lines)
+
+
+def describe_quorum(quorum: Quorum) -> str:
+    """`quorum debate of gpt, claude; judge claude; rounds 2; min_answers 1`: what the council does."""
+    text = f"quorum {quorum.strategy} of {', '.join(quorum.members)}"
+    if quorum.judge:
+        text += f"; judge {quorum.judge}"
+    if quorum.strategy == "debate":
+        text += f"; rounds {quorum.rounds}"
+    if quorum.strategy == "fastest":
+        text += f"; hedge_after {quorum.hedge_after:g}s"
+    text += f"; min_answers {quorum.min_answers}"
+    if quorum.prompts:
+        text += f"; own prompts: {', '.join(quorum.prompts)}"
+    return text
 
 
 def format_limits(limits: Limits) -> str:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 PROVIDER_KINDS = ("openai", "anthropic", "azure", "mock")
 DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
+OPENAI_API_HOST = "api.openai.com"  # a provider there serves the Responses API itself (responses_api defaults on)
+RESPONSES_API_KINDS = ("openai", "azure")  # the kinds whose upstream may serve the Responses API
 ANTHROPIC_VERSION = "2023-06-01"
 LIMIT_KEYS = (
     "max_tokens",
@@ -24,6 +26,9 @@ LIMIT_KEYS = (
 RATE_LIMIT_KEYS = ("rpm", "tpm", "max_parallel")
 ON_STORE_ERROR = ("allow", "deny")
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+QUORUM_STRATEGIES = ("fastest", "vote", "synthesize", "debate")
+QUORUM_PROMPTS = ("judge", "debate", "tie_break")  # the templates gateway.yaml may override
+QUORUM_PROVIDER = "quorum"  # what a quorum route's own requests are counted and listed under, for want of a provider
 
 
 class ConfigError(Exception):
@@ -103,6 +108,7 @@ class ProviderConfig:
     max_tokens_field: str = "max_tokens"
     stream_usage: bool = True
     tokens_per_second: float = 0.0
+    reply: str = ""  # mock: the canned answer; empty: the mock's own
     anthropic_version: str = ANTHROPIC_VERSION
     api_version: str = ""  # azure
     deployment: str = ""  # azure
@@ -110,6 +116,10 @@ class ProviderConfig:
     client_cert: str = ""  # a PEM certificate (chain) for mutual TLS, with client_key
     client_key: str = field(default="", repr=False)  # its private key's PEM file
     verify: bool = True  # false: TLS without verifying the upstream (warned about at load)
+    # openai and azure: the upstream serves OpenAI's Responses API (`POST {base_url}/responses`), so
+    # /v1/responses is forwarded to it rather than translated into chat completions; resolved at load
+    # (default: on when base_url is OpenAI's own API, else off)
+    responses_api: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +140,30 @@ class Cooldown:
 
 
 @dataclass(frozen=True, slots=True)
+class Quorum:
+    """A council of other routes (`quorum:` on a route, instead of `provider:` or `targets:`).
+
+    Which keys each strategy takes is checked at load (config.quorum).
+    """
+
+    members: tuple[str, ...]  # exact names of other routes, none a quorum route; in this order (hedging, ties)
+    strategy: str  # one of QUORUM_STRATEGIES
+    judge: str | None = None  # the route that writes the final answer (synthesize, debate) or breaks a vote's tie
+    rounds: int = 2  # debate: the most rounds; each member answers once a round
+    hedge_after: float = 0.0  # fastest: seconds before the next member is asked; 0: all at once
+    min_answers: int = 1  # fewer usable answers than this (in any round): the request fails with 502
+    prompts: Mapping[str, str] = field(default_factory=dict)  # of QUORUM_PROMPTS: templates replacing the defaults
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     model: str
-    targets: tuple[Target, ...]
+    targets: tuple[Target, ...]  # empty for a quorum route
     limits: Limits
     fallbacks: tuple[str, ...] = ()
     retries: int = 0  # further attempts after the first, across targets
     cooldown: Cooldown = Cooldown()
+    quorum: Quorum | None = None  # a council of other routes: then it has no targets of its own
 
     @property
     def is_glob(self) -> bool:
@@ -144,12 +171,12 @@ class Route:
 
     @property
     def provider(self) -> str:
-        """The provider of the first target (the only one of a simple route)."""
-        return self.targets[0].provider
+        """The provider of the first target (the only one of a simple route); QUORUM_PROVIDER for a quorum route."""
+        return self.targets[0].provider if self.targets else QUORUM_PROVIDER
 
     @property
     def upstream_model(self) -> str | None:
-        return self.targets[0].model
+        return self.targets[0].model if self.targets else None
 
 
 @dataclass(frozen=True, slots=True)

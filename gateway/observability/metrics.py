@@ -33,6 +33,8 @@ UNKNOWN_KEY = "unknown"  # the `key` label of a request refused for a missing or
 # Time to first token: 50 ms to 30 s. Whole requests: up to ten minutes of streaming.
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
+ROUND_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)  # debate rounds used
+COUNCIL_OUTCOMES = ("ok", "too_few_answers", "judge_failed", "timeout", "broken", "client_gone", "error")
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -125,6 +127,26 @@ class Metrics:
             "Times the rate limits' store did not answer, by step (admit, settle) and reason "
             "(timeout, unreachable, error, full).",
             ["step", "reason"],
+            registry=r,
+        )
+        self.council_requests = Counter(
+            "gateway_council_requests_total",
+            "Finished requests to quorum routes, by strategy and outcome (ok, too_few_answers, judge_failed, "
+            "timeout, broken: failed after its answer began, client_gone, error).",
+            ["route", "strategy", "outcome"],
+            registry=r,
+        )
+        self.council_rounds = Histogram(
+            "gateway_council_rounds",
+            "Rounds a council used before its answer (debate: fewer than `rounds` when the members agreed).",
+            ["route", "strategy"],
+            buckets=ROUND_BUCKETS,
+            registry=r,
+        )
+        self.council_agreement = Counter(
+            "gateway_council_agreement_total",
+            "Councils whose members' last answers were all the same (agreed=true) or not; vote, synthesize and debate.",
+            ["route", "strategy", "agreed"],
             registry=r,
         )
         self.build_info = Gauge(

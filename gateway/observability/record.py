@@ -1,4 +1,9 @@
-"""What one chat completion request did: filled in as it goes, then counted and logged once."""
+"""What one chat completion request did: filled in as it goes, then counted and logged once.
+
+A quorum route's request makes several upstream calls (each member in each round, the
+judge): each has a record of its own, counted under its route like any request but not
+logged, and listed in the request's record (`calls`), where the ledger finds one row each.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ class RequestRecord:
     error: str | None = None  # the error kind: an OpenAI error code or type
     disconnected: bool = False
     routed: bool = False  # counted in the in-flight gauge
+    # a quorum route's request: its upstream calls, in the order they ended; None: the one call is this record's own
+    calls: list[CallRecord] | None = None
 
     def timing(self, clock: Any) -> None:
         self.first_token_at = clock.first_token_at
@@ -67,6 +74,22 @@ class RequestRecord:
             self.completion_tokens = completion if isinstance(completion, int) else None
 
 
+@dataclass(slots=True)
+class CallRecord:
+    """One upstream call of a quorum route's request: who was asked, when, and what it used.
+
+    `record` is the call's own, under the member's route: its provider, upstream_model,
+    status, error and prompt and completion tokens (None: no usage known, as for a call
+    that failed or was cancelled before its answer began); its request_id and key are
+    the client request's.
+    """
+
+    member: str  # the route called
+    role: str  # "member" or "judge"
+    round: int  # the debate round it answered in (1, 2, ...); the judge's: the last round's
+    record: RequestRecord
+
+
 def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: UpstreamError) -> None:
     metrics.upstream_errors.labels(record.provider, exc.reason).inc()
     if isinstance(exc, UpstreamTimeout):
@@ -75,6 +98,14 @@ def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: Upstream
 
 def finish(metrics: Metrics, access_log: AccessLog, record: RequestRecord, finished: float) -> None:
     """Count the request in every metric it belongs to, and write its one log line."""
+    ttft = count(metrics, record, finished)
+    if access_log.enabled:
+        access_log.write(log_fields(record, finished - record.started, ttft))
+
+
+def count(metrics: Metrics, record: RequestRecord, finished: float) -> float | None:
+    """Count the request (or one call of a council) in every metric it belongs to; returns
+    its time to first token in seconds, if it had one."""
     series = metrics.series(record.route, record.provider, "true" if record.stream else "false", record.key)
     duration = finished - record.started
     series.requests(record.status, record.outcome).inc()
@@ -86,18 +117,18 @@ def finish(metrics: Metrics, access_log: AccessLog, record: RequestRecord, finis
     if record.upstream_sent_at is not None and record.upstream_done_at is not None:
         overhead = (record.upstream_sent_at - record.started) + (finished - record.upstream_done_at)
         series.overhead.observe(max(overhead, 0.0))
-    if record.prompt_tokens:
-        series.prompt_tokens.inc(record.prompt_tokens)
-    if record.completion_tokens:
-        series.completion_tokens.inc(record.completion_tokens)
+    if record.calls is None:  # a council's tokens are counted by each of its calls, under their routes
+        if record.prompt_tokens:
+            series.prompt_tokens.inc(record.prompt_tokens)
+        if record.completion_tokens:
+            series.completion_tokens.inc(record.completion_tokens)
     if record.truncated:
         series.truncations.inc()
     if record.disconnected:
         series.disconnects.inc()
     if record.routed:
         metrics.inflight_of(record.route).dec()
-    if access_log.enabled:
-        access_log.write(log_fields(record, duration, ttft))
+    return ttft
 
 
 def log_other(access_log: AccessLog, record: RequestRecord, finished: float) -> None:
@@ -109,7 +140,7 @@ def log_other(access_log: AccessLog, record: RequestRecord, finished: float) -> 
 
 
 def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> dict[str, Any]:
-    return {
+    fields: dict[str, Any] = {
         "request_id": record.request_id,
         "method": record.method,
         "path": record.path,
@@ -127,4 +158,24 @@ def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> di
         "error": record.error,
         "outcome": record.outcome,
         "client": record.client,
+    }
+    if record.calls is not None:  # a council's: its upstream calls, one object each
+        fields["calls"] = [call_fields(call) for call in record.calls]
+    return fields
+
+
+def call_fields(call: CallRecord) -> dict[str, Any]:
+    """One upstream call of a council, as its request's log line lists it."""
+    record = call.record
+    return {
+        "member": call.member,
+        "role": call.role,
+        "round": call.round,
+        "provider": record.provider,
+        "upstream_model": record.upstream_model,
+        "status": record.status,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "error": record.error,
+        "outcome": record.outcome,
     }

@@ -22,7 +22,7 @@ from ..errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, 
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
 from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter
-from ..upstream.base import Transport, UpstreamResponse
+from ..upstream.base import Transport, UpstreamRequest, UpstreamResponse
 from .clock import Clock
 
 ERROR_BODY_BYTES = 64 * 1024  # of an error status's body: its message is all the gateway keeps
@@ -31,9 +31,13 @@ RETRY_HINT_CHARS = 64  # a longer retry-after or retry-after-ms is no hint, and 
 
 
 def send(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> Awaitable[UpstreamResponse]:
-    """Build the request and start sending it: the caller awaits the transport itself
+    """Build the chat request and start sending it: the caller awaits the transport itself
     (one coroutine less on every request's path) and bounds the wait."""
-    request = provider.build_request(call)
+    return send_request(transport, provider.build_request(call), clock)
+
+
+def send_request(transport: Transport, request: UpstreamRequest, clock: Clock) -> Awaitable[UpstreamResponse]:
+    """Start sending a request the adapter built (chat, embeddings, responses)."""
     clock.upstream_sent_at = time.perf_counter()
     return transport.send(request, connect_timeout=clock.limits.connect_timeout)
 
@@ -88,11 +92,19 @@ async def json_instead_of_stream(provider: Provider, response: UpstreamResponse)
 
 
 async def open_stream(provider: Provider, transport: Transport, call: UpstreamCall, clock: Clock) -> UpstreamResponse:
-    """Send a streaming request, bounded by the first-chunk and total deadlines."""
+    """Send a streaming chat request, bounded by the first-chunk and total deadlines."""
+    return await open_request_stream(provider, transport, provider.build_request(call), clock)
+
+
+async def open_request_stream(
+    provider: Provider, transport: Transport, request: UpstreamRequest, clock: Clock
+) -> UpstreamResponse:
+    """Send a streaming request the adapter built, bounded by the first-chunk and total deadlines;
+    raises the provider's mapped error for a failed status, and for JSON instead of events."""
     deadline, kind = clock.next_deadline(streaming=True)
     try:
         async with asyncio.timeout_at(deadline):
-            response = await send(provider, transport, call, clock)
+            response = await send_request(transport, request, clock)
             if failed(response):
                 raise await status_error(provider, response)
             if is_json(response):
@@ -104,9 +116,19 @@ async def open_stream(provider: Provider, transport: Transport, call: UpstreamCa
 
 @dataclass(frozen=True, slots=True)
 class Completed:
-    body: bytes  # the chat.completion to send, encoded
-    usage: Any
+    body: bytes  # the answer to send, encoded (JSON)
+    usage: Any  # its usage in chat completions' names (prompt_tokens, completion_tokens), for the record
     truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LimitedCompletion:
+    """A chat.completion as the upstream answered it, cut to the budget (in place)."""
+
+    completion: dict[str, Any]
+    payload: bytes  # the upstream's bytes, true to `completion` unless `changed`
+    truncated: bool  # something was cut
+    changed: bool  # the completion differs from the payload (cut, or usage made true)
 
 
 async def complete(
@@ -119,18 +141,24 @@ async def complete(
     prompt_tokens: Callable[[], int],
 ) -> Completed:
     """A whole chat.completion, cut to the budget, bounded by the total deadline."""
-    try:
-        async with asyncio.timeout_at(clock.total_deadline):
-            response = await send(provider, transport, call, clock)
-            if failed(response):
-                raise await status_error(provider, response)
-            try:
-                payload = await response.read(clock.limits.max_response_bytes)
-            finally:
-                response.release()
-    except TimeoutError:
-        raise clock.timeout("total") from None
-    clock.upstream_done_at = time.perf_counter()
+    limited = await complete_limited(provider, transport, call, clock, counter=counter, prompt_tokens=prompt_tokens)
+    completion = limited.completion
+    body = limited.payload if provider.native_responses and not limited.changed else orjson.dumps(completion)
+    return Completed(body=body, usage=completion.get("usage"), truncated=limited.truncated)
+
+
+async def complete_limited(
+    provider: Provider,
+    transport: Transport,
+    call: UpstreamCall,
+    clock: Clock,
+    *,
+    counter: TokenCounter,
+    prompt_tokens: Callable[[], int],
+) -> LimitedCompletion:
+    """A whole chat.completion, translated from the upstream's protocol and cut to the budget;
+    bounded by the total deadline."""
+    payload = await fetch(provider, transport, provider.build_request(call), clock)
     completion = provider.translate_response(payload)
     limit = functools.partial(
         limit_completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens
@@ -141,8 +169,26 @@ async def complete(
         truncated, changed = await asyncio.to_thread(limit, completion)
     else:
         truncated, changed = limit(completion)
-    body = payload if provider.native_responses and not changed else orjson.dumps(completion)
-    return Completed(body=body, usage=completion.get("usage"), truncated=truncated)
+    return LimitedCompletion(completion, payload, truncated, changed)
+
+
+async def fetch(provider: Provider, transport: Transport, request: UpstreamRequest, clock: Clock) -> bytes:
+    """The whole answer to a request that is not streamed, at most `limits.max_response_bytes`,
+    bounded by the total deadline; raises the provider's mapped error for a failed status,
+    UpstreamTimeout("total") and UpstreamTooLarge."""
+    try:
+        async with asyncio.timeout_at(clock.total_deadline):
+            response = await send_request(transport, request, clock)
+            if failed(response):
+                raise await status_error(provider, response)
+            try:
+                payload = await response.read(clock.limits.max_response_bytes)
+            finally:
+                response.release()
+    except TimeoutError:
+        raise clock.timeout("total") from None
+    clock.upstream_done_at = time.perf_counter()
+    return payload
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

@@ -85,6 +85,25 @@ class AnthropicProvider:
             url=self._url, body=orjson.dumps(messages_body(call)), headers=headers, stream=call.stream
         )
 
+    def embeddings_request(self, call: UpstreamCall) -> UpstreamRequest:
+        raise InvalidRequest(
+            f"The model {call.model!r} is served by Anthropic (provider {self.config.name!r}), which has no "
+            "embeddings API: route embedding models to an openai, azure or mock provider.",
+            param="model",
+        )
+
+    def translate_embeddings(self, payload: bytes) -> dict[str, Any]:
+        raise UpstreamProtocolError("Anthropic has no embeddings API.")  # never asked: embeddings_request refuses
+
+    def responses_request(self, call: UpstreamCall) -> UpstreamRequest:
+        raise InvalidRequest(f"The provider {self.config.name!r} (Anthropic) does not serve the Responses API.")
+
+    def translate_responses(self, payload: bytes) -> dict[str, Any]:
+        raise UpstreamProtocolError("Anthropic does not serve the Responses API.")  # never asked
+
+    def responses_events(self) -> AnthropicStreamTranslator:
+        raise UpstreamProtocolError("Anthropic does not serve the Responses API.")  # never asked
+
     def translate_response(self, payload: bytes) -> dict[str, Any]:
         message = parse_json(payload, "response")
         if isinstance(message, dict) and message.get("type") != "message" and message.get("error"):

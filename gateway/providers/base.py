@@ -2,7 +2,9 @@
 
 An adapter is pure translation between OpenAI's chat completions API and one
 upstream's protocol; it does no I/O. The pipeline sends what it builds through
-the transport the runtime chose for its provider.
+the transport the runtime chose for its provider. Besides chat completions, an
+adapter builds the upstream's embeddings request and, where the upstream serves
+it (`responses_api`), its Responses API request.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ def provider_headers(defaults: Mapping[str, str], configured: Mapping[str, str])
 class UpstreamCall:
     """What the gateway asks of an upstream for one client request."""
 
-    body: dict[str, Any]  # the client's request, as it came
+    body: dict[str, Any]  # the client's request, as it came (or translated, for /v1/responses)
     model: str  # the model name to send upstream
-    max_tokens: int  # the effective limit
+    max_tokens: int  # the effective limit on completion tokens; 0 where none is generated (embeddings)
     stream: bool
     request_id: str
     target: Target | None = None  # the route's target being tried (deployment, api_version)
@@ -57,9 +59,38 @@ class Provider(Protocol):
     config: ProviderConfig
     native_responses: bool  # its non-streaming responses are OpenAI chat completions as they are
 
-    def build_request(self, call: UpstreamCall) -> UpstreamRequest: ...
+    def build_request(self, call: UpstreamCall) -> UpstreamRequest:
+        """The chat completions request (or the upstream's own protocol's) for `call`."""
+        ...
+
+    def embeddings_request(self, call: UpstreamCall) -> UpstreamRequest:
+        """The client's embeddings request (OpenAI's `CreateEmbeddingRequest`) for the upstream's
+        embeddings endpoint, with the upstream model name; raises InvalidRequest (400) when the
+        upstream has no embeddings API."""
+        ...
+
+    def responses_request(self, call: UpstreamCall) -> UpstreamRequest:
+        """The client's Responses API request (OpenAI's `CreateResponse`), forwarded to an upstream
+        that serves it (`config.responses_api`), with the upstream model name and
+        `max_output_tokens` the effective limit; raises InvalidRequest where none does."""
+        ...
 
     def translate_response(self, payload: bytes) -> dict[str, Any]: ...
+
+    def translate_responses(self, payload: bytes) -> dict[str, Any]:
+        """An upstream's Response (served by the Responses API itself), parsed and checked;
+        raises UpstreamProtocolError, or the upstream's error when that is all it holds."""
+        ...
+
+    def responses_events(self) -> StreamTranslator:
+        """The parser of an upstream's Responses API events: each event's JSON as it came; an
+        error event (`error`, `response.failed`) raised as the gateway's error, redacted."""
+        ...
+
+    def translate_embeddings(self, payload: bytes) -> dict[str, Any]:
+        """The upstream's embeddings answer, parsed and checked (`CreateEmbeddingResponse`);
+        raises UpstreamProtocolError, or the upstream's error when that is all it holds."""
+        ...
 
     def stream_translator(self) -> StreamTranslator: ...
 

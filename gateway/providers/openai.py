@@ -8,7 +8,7 @@ import orjson
 
 from ..config import ProviderConfig
 from ..config.secrets import Redactor
-from ..errors import UpstreamError, UpstreamProtocolError
+from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
 from .base import (
@@ -19,7 +19,7 @@ from .base import (
     provider_headers,
     upstream_error,
 )
-from .shapes import check_chunk, check_completion
+from .shapes import check_chunk, check_completion, check_embeddings
 
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
@@ -39,8 +39,32 @@ class OpenAIProvider:
     def auth_headers(config: ProviderConfig) -> dict[str, str]:
         return {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
 
-    def url_for(self, call: UpstreamCall) -> str:
-        return self._url
+    def url_for(self, call: UpstreamCall, endpoint: str = "chat/completions") -> str:
+        """`{base_url}/{endpoint}`: chat/completions, embeddings or responses."""
+        return self._url if endpoint == "chat/completions" else f"{self.config.base_url}/{endpoint}"
+
+    def responses_url(self, call: UpstreamCall) -> str:
+        return self.url_for(call, "responses")
+
+    def headers_for(self, call: UpstreamCall) -> dict[str, str]:
+        headers = {**self._headers, "x-request-id": call.request_id}
+        if call.stream:
+            headers["Accept"] = "text/event-stream"
+        return headers
+
+    def embeddings_request(self, call: UpstreamCall) -> UpstreamRequest:
+        body = {**call.body, "model": call.model}
+        return UpstreamRequest(
+            url=self.url_for(call, "embeddings"), body=orjson.dumps(body), headers=self.headers_for(call)
+        )
+
+    def responses_request(self, call: UpstreamCall) -> UpstreamRequest:
+        if not self.config.responses_api:
+            raise InvalidRequest(f"The provider {self.config.name!r} does not serve the Responses API.")
+        body = {**call.body, "model": call.model, "max_output_tokens": call.max_tokens}
+        return UpstreamRequest(
+            url=self.responses_url(call), body=orjson.dumps(body), headers=self.headers_for(call), stream=call.stream
+        )
 
     def build_request(self, call: UpstreamCall) -> UpstreamRequest:
         body = dict(call.body)
@@ -51,10 +75,9 @@ class OpenAIProvider:
         if call.stream and self.config.stream_usage:
             options = body.get("stream_options")
             body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-        headers = {**self._headers, "x-request-id": call.request_id}
-        if call.stream:
-            headers["Accept"] = "text/event-stream"
-        return UpstreamRequest(url=self.url_for(call), body=orjson.dumps(body), headers=headers, stream=call.stream)
+        return UpstreamRequest(
+            url=self.url_for(call), body=orjson.dumps(body), headers=self.headers_for(call), stream=call.stream
+        )
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
         try:
@@ -68,8 +91,36 @@ class OpenAIProvider:
         check_completion(completion)
         return completion
 
+    def translate_embeddings(self, payload: bytes) -> dict[str, Any]:
+        try:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("The upstream's embeddings response is not valid JSON.") from None
+        if not isinstance(document, dict):
+            raise UpstreamProtocolError("The upstream's response is not a list of embeddings.")
+        if not isinstance(document.get("data"), list) and document.get("error"):  # a success only an error
+            raise error_from_document(200, document, self._redactor)
+        check_embeddings(document)
+        return document
+
     def stream_translator(self) -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator(self._redactor)
+
+    def translate_responses(self, payload: bytes) -> dict[str, Any]:
+        try:
+            response = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
+        if not isinstance(response, dict):
+            raise UpstreamProtocolError("The upstream's response is not a Response.")
+        if not isinstance(response.get("output"), list) and response.get("error"):  # a success only an error
+            raise error_from_document(200, response, self._redactor)
+        if response.get("object") != "response" or not isinstance(response.get("output"), list):
+            raise UpstreamProtocolError("The upstream's response is not a Response (object, output).")
+        return response
+
+    def responses_events(self) -> ResponsesEvents:
+        return ResponsesEvents(self._redactor)
 
     def map_error(self, status: int, payload: bytes) -> UpstreamError:
         return error_from_payload(status, payload, self._redactor)
@@ -166,3 +217,48 @@ def stream_error(error: Any, redactor: Redactor) -> UpstreamError:
         type=error.get("type") if isinstance(error.get("type"), str) else None,
         code=str(code) if code is not None else None,
     )
+
+
+RESPONSES_ERROR_STATUSES = {"rate_limit_exceeded": 429, "server_error": 500, "vector_store_timeout": 504}
+FINISHED_EVENTS = frozenset(("response.completed", "response.incomplete"))
+
+
+class ResponsesEvents:
+    """An upstream's Responses API events (the API reference's `ResponseStreamEvent`), parsed: each
+    event's JSON object as it came. An `error` event or `response.failed` is raised as the
+    gateway's error, redacted: of status 429 for rate_limit_exceeded, 500 for server_error,
+    400 for the other codes of a failed request (invalid_prompt, invalid_image, ...)."""
+
+    passthrough = False
+
+    __slots__ = ("_redactor", "finished")
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.finished = False
+        self._redactor = redactor
+
+    def translate(self, event: SSEEvent) -> list[dict[str, Any]]:
+        if event.data == b"[DONE]":  # what some servers add after the Response's end
+            return []
+        try:
+            data = orjson.loads(event.data)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError("The upstream sent an event that is not valid JSON.") from None
+        if not isinstance(data, dict) or type(data.get("type")) is not str:
+            raise UpstreamProtocolError("The upstream sent an event that is not a Responses API event.")
+        kind = data["type"]
+        if kind == "error":
+            raise self._error(data)
+        if kind == "response.failed":
+            response = data.get("response")
+            error = response.get("error") if isinstance(response, dict) else None
+            raise self._error(error if isinstance(error, dict) else {})
+        if kind in FINISHED_EVENTS:
+            self.finished = True
+        return [data]
+
+    def _error(self, error: dict[str, Any]) -> UpstreamError:
+        code = error.get("code")
+        status = RESPONSES_ERROR_STATUSES.get(code, 400 if code else 502) if isinstance(code, str) else 502
+        message = error.get("message") if isinstance(error.get("message"), str) else "The upstream's response failed."
+        return upstream_error(status, message, self._redactor, code=str(code) if code is not None else None)

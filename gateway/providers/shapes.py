@@ -100,6 +100,23 @@ def check_choice(choice: Any, body: str, what: str) -> None:
         raise shape_error(what, "choices[].logprobs", "null or an object of arrays (content, refusal)")
 
 
+def check_embeddings(document: dict[str, Any]) -> None:
+    """Raises UpstreamProtocolError unless `document` has the shape of OpenAI's
+    `CreateEmbeddingResponse`: `data`, an array of `{"index", "embedding"}` whose embedding is
+    an array of numbers or (encoding_format base64) a string. The vectors' numbers are not
+    looked at one by one: they go to the client as the upstream sent them."""
+    if document.get("object") != "list":
+        raise shape_error("embeddings response", "object", '"list"')
+    data = document.get("data")
+    if type(data) is not list:
+        raise shape_error("embeddings response", "data", "an array")
+    for item in data:
+        if type(item) is not dict or type(item.get("index")) is not int:
+            raise shape_error("embeddings response", "data[].index", "an integer")
+        if type(item.get("embedding")) not in (list, str):
+            raise shape_error("embeddings response", "data[].embedding", "an array of numbers or a base64 string")
+
+
 def check_field(key: str, value: Any, body: str, what: str) -> None:
     """One field of a delta or message, not null."""
     if key in TEXT_FIELDS:

@@ -148,3 +148,9 @@ def encode_events(payloads: list[bytes]) -> bytes:
 
 def encode_json(value: Any) -> bytes:
     return encode_events([orjson.dumps(value)])
+
+
+def encode_named(name: str, value: Any) -> bytes:
+    """A named event: its `event:` line, then its JSON on one `data:` line (orjson escapes
+    every line break inside a string, so the JSON is always one line)."""
+    return b"".join((b"event: ", name.encode(), b"\ndata: ", orjson.dumps(value), b"\n\n"))

@@ -326,6 +326,9 @@ def count_role(role: str, counter: TokenCounter) -> int:
     return counter.count(role)
 
 
+MEDIA_PARTS = ("image_url", "input_audio", "file", "input_image", "input_file")  # chat's and the Responses API's
+
+
 def _texts(value: Any) -> Iterable[str]:
     """Every string inside a message value (content parts, tool calls), images excepted."""
     if isinstance(value, str):
@@ -334,8 +337,33 @@ def _texts(value: Any) -> Iterable[str]:
         for item in value:
             yield from _texts(item)
     elif isinstance(value, dict):
-        if value.get("type") in ("image_url", "input_audio", "file"):
+        if value.get("type") in MEDIA_PARTS:
             return
         for key, item in value.items():
             if key not in ("type", "id"):
                 yield from _texts(item)
+
+
+# ------------------------------------------------------------ embedding inputs
+
+
+def count_input_tokens(inputs: Any, counter: TokenCounter) -> int:
+    """The tokens of an embeddings request's `input` (OpenAI's `CreateEmbeddingRequest`): a string,
+    an array of strings, a token array or an array of token arrays (whose tokens are counted as
+    they are, already being tokens)."""
+    if isinstance(inputs, str):
+        return counter.count(inputs)
+    if not isinstance(inputs, list):
+        return 0
+    if inputs and all(isinstance(item, int) for item in inputs):
+        return len(inputs)
+    return sum(
+        counter.count(item) if isinstance(item, str) else len(item) for item in inputs if isinstance(item, (str, list))
+    )
+
+
+def input_chars(inputs: Any) -> int:
+    """The characters of text in an embeddings `input` (the cost of counting it)."""
+    if isinstance(inputs, str):
+        return len(inputs)
+    return sum(len(item) for item in inputs if isinstance(item, str)) if isinstance(inputs, list) else 0

@@ -17,12 +17,11 @@ with messages that name no URL (a proxy's or base_url's credentials never leave)
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import ssl
 import urllib.request
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,24 +171,25 @@ class ProviderTransport:
         headers = {**request.headers, **STREAM_HEADERS} if request.stream else request.headers
         if where.headers:
             headers = {**headers, **where.headers}
-        with mapped_errors(connect_timeout):
-            for last_try in (False, True):
-                REUSED.set(False)
-                try:
-                    response = await self._session.post(
-                        where.url,
-                        data=request.body,
-                        proxy=where.proxy,
-                        proxy_headers=where.proxy_headers or None,
-                        headers=headers,
-                        ssl=self._ssl,
-                        allow_redirects=False,
-                        timeout=timeout,
-                    )
-                    break
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                    if last_try or not REUSED.get() or isinstance(exc, aiohttp.ClientConnectorError):
-                        raise
+        for last_try in (False, True):
+            REUSED.set(False)
+            try:
+                response = await self._session.post(
+                    where.url,
+                    data=request.body,
+                    proxy=where.proxy,
+                    proxy_headers=where.proxy_headers or None,
+                    headers=headers,
+                    ssl=self._ssl,
+                    allow_redirects=False,
+                    timeout=timeout,
+                )
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if last_try or not REUSED.get() or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise mapped_error(exc, connect_timeout) from None
+            except (aiohttp.ClientError, ValueError) as exc:
+                raise mapped_error(exc, connect_timeout) from None
         if 300 <= response.status < 400:
             response.close()
             raise UpstreamProtocolError(
@@ -220,7 +220,7 @@ class HTTPResponse:
             raise UpstreamTooLarge("response", "limits.max_response_bytes", max_bytes)
         pieces: list[bytes] = []
         size = 0
-        with body_errors():
+        try:
             while piece := await self._content.readany():
                 size += len(piece)
                 if size > max_bytes:
@@ -228,15 +228,21 @@ class HTTPResponse:
                     self.close()
                     raise UpstreamTooLarge("response, decompressed,", "limits.max_response_bytes", max_bytes)
                 pieces.append(piece)
+        except BODY_ERRORS:
+            raise body_cut_off() from None
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     async def read_chunk(self) -> bytes:
-        with body_errors():
+        try:
             return await self._content.readany()
+        except BODY_ERRORS:
+            raise body_cut_off() from None
 
     def read_ready(self) -> bytes | None:
-        with body_errors():
+        try:
             data = self._content.read_nowait()
+        except BODY_ERRORS:
+            raise body_cut_off() from None
         if data:
             return data
         return b"" if self._content.at_eof() else None
@@ -248,52 +254,44 @@ class HTTPResponse:
         self._response.close()
 
 
-@contextlib.contextmanager
-def body_errors() -> Iterator[None]:
+BODY_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError)
+
+
+def body_cut_off() -> UpstreamError:
     """A body that breaks off, as the gateway's error."""
-    try:
-        yield
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
-        raise UpstreamProtocolError("The upstream's response body was cut off or malformed.") from None
+    return UpstreamProtocolError("The upstream's response body was cut off or malformed.")
 
 
-@contextlib.contextmanager
-def mapped_errors(connect_timeout: float) -> Iterator[None]:
-    """aiohttp's exceptions before the answer's headers, as the gateway's; never with a URL in them."""
-    try:
-        yield
-    except UpstreamError:
-        raise
-    except aiohttp.ConnectionTimeoutError:  # before the pool gave a connection, or connecting took too long
-        raise UpstreamTimeout("connect", connect_timeout) from None
-    except aiohttp.ClientConnectorCertificateError as exc:
+def mapped_error(exc: BaseException, connect_timeout: float) -> UpstreamError:
+    """aiohttp's exception before the answer's headers, as the gateway's; never with a URL in it.
+    (A function, not a context manager: a try/except costs nothing when nothing is raised.)"""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # no free connection in the pool in time, or a slow connect
+        return UpstreamTimeout("connect", connect_timeout)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = exc.certificate_error
         reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or type(error).__name__
-        raise UpstreamUnreachable(f"Could not connect to the upstream (TLS: {reason}).") from None
-    except (aiohttp.ClientConnectorSSLError, aiohttp.ClientSSLError) as exc:
+        return UpstreamUnreachable(f"Could not connect to the upstream (TLS: {reason}).")
+    if isinstance(exc, aiohttp.ClientConnectorSSLError | aiohttp.ClientSSLError):
         reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
-        raise UpstreamUnreachable(f"Could not connect to the upstream (TLS: {reason}).") from None
-    except aiohttp.ClientProxyConnectionError as exc:
-        raise UpstreamUnreachable(f"Could not connect to the proxy ({exc.strerror or 'refused'}).") from None
-    except aiohttp.ClientHttpProxyError as exc:
-        raise UpstreamUnreachable(f"The proxy refused the connection (HTTP {exc.status}).") from None
-    except aiohttp.ClientConnectorError as exc:
-        raise UpstreamUnreachable(f"Could not connect to the upstream ({exc.strerror or 'refused'}).") from None
-    except aiohttp.ServerDisconnectedError:
-        raise UpstreamProtocolError("The upstream closed the connection before answering.") from None
-    except aiohttp.ClientResponseError as exc:  # the answer's head could not be parsed (its text is not echoed)
+        return UpstreamUnreachable(f"Could not connect to the upstream (TLS: {reason}).")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return UpstreamUnreachable(f"Could not connect to the proxy ({exc.strerror or 'refused'}).")
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return UpstreamUnreachable(f"The proxy refused the connection (HTTP {exc.status}).")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnreachable(f"Could not connect to the upstream ({exc.strerror or 'refused'}).")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return UpstreamProtocolError("The upstream closed the connection before answering.")
+    if isinstance(exc, aiohttp.ClientResponseError):  # the answer's head could not be parsed (its text is not echoed)
         if "content-encoding" in exc.message.lower():
-            raise UpstreamProtocolError(
-                "The upstream's answer has a content encoding the gateway cannot decode."
-            ) from None
-        raise UpstreamProtocolError("The upstream's answer is not valid HTTP.") from None
-    except aiohttp.ClientOSError as exc:
-        raise UpstreamProtocolError(
+            return UpstreamProtocolError("The upstream's answer has a content encoding the gateway cannot decode.")
+        return UpstreamProtocolError("The upstream's answer is not valid HTTP.")
+    if isinstance(exc, aiohttp.ClientOSError):
+        return UpstreamProtocolError(
             f"The connection to the upstream broke before the answer ({exc.strerror or 'reset'})."
-        ) from None
-    except aiohttp.InvalidURL:
-        raise UpstreamUnreachable("The upstream's URL is not valid.") from None
-    except ValueError:  # aiohttp refuses a header value with a line break or control character
-        raise UpstreamProtocolError("A header for the upstream holds a line break or control character.") from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamProtocolError(f"The exchange with the upstream failed ({type(exc).__name__}).") from None
+        )
+    if isinstance(exc, aiohttp.InvalidURL):
+        return UpstreamUnreachable("The upstream's URL is not valid.")
+    if isinstance(exc, ValueError):  # aiohttp refuses a header value with a line break or control character
+        return UpstreamProtocolError("A header for the upstream holds a line break or control character.")
+    return UpstreamProtocolError(f"The exchange with the upstream failed ({type(exc).__name__}).")

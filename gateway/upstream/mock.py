@@ -2,9 +2,10 @@
 
 It answers in OpenAI's wire format as a `Transport`, so that its replies flow
 through the same adapter (providers.openai), parsing, limiting and encoding as a
-real upstream's. The reply is deterministic, streamed token by token at
-`tokens_per_second` (0: as fast as possible), cut at max_tokens, and its usage is
-counted with tiktoken.
+real upstream's. The reply is deterministic (the provider's `reply:`, else REPLY),
+streamed token by token at `tokens_per_second` (0: as fast as possible), cut at
+max_tokens, and its usage is counted with tiktoken. It answers embeddings too
+(upstream.mock_embeddings).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..config import ProviderConfig
 from ..stream.sse import DONE, encode_json
 from ..stream.tokens import PromptTokens, TokenCounter, Tokenizers
 from .base import UpstreamRequest
+from .mock_embeddings import EmbeddingsResponse, embeddings_response
 
 REPLY = (
     "Hello! I am the gateway's built-in mock model. I answer every request with this same reply, "
@@ -33,15 +35,18 @@ class MockTransport:
 
     def __init__(self, config: ProviderConfig, tokenizers: Tokenizers) -> None:
         self._interval = 1.0 / config.tokens_per_second if config.tokens_per_second > 0 else 0.0
+        self._text = config.reply or REPLY
         self._tokenizers = tokenizers
         self._replies: dict[str, list[str]] = {}  # the reply's tokens, by encoding
 
-    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> MockResponse:
+    async def send(self, request: UpstreamRequest, *, connect_timeout: float) -> MockResponse | EmbeddingsResponse:
         body = orjson.loads(request.body)
         counter = self._tokenizers.for_model(str(body.get("model") or "mock"))
+        if request.url.endswith("/embeddings"):
+            return await embeddings_response(body, counter)
         reply = self._replies.get(counter.name)
         if reply is None:
-            reply = self._replies[counter.name] = reply_tokens(counter, REPLY)
+            reply = self._replies[counter.name] = reply_tokens(counter, self._text)
         prompt = PromptTokens(body.get("messages") or [], counter)
         await prompt.ready()  # a long prompt is counted on a worker thread
         return MockResponse(body, prompt(), reply, self._interval)

@@ -1,0 +1,172 @@
+"""The document's components: OpenAI's chat schemas (openai/chat-schemas.json, package data)
+and the gateway's own (its errors, headers, health answers, model objects and the `quorum` field).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OPENAI_SCHEMAS = Path(__file__).parent / "openai" / "chat-schemas.json"  # package data; see its README.md
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def openai_schemas() -> dict[str, Any]:
+    """OpenAI's schemas, their `$ref`s pointing into the document's `components/schemas`."""
+    text = OPENAI_SCHEMAS.read_text(encoding="utf-8")
+    bundle = json.loads(text.replace('"#/$defs/', '"#/components/schemas/'))
+    schemas: dict[str, Any] = bundle["$defs"]
+    # Its one default outside its own type (null on an object, where the schema was wrapped in an
+    # anyOf with null): an OpenAPI validator checks defaults, and the wrapper still says null is allowed.
+    for choice in schemas.get("ChatCompletionStreamOptions", {}).get("anyOf", ()):
+        if choice.get("type") == "object" and choice.get("default", ...) is None:
+            del choice["default"]
+    return schemas
+
+
+USAGE = ref("CompletionUsage")
+
+QUORUM_CALL = {
+    "type": "object",
+    "description": "One upstream call of a council: a member's answer in a round, or the judge's.",
+    "properties": {
+        "member": {"type": "string", "description": "The member's route."},
+        "provider": {"type": ["string", "null"]},
+        "model": {"type": ["string", "null"], "description": "The upstream model that answered."},
+        "content": {"type": ["string", "null"]},
+        "finish_reason": {"type": ["string", "null"]},
+        "usage": {"anyOf": [USAGE, {"type": "null"}]},
+        "duration_ms": {"type": ["integer", "null"]},
+        "error": {"anyOf": [ref("Error"), {"type": "null"}]},
+    },
+    "required": ["member"],
+}
+
+QUORUM = {
+    "type": "object",
+    "description": (
+        "A quorum route's work (quorum routes, issue 17): on a completion, and on the last chunk of a stream. "
+        "SDKs that do not know the field ignore it."
+    ),
+    "properties": {
+        "strategy": {"type": "string", "enum": ["fastest", "vote", "synthesize", "debate"]},
+        "members": {"type": "array", "items": {"type": "string"}},
+        "rounds": {"type": "array", "items": {"type": "array", "items": ref("QuorumCall")}},
+        "votes": {"type": ["object", "null"], "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        "judge": {"anyOf": [ref("QuorumCall"), {"type": "null"}]},
+        "left_out": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"member": {"type": "string"}, "round": {"type": "integer"}, "error": ref("Error")},
+            },
+        },
+    },
+    "required": ["strategy", "members"],
+}
+
+GATEWAY_SCHEMAS: dict[str, Any] = {
+    "GatewayChatCompletion": {
+        "description": "OpenAI's chat completion; a quorum route's answer adds `quorum`.",
+        "allOf": [ref("CreateChatCompletionResponse")],
+        "properties": {"quorum": ref("Quorum")},
+    },
+    "GatewayChatCompletionChunk": {
+        "description": "OpenAI's chat completion chunk; a quorum route's last chunk before `[DONE]` adds `quorum`.",
+        "allOf": [ref("CreateChatCompletionStreamResponse")],
+        "properties": {"quorum": ref("Quorum")},
+    },
+    "GatewayModel": {
+        "description": (
+            "OpenAI's model object for one of the gateway's exact routes: `owned_by` is the route's provider, "
+            "`created` when the config was loaded. A quorum route's also says who sits on its council."
+        ),
+        "allOf": [ref("Model")],
+        "properties": {
+            "quorum": {
+                "type": "object",
+                "description": "Quorum routes only (issue 17): send them to /api/v1/debates to watch the council.",
+                "properties": {
+                    "strategy": {"type": "string"},
+                    "members": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["strategy", "members"],
+            }
+        },
+    },
+    "GatewayModelList": {
+        "type": "object",
+        "description": "The exact route names (globs name no one model), those of the client's key only.",
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": ref("GatewayModel")},
+        },
+        "required": ["object", "data"],
+    },
+    "Quorum": QUORUM,
+    "QuorumCall": QUORUM_CALL,
+    "Health": {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": ["ok"]}, "version": {"type": "string"}},
+        "required": ["status", "version"],
+    },
+    "Readiness": {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": ["ready", "draining"]}},
+        "required": ["status"],
+    },
+    "UpstreamHealth": {
+        "type": "object",
+        "properties": {
+            "targets": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "route": {"type": "string"},
+                        "provider": {"type": "string"},
+                        "model": {
+                            "type": ["string", "null"],
+                            "description": "The upstream model; null: the request's.",
+                        },
+                        "state": {"type": "string", "enum": ["ok", "cooling"]},
+                        "failures": {"type": "integer", "minimum": 0},
+                        "cooling_seconds_left": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "required": ["route", "provider", "model", "state", "failures", "cooling_seconds_left"],
+                },
+            }
+        },
+        "required": ["targets"],
+    },
+}
+
+
+def header(description: str, *, required: bool = False, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    if pattern:
+        schema["pattern"] = pattern
+    return {"description": description, "required": required, "schema": schema}
+
+
+DIGITS = "^[0-9]+$"
+
+HEADERS: dict[str, Any] = {
+    "RequestId": header(
+        "The request's id: the client's own `x-request-id` when it sent one (up to 256 printable ASCII "
+        "characters), else the gateway's. Also sent upstream and logged.",
+        required=True,
+    ),
+    "MaxTokens": header("The completion-token limit the request was held to.", required=True, pattern=DIGITS),
+    "Provider": header("The provider (gateway.yaml) of the target that served the request.", required=True),
+    "UpstreamModel": header("The model name sent to that upstream.", required=True),
+    "Attempts": header("How many attempts (retries and fallbacks) it took.", required=True, pattern=DIGITS),
+    "FailedAttempts": header("How many attempts were made before the gateway gave up.", pattern=DIGITS),
+    "ShouldRetry": header("`false` once the gateway has retried itself: a client's own retries would multiply them."),
+    "RetryAfter": header("Passed on from the upstream after a single attempt: seconds before trying again."),
+    "WWWAuthenticate": header("`Bearer`.", required=True),
+}

@@ -1,0 +1,126 @@
+"""GET /openapi.json: a valid OpenAPI 3.1 document of every endpoint the gateway serves, made for
+this gateway (its routes, its keys), and the pages that read it, none of which asks for a key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import GatewayFactory
+from openapi_spec_validator import validate
+
+PAGES = ["/openapi.json", "/docs", "/redoc", "/", "/playground"]
+SHARED_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "chat-schemas.json"
+SHIPPED_SCHEMAS = Path(__file__).resolve().parents[1] / "gateway" / "api" / "docs" / "openai" / "chat-schemas.json"
+
+DEMO = {"providers": {"demo": {"kind": "mock"}}, "routes": [{"model": "demo", "provider": "demo"}]}
+KEYED = {**DEMO, "auth": {"keys": [{"id": "k", "key": "sk-docs-test-key-0123456789"}]}}
+
+
+async def fetch_document(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/openapi.json") as response:
+        assert response.status == 200 and response.content_type == "application/json"
+        document: dict[str, Any] = await response.json()
+        return document
+
+
+async def test_the_document_is_valid_openapi_3_1(gateway_factory: GatewayFactory) -> None:
+    document = await fetch_document((await gateway_factory(DEMO)).url)
+    assert document["openapi"] == "3.1.0"
+    validate(document)  # raises on the first error
+
+
+async def test_every_endpoint_the_gateway_serves_is_described_and_nothing_else(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A new endpoint without its entry in gateway/api/docs/operations.py fails here."""
+    gateway = await gateway_factory(DEMO)
+    document = await fetch_document(gateway.url)
+    described = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    pages = {"/", "/playground", "/openapi.json", "/docs", "/redoc"}
+    served = {
+        (route.method, route.resource.canonical)
+        for route in gateway.app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    served = {(method, path) for method, path in served if path not in pages and "/assets/" not in path}
+    served = {(method, path) for method, path in served if not path.startswith("/playground/")}
+    assert described == served
+    assert ("POST", "/v1/chat/completions") in described and ("GET", "/api/v1/models/{model}") in described
+    assert ("POST", "/api/v1/debates") not in described  # listed once quorum routes (issue 17) serve it
+
+
+async def test_the_document_asks_for_a_key_only_when_the_gateway_has_keys(gateway_factory: GatewayFactory) -> None:
+    open_document = await fetch_document((await gateway_factory(DEMO)).url)
+    keyed_document = await fetch_document((await gateway_factory(KEYED)).url)
+    for document, needs_key in ((open_document, False), (keyed_document, True)):
+        chat = document["paths"]["/v1/chat/completions"]["post"]
+        assert bool(chat["security"]) is needs_key
+        assert document["paths"]["/health"]["get"]["security"] == []
+    assert keyed_document["paths"]["/v1/chat/completions"]["post"]["security"] == [
+        {"bearerKey": []},
+        {"apiKeyHeader": []},
+    ]
+
+
+async def test_the_chat_operation_reuses_openai_schemas_with_the_gateway_additions(
+    gateway_factory: GatewayFactory,
+) -> None:
+    document = await fetch_document((await gateway_factory(DEMO)).url)
+    chat = document["paths"]["/v1/chat/completions"]["post"]
+    body = chat["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/CreateChatCompletionRequest"}
+    assert {example["value"]["model"] for example in body["examples"].values()} == {"demo"}  # a route of this table
+    ok = chat["responses"]["200"]
+    assert set(ok["headers"]) == {
+        "x-request-id",
+        "x-gateway-max-tokens",
+        "x-gateway-provider",
+        "x-gateway-upstream-model",
+        "x-gateway-attempts",
+    }
+    schemas = document["components"]["schemas"]
+    assert schemas["GatewayChatCompletion"]["properties"]["quorum"] == {"$ref": "#/components/schemas/Quorum"}
+    assert "CreateChatCompletionStreamResponse" in schemas and "$defs" not in json.dumps(document)
+    for status in ("400", "401", "403", "404", "413", "502", "504"):
+        assert chat["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorResponse"
+        }
+
+
+def test_the_shipped_openai_schemas_are_the_shared_copy_unchanged() -> None:
+    if not SHARED_SCHEMAS.exists():
+        pytest.skip(f"{SHARED_SCHEMAS} is missing (the shared folder beside this clone)")
+    assert SHIPPED_SCHEMAS.read_bytes() == SHARED_SCHEMAS.read_bytes()
+
+
+@pytest.mark.parametrize("path", PAGES)
+async def test_the_pages_need_no_key_when_the_gateway_has_keys(gateway_factory: GatewayFactory, path: str) -> None:
+    gateway = await gateway_factory(KEYED)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gateway.url}{path}") as response:
+            assert response.status == 200
+            if response.content_type == "text/html":
+                assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+        async with session.get(f"{gateway.url}/v1/models") as response:
+            assert response.status == 401  # the model endpoints still do
+
+
+async def test_the_pages_assets_are_served(gateway_factory: GatewayFactory) -> None:
+    gateway = await gateway_factory(DEMO)
+    assets = {
+        "/docs/assets/swagger-ui-bundle.js": "SwaggerUIBundle",
+        "/docs/assets/swagger-ui.css": ".swagger-ui",
+        "/docs/assets/swagger-init.js": "openapi.json",
+        "/redoc/assets/redoc.standalone.js": "Redoc",
+        "/playground/app.js": "v1/models",
+        "/playground/style.css": "prefers-color-scheme",
+    }
+    async with aiohttp.ClientSession() as session:
+        for path, text in assets.items():
+            async with session.get(f"{gateway.url}{path}") as response:
+                assert response.status == 200, path
+                assert text in await response.text(), path
