@@ -510,6 +510,8 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                         )
                     )
 
+        if "gateway-redis" in by_name and by_name["gateway-redis"].ready:
+            info["gateway-redis"]["store_errors"] = await store_errors(session, by_name["gateway-redis"])
         for target in ready:
             info[target.name]["rss_after_load_kib"] = procs.rss_kib(target.proc.pid)
             info[target.name]["pss_after_load_kib"] = procs.pss_kib(target.proc.pid)
@@ -600,7 +602,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         "workers_compare": report.workers_compare(figures, info, one="gateway", several="gateway-w2"),
         "workers_unpinned": report.workers_compare(figures, info, one="gateway", several="gateway-w2u"),
         "vs_baseline": baseline_document(args.baseline_checkout, runs, scenarios),
-        "limits_compare": limits_document(runs, scenarios),
+        "limits_compare": limits_document(runs, scenarios, info),
         "goals": goals,
         "all_goals_met": (all(all_met) if all_met and None not in all_met else None) if goals else None,
     }
@@ -717,7 +719,22 @@ def baseline_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
     return out
 
 
-def limits_document(runs: dict, scenarios: list[Scenario]) -> dict | None:
+async def store_errors(session: aiohttp.ClientSession, target: targets.Target) -> float | None:
+    """gateway_rate_limit_store_errors_total of a target's /metrics: admissions that went uncounted."""
+    url = target.health_url.rsplit("/", 1)[0] + "/metrics"
+    try:
+        async with session.get(url) as response:
+            text = await response.text()
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_rate_limit_store_errors_total{")
+    )
+
+
+def limits_document(runs: dict, scenarios: list[Scenario], info: dict) -> dict | None:
     """--limits-compare: the gateway (auth on, ten keys' limits counted in process) against
     gateway-open (auth off), and gateway-redis (the same limits counted in Redis) against the
     gateway, in the same rounds; for gateway-redis, Redis' round trips and CPU per request."""
@@ -734,6 +751,8 @@ def limits_document(runs: dict, scenarios: list[Scenario]) -> dict | None:
             "reference": reference,
             "scenarios": report.versus(runs, subject, reference, one_connection=one_connection),
         }
+        if subject == "gateway-redis":
+            entry["store_errors"] = info.get(subject, {}).get("store_errors")
         for key in ("redis_round_trips_per_req", "redis_cpu_us_per_req"):
             medians = {
                 scenario: report.median_of([row.get(key) for row in rows]) for scenario, rows in runs[subject].items()
@@ -768,6 +787,7 @@ def limits_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
                     for s in labels
                     if s in trips
                 )
+                + f"; store errors (admitted uncounted) over the whole load: {_fmt(entry.get('store_errors'))}"
             )
     if out:
         out.append(

@@ -7,7 +7,6 @@ import functools
 import json
 import os
 import random
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
