@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 import yaml
 from conftest import FakeClock, Gateway, GatewayFactory, Upstream, openai_route_config
@@ -334,3 +335,30 @@ async def test_a_reload_applies_new_limits_to_the_next_request_keeping_the_minut
     path.write_text(yaml.safe_dump(tree))
     assert await gateway.core.reload()
     assert [(await post(gateway, ask()))[0] for _ in range(3)] == [200, 200, 429]  # 1 of the 3 already used
+
+
+async def test_a_council_is_admitted_once_for_its_key_and_each_call_for_its_members_route(
+    upstream: Upstream, gateway_factory: GatewayFactory, tokenizers: Any
+) -> None:
+    """The key's limits count the client's request once, and settle to the usage of every call;
+    a member route's own limits count each call to it: a call over one is left out."""
+    from councils import Scripted, council_tree
+
+    script = Scripted(upstream)
+    script.answers = {"m-gpt": "Paris.", "m-claude": "Paris.", "m-local": "Lyon."}
+    tree = council_tree(upstream.url, "vote", member_routes={"gpt": {"rpm": 1}})
+    tree["auth"] = {"keys": [{"id": "team", "key": SECRET, "rpm": 10, "tpm": 100_000}]}
+    gateway = await gateway_factory(tree, clock=FakeClock())
+    body = {"model": "council", "messages": MESSAGES, "max_tokens": 20}
+    status, headers, payload = await post(gateway, body)
+    assert status == 200
+    assert headers["x-ratelimit-limit-requests"] == "10" and headers["x-ratelimit-remaining-requests"] == "9"
+    reserved = count_prompt_tokens(MESSAGES, tokenizers.for_model("council")) + 20
+    assert headers["x-ratelimit-remaining-tokens"] == str(100_000 - reserved)
+    status, headers, payload = await post(gateway, body)  # the first settled to its three calls: 3 x (10 + 1)
+    assert headers["x-ratelimit-remaining-requests"] == "8"
+    assert headers["x-ratelimit-remaining-tokens"] == str(100_000 - 33 - reserved)
+    quorum = orjson.loads(payload)["quorum"]
+    [left_out] = quorum["left_out"]
+    assert left_out["member"] == "gpt" and "route 'gpt' on requests per minute (rpm): limit 1" in str(left_out)
+    assert len(script.calls["m-gpt"]) == 1 and len(script.calls["m-claude"]) == 2  # the refused call asked no one
