@@ -23,7 +23,6 @@ LIMIT_KEYS = (
     "tpm",
     "max_parallel",
 )
-RATE_LIMIT_KEYS = ("rpm", "tpm", "max_parallel")
 ON_STORE_ERROR = ("allow", "deny")
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 QUORUM_STRATEGIES = ("fastest", "vote", "synthesize", "debate")

@@ -60,7 +60,7 @@ class MeterTable:
         found: list[tuple[int, int]] = []  # base cell, what the meter held
         admitted = True
         for name, limit, amount, in_flight in meters:
-            slot = known.get(name)  # self.slot(), inlined: this runs for every limit of every request
+            slot = known.get(name)  # as find() does, inlined: this runs for every limit of every request
             if slot is not None and cells[slot[0]] == slot[1] and cells[slot[0] + 1] == slot[2]:
                 base = slot[0]
             else:
@@ -112,7 +112,8 @@ class MeterTable:
             elif change and bucket >= current - BUCKETS:
                 base = self.find(meter.name)
                 if base is not None:
-                    self.advance(base, current)
+                    if cells[base + NEWEST] < current:
+                        self.advance(base, current)
                     cell = base + HEADER + bucket % SPAN
                     count = max(cells[cell] + change, 0)
                     cells[base + TOTAL] += count - cells[cell]
@@ -126,13 +127,6 @@ class MeterTable:
                 cells[base + HEADER + self.worker] = 0
 
     # -- slots
-
-    def slot(self, name: str, kind: int, bucket: int) -> int:
-        """The base cell of the meter's slot, taken for it when it has none."""
-        known = self._known.get(name)
-        if known is not None and self.cells[known[0]] == known[1] and self.cells[known[0] + 1] == known[2]:
-            return known[0]
-        return self.claim(name, kind, bucket)
 
     def find(self, name: str) -> int | None:
         """The base cell of the meter's slot; None when it has none."""
