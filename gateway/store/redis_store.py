@@ -41,14 +41,19 @@ SOCKET_TIMEOUT = 1.0  # seconds: how long what runs in the background (a settlin
 FAILURES_TO_PAUSE = 3
 PAUSE = 0.5  # seconds without asking, after FAILURES_TO_PAUSE failures in a row
 
-# ARGV: now in ms ('' for Redis' clock), BUCKET_MS, BUCKETS, the request's id, the in-flight lease
-# in ms, then "limit amount kind ..." for each key (kind: w a minute, f in flight)
-ADMIT = """
+NOW = """
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+"""  # both scripts' clock: ARGV[1] in ms, or Redis' own when it is ''
+
+# ARGV: now in ms ('' for Redis' clock), BUCKET_MS, BUCKETS, the request's id, the in-flight lease
+# in ms, then "limit amount kind ..." for each key (kind: w a minute, f in flight)
+ADMIT = (
+    NOW
+    + """
 local width, buckets, ticket, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local bucket = math.floor(now / width)
 local oldest = bucket - buckets
@@ -125,14 +130,12 @@ end
 for i, number in ipairs(result) do result[i] = string.format('%d', number) end
 return table.concat(result, ' ')
 """
+)
 
 # ARGV: now, BUCKET_MS, BUCKETS, the request's id, the bucket it was counted in, then "kind change ..."
-SETTLE = """
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+SETTLE = (
+    NOW
+    + """
 local width, buckets, ticket, taken = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local current = math.floor(now / width)
 local spec = {}
@@ -148,6 +151,7 @@ for i, key in ipairs(KEYS) do
 end
 return 1
 """
+)
 
 
 class RedisStore:
