@@ -4,17 +4,17 @@ this gateway (its routes, its keys), and the pages that read it, none of which a
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from conftest import GatewayFactory
+from openai_extract import CHAT, SHIPPED, SHIPPED_EXTRACTS, SPEC, Extract, extract, load_spec
 from openapi_spec_validator import validate
 
 PAGES = ["/openapi.json", "/docs", "/redoc", "/", "/playground"]
-SHARED_SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "chat-schemas.json"
-SHIPPED_SCHEMAS = Path(__file__).resolve().parents[1] / "gateway" / "api" / "docs" / "openai" / "chat-schemas.json"
+SHARED_SCHEMAS = SPEC.parent / "chat-schemas.json"
+SHIPPED_SCHEMAS = SHIPPED / "chat-schemas.json"
 
 DEMO = {"providers": {"demo": {"kind": "mock"}}, "routes": [{"model": "demo", "provider": "demo"}]}
 KEYED = {**DEMO, "auth": {"keys": [{"id": "k", "key": "sk-docs-test-key-0123456789"}]}}
@@ -95,6 +95,29 @@ def test_the_shipped_openai_schemas_are_the_shared_copy_unchanged() -> None:
     if not SHARED_SCHEMAS.exists():
         pytest.skip(f"{SHARED_SCHEMAS} is missing (the shared folder beside this clone)")
     assert SHIPPED_SCHEMAS.read_bytes() == SHARED_SCHEMAS.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def openai_spec() -> dict[str, Any]:
+    if not SPEC.exists():
+        pytest.skip(f"{SPEC} is missing (the shared folder beside this clone)")
+    return load_spec()
+
+
+def test_the_extractor_makes_the_shared_chat_schemas_byte_for_byte(openai_spec: dict[str, Any]) -> None:
+    """tests/openai_extract.py extracts as the shared chat-schemas.json was extracted..."""
+    if not SHARED_SCHEMAS.exists():
+        pytest.skip(f"{SHARED_SCHEMAS} is missing (the shared folder beside this clone)")
+    assert extract(openai_spec, CHAT).encode() == SHARED_SCHEMAS.read_bytes()
+
+
+@pytest.mark.parametrize("which", SHIPPED_EXTRACTS, ids=lambda which: which.file)
+def test_the_shipped_embeddings_and_responses_schemas_are_extracted_unchanged(
+    openai_spec: dict[str, Any], which: Extract
+) -> None:
+    """...and so were the shipped embeddings-schemas.json and responses-schemas.json, from the shared
+    openapi.yaml (`python tests/openai_extract.py` writes them again)."""
+    assert (SHIPPED / which.file).read_text(encoding="utf-8") == extract(openai_spec, which)
 
 
 @pytest.mark.parametrize("path", PAGES)

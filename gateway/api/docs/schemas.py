@@ -1,5 +1,7 @@
-"""The document's components: OpenAI's chat schemas (openai/chat-schemas.json, package data)
-and the gateway's own (its errors, headers, health answers, model objects and the `quorum` field).
+"""The document's components: OpenAI's schemas of chat completions, embeddings and the Responses
+API (openai/*-schemas.json, package data) and the gateway's own (its errors, headers, health
+answers, model objects, the `quorum` field, and where the gateway accepts or answers other than
+OpenAI's schemas say).
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-OPENAI_SCHEMAS = Path(__file__).parent / "openai" / "chat-schemas.json"  # package data; see its README.md
+OPENAI = Path(__file__).parent / "openai"  # package data; see its README.md
+OPENAI_FILES = ("chat-schemas.json", "embeddings-schemas.json", "responses-schemas.json")
 
 
 def ref(name: str) -> dict[str, str]:
@@ -16,16 +19,54 @@ def ref(name: str) -> dict[str, str]:
 
 
 def openai_schemas() -> dict[str, Any]:
-    """OpenAI's schemas, their `$ref`s pointing into the document's `components/schemas`."""
-    text = OPENAI_SCHEMAS.read_text(encoding="utf-8")
-    bundle = json.loads(text.replace('"#/$defs/', '"#/components/schemas/'))
-    schemas: dict[str, Any] = bundle["$defs"]
-    # Its one default outside its own type (null on an object, where the schema was wrapped in an
-    # anyOf with null): an OpenAPI validator checks defaults, and the wrapper still says null is allowed.
-    for choice in schemas.get("ChatCompletionStreamOptions", {}).get("anyOf", ()):
-        if choice.get("type") == "object" and choice.get("default", ...) is None:
-            del choice["default"]
+    """OpenAI's schemas, their `$ref`s pointing into the document's `components/schemas`. The
+    files come from one openapi.yaml, so a schema in two of them is the same in both."""
+    schemas: dict[str, Any] = {}
+    for name in OPENAI_FILES:
+        text = (OPENAI / name).read_text(encoding="utf-8")
+        bundle = json.loads(text.replace('"#/$defs/', '"#/components/schemas/'))
+        for key, schema in bundle["$defs"].items():
+            if schemas.setdefault(key, schema) != schema:
+                raise ValueError(f"openai/{name}: {key} differs from the one an earlier file has")
+    drop_null_defaults(schemas)
+    for key, schema in schemas.items():
+        if schema.pop("$recursiveAnchor", False):
+            schemas[key] = recursive_refs(schema, key)
     return schemas
+
+
+def recursive_refs(node: Any, name: str) -> Any:
+    """Draft 2019-09's `$recursiveRef: "#"` inside the schema `name` (OpenAI's CompoundFilter, whose
+    filters may be CompoundFilters) as the `$ref` to it that OpenAPI 3.1's dialect (2020-12) knows."""
+    if isinstance(node, list):
+        return [recursive_refs(item, name) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("$recursiveRef") == "#":
+        return {**{key: value for key, value in node.items() if key != "$recursiveRef"}, **ref(name)}
+    return {key: recursive_refs(value, name) for key, value in node.items()}
+
+
+def drop_null_defaults(node: Any) -> None:
+    """Remove every `default: null` of a schema that does not allow null itself (an object
+    wrapped in an anyOf with null, say): an OpenAPI validator checks defaults, and the wrapper
+    still says where null is allowed."""
+    if isinstance(node, list):
+        for item in node:
+            drop_null_defaults(item)
+    elif isinstance(node, dict):
+        if node.get("default", ...) is None and not allows_null(node):
+            del node["default"]
+        for value in node.values():
+            drop_null_defaults(value)
+
+
+def allows_null(schema: dict[str, Any]) -> bool:
+    kinds = schema.get("type")
+    if kinds == "null" or (isinstance(kinds, list) and "null" in kinds):
+        return True
+    choices = [*schema.get("oneOf", ()), *schema.get("anyOf", ())]
+    return any(isinstance(choice, dict) and allows_null(choice) for choice in choices)
 
 
 USAGE = ref("CompletionUsage")
