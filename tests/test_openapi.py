@@ -50,6 +50,7 @@ async def test_every_endpoint_the_gateway_serves_is_described_and_nothing_else(
     served = {(method, path) for method, path in served if not path.startswith("/playground/")}
     assert described == served
     assert ("POST", "/v1/chat/completions") in described and ("GET", "/api/v1/models/{model}") in described
+    assert ("POST", "/v1/responses") in described and ("POST", "/api/v1/embeddings") in described
     assert ("POST", "/api/v1/debates") not in described  # listed once quorum routes (issue 17) serve it
 
 
@@ -89,6 +90,44 @@ async def test_the_chat_operation_reuses_openai_schemas_with_the_gateway_additio
         assert chat["responses"][status]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorResponse"
         }
+
+
+async def test_embeddings_and_responses_reuse_openai_schemas_with_what_the_gateway_does(
+    gateway_factory: GatewayFactory,
+) -> None:
+    document = await fetch_document((await gateway_factory(DEMO)).url)
+    schemas = document["components"]["schemas"]
+    embeddings = document["paths"]["/api/v1/embeddings"]["post"]
+    body = embeddings["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/GatewayCreateEmbeddingRequest"}
+    assert schemas["GatewayCreateEmbeddingRequest"]["allOf"][0] == {
+        "$ref": "#/components/schemas/CreateEmbeddingRequest"
+    }
+    assert {"$ref": "#/components/schemas/CreateEmbeddingResponse"} in schemas["GatewayEmbeddingList"]["anyOf"]
+    assert set(embeddings["responses"]["200"]["headers"]) == {
+        "x-request-id",
+        "x-gateway-provider",
+        "x-gateway-upstream-model",
+        "x-gateway-attempts",
+    }
+
+    responses = document["paths"]["/v1/responses"]["post"]
+    body = responses["requestBody"]["content"]["application/json"]
+    assert schemas["GatewayCreateResponse"]["allOf"][0] == {"$ref": "#/components/schemas/CreateResponse"}
+    assert {example["value"]["model"] for example in body["examples"].values()} == {"demo"}
+    ok = responses["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Response"}
+    assert "x-gateway-max-tokens" in ok["headers"]
+    events = ok["content"]["text/event-stream"]["schema"]["anyOf"]
+    named = {event["properties"]["event"].get("const") for event in events}
+    assert {"response.created", "response.output_text.delta", "response.completed", "error"} <= named
+    assert None in named  # a forwarded route's other events
+    assert "previous_response_id" in responses["responses"]["400"]["description"]
+    for operation in (embeddings, responses):
+        for status in ("400", "401", "403", "404", "413", "502", "504"):
+            assert operation["responses"][status]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorResponse"
+            }
 
 
 def test_the_shipped_openai_schemas_are_the_shared_copy_unchanged() -> None:

@@ -110,6 +110,99 @@ QUORUM = {
     "required": ["strategy", "members"],
 }
 
+MODEL_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "not": {"pattern": "[\\u0000-\\u001f\\u007f-\\u009f]"},
+    "description": "A route of the gateway's table, or a name one of its glob routes matches; no control characters.",
+}
+TOKEN = {"type": "integer", "minimum": 0}
+
+EMBEDDINGS_SCHEMAS: dict[str, Any] = {
+    "GatewayCreateEmbeddingRequest": {
+        "description": (
+            "OpenAI's `CreateEmbeddingRequest` as the gateway checks it: `model` names a route; `input` holds no "
+            "empty string and no negative token (a 400 naming the field). Fields OpenAI's schema does not list "
+            "are forwarded as they came, though OpenAI's own API refuses them."
+        ),
+        "allOf": [
+            ref("CreateEmbeddingRequest"),
+            {
+                "type": "object",
+                "properties": {
+                    "model": MODEL_NAME,
+                    "input": {
+                        "anyOf": [
+                            {"type": "string", "minLength": 1},
+                            {
+                                "type": "array",
+                                "items": {
+                                    "anyOf": [
+                                        {"type": "string", "minLength": 1},
+                                        TOKEN,
+                                        {"type": "array", "items": TOKEN},
+                                    ]
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        ],
+    },
+    "GatewayEmbeddingList": {
+        "description": (
+            "The upstream's answer as it came: OpenAI's `CreateEmbeddingResponse`, or with `encoding_format: base64` "
+            "the same list whose vectors are base64 strings (OpenAI's schema has float arrays only)."
+        ),
+        "anyOf": [ref("CreateEmbeddingResponse"), ref("Base64EmbeddingList")],
+    },
+    "Base64EmbeddingList": {
+        "type": "object",
+        "description": "OpenAI's `CreateEmbeddingResponse` with `encoding_format: base64`.",
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "object": {"type": "string", "enum": ["embedding"]},
+                        "embedding": {
+                            "type": "string",
+                            "contentEncoding": "base64",
+                            "description": "The vector's float32 numbers, little-endian, in base64.",
+                        },
+                    },
+                    "required": ["index", "object", "embedding"],
+                },
+            },
+            "model": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+                "required": ["prompt_tokens", "total_tokens"],
+            },
+        },
+        "required": ["object", "model", "data", "usage"],
+    },
+}
+
+RESPONSES_SCHEMAS: dict[str, Any] = {
+    "GatewayCreateResponse": {
+        "description": (
+            "OpenAI's `CreateResponse`; `model` names a route (the config's `default_model` when absent, if it has "
+            "one). A route whose upstream does not serve the Responses API refuses, with a 400 naming the field, "
+            "what needs state or a built-in tool (the operation's 400 lists them)."
+        ),
+        "allOf": [
+            ref("CreateResponse"),
+            {"type": "object", "properties": {"model": MODEL_NAME}, "required": ["model"]},
+        ],
+    },
+}
+
 GATEWAY_SCHEMAS: dict[str, Any] = {
     "GatewayChatCompletion": {
         "description": "OpenAI's chat completion; a quorum route's answer adds `quorum`.",
@@ -150,6 +243,8 @@ GATEWAY_SCHEMAS: dict[str, Any] = {
     },
     "Quorum": QUORUM,
     "QuorumCall": QUORUM_CALL,
+    **EMBEDDINGS_SCHEMAS,
+    **RESPONSES_SCHEMAS,
     "Health": {
         "type": "object",
         "properties": {"status": {"type": "string", "enum": ["ok"]}, "version": {"type": "string"}},

@@ -91,3 +91,63 @@ DEBATE_STREAM = {
         event(ref("ErrorResponse"), name="error", description="An error before the end: the last event."),
     ],
 }
+
+
+RESPONSES_MADE = (  # the events of a translated route, by name: the schema of its data, and what it says
+    ("response.created", "ResponseCreatedEvent", "The Response begins: `status: in_progress`, no output yet."),
+    ("response.in_progress", "ResponseInProgressEvent", "The same Response, in progress."),
+    (
+        "response.output_item.added",
+        "ResponseOutputItemAddedEvent",
+        "An output item begins: a message or a function call.",
+    ),
+    ("response.content_part.added", "ResponseContentPartAddedEvent", "A message's part begins: text or a refusal."),
+    ("response.output_text.delta", "ResponseTextDeltaEvent", "A piece of the text."),
+    ("response.refusal.delta", "ResponseRefusalDeltaEvent", "A piece of a refusal."),
+    ("response.function_call_arguments.delta", "ResponseFunctionCallArgumentsDeltaEvent", "A piece of the arguments."),
+    ("response.output_text.done", "ResponseTextDoneEvent", "A part's whole text."),
+    ("response.refusal.done", "ResponseRefusalDoneEvent", "A part's whole refusal."),
+    ("response.function_call_arguments.done", "ResponseFunctionCallArgumentsDoneEvent", "A call's whole arguments."),
+    ("response.content_part.done", "ResponseContentPartDoneEvent", "A message's part is complete."),
+    ("response.output_item.done", "ResponseOutputItemDoneEvent", "An output item is complete (`incomplete` if cut)."),
+    ("response.completed", "ResponseCompletedEvent", "The whole Response, with its usage: the last event."),
+    (
+        "response.incomplete",
+        "ResponseIncompleteEvent",
+        "The whole Response, cut short (`incomplete_details.reason`: `max_output_tokens`, or `content_filter`): the "
+        "last event.",
+    ),
+)
+RESPONSES_STREAM = {
+    "description": (
+        "With `stream: true`, OpenAI's Responses events: each an `event:` line naming its type, then one `data:` line "
+        "of its JSON, numbered by `sequence_number`. In order: `response.created`, `response.in_progress`, then for "
+        "each output item its `response.output_item.added`, its parts' `.added`, `.delta`s and `.done`s (or a "
+        "function call's arguments), its `response.output_item.done`, and last `response.completed` or "
+        "`response.incomplete`; no `[DONE]`. An answer cut at `max_output_tokens` ends with the cut delta, the "
+        "`.done` events of what was open, then `response.incomplete`. An error after the stream has started is a last "
+        "`error` event, and no `response.completed` follows. A `: ping` comment goes out every "
+        "`server.sse_keepalive` seconds. A forwarded route passes on the upstream's other events too. (The schema "
+        "describes one event.)"
+    ),
+    "anyOf": [
+        *(event(ref(schema), name=name, description=description) for name, schema, description in RESPONSES_MADE),
+        event(ref("ResponseErrorEvent"), name="error", description="An error after the stream began: the last event."),
+        {
+            "type": "object",
+            "description": (
+                "A forwarded route only: any other of OpenAI's events (`response.queued`, `response.failed`, "
+                "reasoning, built-in tool calls, ...), as the upstream sent it."
+            ),
+            "properties": {
+                "event": {"type": "string", "not": {"enum": [name for name, _, _ in RESPONSES_MADE] + ["error"]}},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": ref("ResponseStreamEvent"),
+                },
+            },
+            "required": ["event", "data"],
+        },
+    ],
+}
