@@ -181,9 +181,9 @@ REFUSED_WHEN_TRANSLATED = (
     "`previous_response_id`, `conversation`, `prompt` (stored prompts), `context_management`, `background: true`, "
     '`truncation: "auto"`, `item_reference` input items and input items other than messages, function calls and '
     "their outputs (reasoning items are dropped), file ids and file URLs (`input_image` needs an `image_url`, "
-    "`input_file` its `file_data`), a function call output other than text, tools other than functions, a "
-    "`tool_choice` other than `auto`, `none`, `required` or a function, and an `input` that is missing or holds "
-    "nothing to answer"
+    "`input_file` its `file_data`), a function call output without its `call_id` or other than text, tools "
+    "other than functions, a `tool_choice` other than `auto`, `none`, `required` or a function, and an `input` "
+    "that is missing or holds nothing to answer"
 )
 
 
