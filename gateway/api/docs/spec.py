@@ -24,7 +24,8 @@ to its `max_tokens` and timeouts.
 
 Errors always have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`; `code` says
 what happened. The model endpoints are served under `/v1` (OpenAI's paths) and `/api/v1` (the
-Quorum quick-start guide's). The chat schemas are OpenAI's own (openai/openai-openapi, MIT license).
+Quorum quick-start guide's). The schemas of chat completions, embeddings and the Responses API are
+OpenAI's own (openai/openai-openapi, MIT license), with the gateway's additions.
 """
 
 SECURITY_SCHEMES = {
@@ -39,6 +40,8 @@ KEY_REQUIRED: list[dict[str, list[str]]] = [{"bearerKey": []}, {"apiKeyHeader": 
 
 TAGS = [
     {"name": "Chat", "description": "OpenAI's chat completions, through the routing table."},
+    {"name": "Responses", "description": "OpenAI's Responses API on every route: forwarded, or translated."},
+    {"name": "Embeddings", "description": "OpenAI's embeddings, through the routing table."},
     {"name": "Models", "description": "The routes, as OpenAI's model list."},
     {"name": "Quorum", "description": "Quorum routes: one prompt, several models, one answer."},
     {"name": "Operations", "description": "Health, readiness and metrics: no key needed."},
