@@ -51,7 +51,7 @@ async def test_every_endpoint_the_gateway_serves_is_described_and_nothing_else(
     assert described == served
     assert ("POST", "/v1/chat/completions") in described and ("GET", "/api/v1/models/{model}") in described
     assert ("POST", "/v1/responses") in described and ("POST", "/api/v1/embeddings") in described
-    assert ("POST", "/api/v1/debates") not in described  # listed once quorum routes (issue 17) serve it
+    assert ("POST", "/api/v1/debates") in described
 
 
 async def test_the_document_asks_for_a_key_only_when_the_gateway_has_keys(gateway_factory: GatewayFactory) -> None:

@@ -302,7 +302,7 @@ def metrics(examples: Examples) -> dict[str, Any]:
 
 
 def debates(examples: Examples) -> dict[str, Any]:
-    """Quorum routes (issue 17): listed once the gateway serves POST /api/v1/debates."""
+    """A quorum route's council at work, as named server-sent events."""
     return {
         "tags": ["Quorum"],
         "summary": "Watch a quorum route's council at work (issue 17)",
@@ -321,7 +321,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("post", model_paths("/embeddings"), "createEmbedding", embeddings, keyed=True),
     Operation("get", model_paths("/models"), "listModels", list_models, keyed=True),
     Operation("get", model_paths("/models/{model}"), "retrieveModel", get_model, keyed=True),
-    Operation("post", ("/api/v1/debates",), "createDebate", debates, keyed=True),  # issue 17
+    Operation("post", ("/api/v1/debates",), "createDebate", debates, keyed=True),
     Operation("get", ("/health",), "health", health),
     Operation("get", ("/health/upstreams",), "upstreamHealth", upstream_health),
     Operation("get", ("/ready",), "ready", ready),
