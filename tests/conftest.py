@@ -139,7 +139,9 @@ class FakeClock:
 
 
 @pytest.fixture
-async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactory]:
+async def gateway_factory(
+    tokenizers: Tokenizers, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[GatewayFactory]:
     runners: list[web.AppRunner] = []
 
     async def make(
@@ -149,10 +151,17 @@ async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactor
         *,
         clock: Callable[[], float] = time.monotonic,
         seed: int = 0,
+        wall: Callable[[], float] = time.time,
     ) -> Gateway:
         """The gateway on `tree`; with `path`, the tree is written there and reloads read that file.
 
-        `clock` drives cooldowns; the choice of weighted targets is seeded with `seed`."""
+        `clock` drives cooldowns, `wall` the ledger's times and budget periods; the choice of
+        weighted targets is seeded with `seed`. Without a `ledger.url`, the ledger is a SQLite
+        file of the test's own."""
+        ledger = tree.get("ledger") or {}
+        if "url" not in ledger:
+            folder = tmp_path_factory.mktemp("ledger")
+            tree = {**tree, "ledger": {**ledger, "url": f"sqlite://{folder}/ledger.db"}}
         loader = None
         if path is not None:
             path.write_text(yaml.safe_dump(tree))
@@ -160,7 +169,7 @@ async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactor
             config = loader()
         else:
             config = parse_config(tree, source="test.yaml", env=env or {}, overrides={})
-        app = create_app(config, tokenizers=tokenizers, loader=loader, clock=clock, rng=random.Random(seed))
+        app = create_app(config, tokenizers=tokenizers, loader=loader, clock=clock, rng=random.Random(seed), wall=wall)
         runner, port = await start(app, "127.0.0.1", 0, server=config.server)
         runners.append(runner)
         return Gateway(url=f"http://127.0.0.1:{port}", app=app)

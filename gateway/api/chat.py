@@ -46,7 +46,15 @@ class ChatCompletions:
         prompt_tokens = PromptTokens(request.body["messages"], counter)
         clock.start_attempt(asyncio.get_running_loop().time(), limits)
         if not request.stream:
-            return await complete(provider, transport, call, clock, counter=counter, prompt_tokens=prompt_tokens)
+            return await complete(
+                provider,
+                transport,
+                call,
+                clock,
+                counter=counter,
+                prompt_tokens=prompt_tokens,
+                transcript=exchange.transcript,
+            )
         upstream = await open_stream(provider, transport, call, clock)
         limiter = StreamLimiter(
             max_tokens=max_tokens, counter=counter, choices=request.choices, prompt_tokens=prompt_tokens
@@ -57,6 +65,7 @@ class ChatCompletions:
             limiter,
             clock,
             include_usage=request.include_usage,
+            transcript=exchange.transcript,
         )
         started = StreamStart(upstream, limiter, chunks, b"")
         try:

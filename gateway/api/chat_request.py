@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import Limits
 from ..errors import InvalidRequest
 
 TOKEN_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
@@ -24,6 +25,15 @@ class ChatRequest:
     requested_max_tokens: int | None
     choices: int
     include_usage: bool
+
+    @property
+    def prompt(self) -> Any:
+        """The messages, as the client sent them."""
+        return self.body["messages"]
+
+    def completion_cap(self, limits: Limits) -> int:
+        """The most completion tokens its answer may hold under `limits`: max_tokens a choice."""
+        return min(self.requested_max_tokens or limits.max_tokens, limits.max_tokens) * self.choices
 
 
 def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> ChatRequest:

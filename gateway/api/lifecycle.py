@@ -6,7 +6,8 @@
 An endpoint brings only what is its own (`Endpoint`): how to parse its body and how to
 make one attempt against a target. The steps that concern every endpoint plug in
 here, each at one place: who may call (server middleware), admission against limits
-(after routing, before dispatch), and settling what was used (in `finish`).
+(after routing, before dispatch: budgets, api.spending), and settling what was used (in
+`run`'s end: the record is counted, logged and queued for the ledger, Gateway.settle).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from ..config import ClientKey, ServerConfig
+from ..config import ClientKey, Limits, ServerConfig
 from ..errors import GatewayError, ModelNotAllowed, ModelNotFound, PayloadTooLarge, UpstreamError, UpstreamStatusError
 from ..observability.metrics import NO_KEY
-from ..observability.record import RequestRecord, finish, record_upstream_error
+from ..observability.record import RequestRecord, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
 from ..routing.dispatch import Attempt, AttemptsExhausted, dispatch
@@ -32,8 +33,10 @@ from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
 from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE, encode_json
+from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body
+from .spending import admit, price
 
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
@@ -41,13 +44,23 @@ INTERNAL_ERROR = 500
 
 
 class RoutedRequest(Protocol):
-    """What the lifecycle reads of a parsed request: the model to route, and whether to stream."""
+    """What the lifecycle reads of a parsed request: the model to route, whether to stream,
+    what the ledger keeps of it, and the most it may cost."""
 
     @property
     def model(self) -> str: ...
 
     @property
     def stream(self) -> bool: ...
+
+    @property
+    def prompt(self) -> Any:
+        """What the client asked the model (chat: its messages), kept when ledger.store_messages is on."""
+        ...
+
+    def completion_cap(self, limits: Limits) -> int:
+        """The most completion tokens an answer under `limits` may hold, all choices together."""
+        ...
 
 
 @dataclass(slots=True)
@@ -70,6 +83,20 @@ Reply = Completed | StreamStart
 
 
 @dataclass(slots=True)
+class Kept:
+    """What the ledger keeps of a request beyond its record when ledger.store_messages is on."""
+
+    prompt: Any = None
+    transcript: Transcript | None = None
+
+    def conversation(self) -> tuple[Any, Any] | None:
+        """The request's messages and the answer its client got, or None when not kept."""
+        if self.transcript is None:
+            return None
+        return self.prompt, self.transcript.answer()
+
+
+@dataclass(slots=True)
 class Exchange:
     """One request on its way through the lifecycle: what every step reads and fills in."""
 
@@ -79,6 +106,7 @@ class Exchange:
     clock: Clock
     key: ClientKey | None  # the client's key; None when the gateway asks for none
     headers: dict[str, str] = field(default_factory=dict)  # the endpoint's own x-gateway-* headers
+    transcript: Transcript | None = None  # fed the answer as it goes out, when conversations are kept
 
 
 class Endpoint(Protocol):
@@ -114,14 +142,17 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         path=request.path,
         client=request.remote,
         started=time.perf_counter(),
+        at=gateway.wall(),
         key=client_key.id if client_key is not None else NO_KEY,
     )
+    kept = Kept()
     try:
         try:
             snapshot = gateway.state  # this request keeps this snapshot to its end
-            response = await serve(request, endpoint, gateway, snapshot, record, arrived, client_key)
+            response = await serve(request, endpoint, gateway, snapshot, record, arrived, client_key, kept)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
+            record.attempts = exhausted.attempts
             exc.headers.update(retry_advice(exhausted))
             record.fail(exc)
             response = error_response(exc)
@@ -145,7 +176,7 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record.error = record.error or "internal_error"
         raise
     finally:
-        finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+        gateway.settle(record, time.perf_counter(), conversation=kept.conversation())
 
 
 def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
@@ -171,6 +202,7 @@ async def serve(
     record: RequestRecord,
     arrived: float,
     client_key: ClientKey | None,
+    kept: Kept,
 ) -> web.StreamResponse:
     payload = await read_payload(request, snapshot.config.server.max_body_bytes)
     parsed = endpoint.parse(parse_body(payload), snapshot)
@@ -181,13 +213,19 @@ async def serve(
         raise ModelNotAllowed(client_key.id, parsed.model)
     if route is None:
         raise ModelNotFound(parsed.model)
-    record.route, record.provider, record.routed = route.model, route.provider, True
+    record.route, record.provider = route.model, route.provider
+    budget_headers = await admit(gateway, snapshot, client_key, route, parsed, len(payload), record)
+    record.routed = True
     gateway.metrics.inflight_of(route.model).inc()
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
-    exchange = Exchange(record.request_id, snapshot, record, clock, client_key)
+    exchange = Exchange(record.request_id, snapshot, record, clock, client_key, budget_headers)
+    if snapshot.config.ledger.store_messages:
+        kept.prompt, kept.transcript = parsed.prompt, Transcript()
+        exchange.transcript = kept.transcript
 
     async def attempt(planned: Attempt) -> Reply:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        record.cost_usd = None  # an upstream was asked: unknown until its usage is priced
         return await endpoint.attempt(exchange, parsed, planned)
 
     try:
@@ -202,6 +240,7 @@ async def serve(
         )
     finally:
         record.timing(clock)
+    record.attempts = served.attempt.number
     headers = {
         **exchange.headers,
         "x-gateway-provider": served.attempt.target.provider,
@@ -210,7 +249,7 @@ async def serve(
     }
     if isinstance(served.result, Completed):
         record.truncated = served.result.truncated
-        record.usage(served.result.usage)
+        price(gateway, snapshot, record, served.attempt, served.result.usage)
         return web.Response(body=served.result.body, content_type=JSON, headers=headers)
     stream = served.result
     try:
@@ -221,7 +260,7 @@ async def serve(
         record.truncated = stream.limiter.truncated
         if stream.limiter.upstream_usage or stream.limiter.delivered:
             await stream.limiter.usage_ready()
-            record.usage(stream.limiter.usage())
+            price(gateway, snapshot, record, served.attempt, stream.limiter.usage())
 
 
 async def relay(

@@ -4,6 +4,8 @@ load.py      where the file is found, ${VAR} and environment overrides, then the
 checks.py    key-by-key validation of the raw YAML tree, one problem per bad key
 model.py     the typed, frozen values the rest of the gateway works with
 describe.py  the resolved table as `gateway --check` prints it
+auth.py      the `auth:` section: client keys and the admin key
+ledger.py    the `ledger:` section, budgets and prices
 """
 
 from .load import ENV_OVERRIDES, default_config_tree, find_config_path, load_config, parse_config
@@ -12,11 +14,14 @@ from .model import (
     LIMIT_KEYS,
     PROVIDER_KINDS,
     AuthConfig,
+    Budget,
     ClientKey,
     ConfigError,
     Cooldown,
     GatewayConfig,
+    LedgerConfig,
     Limits,
+    Price,
     ProviderConfig,
     Route,
     ServerConfig,
@@ -30,11 +35,14 @@ __all__ = [
     "LIMIT_KEYS",
     "PROVIDER_KINDS",
     "AuthConfig",
+    "Budget",
     "ClientKey",
     "ConfigError",
     "Cooldown",
     "GatewayConfig",
+    "LedgerConfig",
     "Limits",
+    "Price",
     "ProviderConfig",
     "Route",
     "ServerConfig",

@@ -17,6 +17,7 @@ from ..providers import Provider, StreamTranslator
 from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE_DATA, EventTooLarge, SSEDecoder, SSEEvent, encode_events
 from ..stream.tokens import INLINE_CHARS
+from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
 from .clock import Clock
 
@@ -30,6 +31,7 @@ async def stream_chunks(
     clock: Clock,
     *,
     include_usage: bool,
+    transcript: Transcript | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The client's SSE bytes, one piece per upstream read; ends with [DONE] or raises UpstreamError.
 
@@ -40,6 +42,7 @@ async def stream_chunks(
     the client has seen start.
 
     The caller closes `response` when this ends early (an error, the client gone).
+    `transcript`, when given, is fed every chunk as it goes out.
     """
     decoder = SSEDecoder(max_event_bytes=clock.limits.max_event_bytes)
     translator = provider.stream_translator()
@@ -57,9 +60,9 @@ async def stream_chunks(
             if sum(len(event.data) for event in events) > INLINE_CHARS:
                 # a long event is parsed and counted on a worker thread: the loop serves the others;
                 # the translator and limiter are this request's alone, and it waits for the thread
-                any_chunk = await asyncio.to_thread(translate_events, events, translator, limiter, out)
+                any_chunk = await asyncio.to_thread(translate_events, events, translator, limiter, out, transcript)
             else:
-                any_chunk = translate_events(events, translator, limiter, out)
+                any_chunk = translate_events(events, translator, limiter, out, transcript)
             if any_chunk or (started and events):
                 # a chunk came; once started, any event is the upstream at work (pings, thinking)
                 clock.last_chunk_at = clock.now()
@@ -98,7 +101,11 @@ async def stream_chunks(
 
 
 def translate_events(
-    events: list[SSEEvent], translator: StreamTranslator, limiter: StreamLimiter, out: list[bytes]
+    events: list[SSEEvent],
+    translator: StreamTranslator,
+    limiter: StreamLimiter,
+    out: list[bytes],
+    transcript: Transcript | None = None,
 ) -> bool:
     """Translate and limit the events of one read, up to the end of the answer, and put
     the JSON of the chunks to send into `out`; returns whether any chunk came of them."""
@@ -111,6 +118,8 @@ def translate_events(
             limited = limiter.limit(chunk)
             if limited is None:
                 continue
+            if transcript is not None:
+                transcript.add_chunk(limited)
             if verbatim and not limiter.changed:
                 out.append(event.data)  # nothing changed: the upstream's own bytes
             else:

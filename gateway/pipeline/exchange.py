@@ -22,6 +22,7 @@ from ..errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, 
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
 from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter
+from ..stream.transcript import Transcript
 from ..upstream.base import Transport, UpstreamResponse
 from .clock import Clock
 
@@ -117,8 +118,10 @@ async def complete(
     *,
     counter: TokenCounter,
     prompt_tokens: Callable[[], int],
+    transcript: Transcript | None = None,
 ) -> Completed:
-    """A whole chat.completion, cut to the budget, bounded by the total deadline."""
+    """A whole chat.completion, cut to the budget, bounded by the total deadline; `transcript`,
+    when given, gets the completion as it goes out."""
     try:
         async with asyncio.timeout_at(clock.total_deadline):
             response = await send(provider, transport, call, clock)
@@ -141,6 +144,8 @@ async def complete(
         truncated, changed = await asyncio.to_thread(limit, completion)
     else:
         truncated, changed = limit(completion)
+    if transcript is not None:
+        transcript.add_completion(completion)
     body = payload if provider.native_responses and not changed else orjson.dumps(completion)
     return Completed(body=body, usage=completion.get("usage"), truncated=truncated)
 
