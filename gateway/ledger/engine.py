@@ -44,11 +44,9 @@ def database_url(config: LedgerConfig) -> URL:
 
 
 def create_engine(config: LedgerConfig) -> AsyncEngine:
-    """An engine for `config.url`; nothing is connected until it is used. A SQLite file's folder is
-    created when missing."""
+    """An engine for `config.url`; nothing is connected until it is used."""
     url = database_url(config)
     if config.is_sqlite:
-        Path(config.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, pool_size=4, max_overflow=4)
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
@@ -87,9 +85,12 @@ def is_postgres(engine: AsyncEngine) -> bool:
 async def migrate(engine: AsyncEngine) -> tuple[str | None, str | None]:
     """Bring the schema to the newest version (versions/); returns the versions before and after.
 
-    One transaction, safe while other processes migrate the same database: PostgreSQL holds an
-    advisory lock, SQLite's BEGIN IMMEDIATE the write lock, to its end.
+    A SQLite file's folder is created when missing. One transaction, safe while other processes
+    migrate the same database: PostgreSQL holds an advisory lock, SQLite's BEGIN IMMEDIATE the
+    write lock, to its end.
     """
+    if not is_postgres(engine) and engine.url.database:
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
     async with engine.begin() as connection:
         if is_postgres(engine):  # held to the end of the transaction; PostgreSQL's DDL is transactional
             await connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})

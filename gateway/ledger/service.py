@@ -14,7 +14,6 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -59,6 +58,7 @@ class Ledger:
         self.writer = Writer(self._write, config, metrics)
         self.keys = keys.KeyCache()
         self.migrated = False
+        self.closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._hold_logged_at = -CLEANUP_INTERVAL
 
@@ -83,26 +83,43 @@ class Ledger:
         ]
 
     async def aclose(self) -> None:
-        """Stop the tasks, write what waits (within CLOSE_TIMEOUT), close the connections."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        written = False
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                written = await self.writer.flush()
-        except TimeoutError:
-            pass
+        """Stop the tasks, write what waits (within CLOSE_TIMEOUT), close the connections.
+
+        The last write goes on through a cancellation (a second SIGTERM while draining), up to
+        CLOSE_TIMEOUT: the rows of requests that were answered are not given up for it. The
+        cancellation is raised again after. It may be called again: the rows of requests that
+        ended since are written then (serve.py does, after the requests cut short by a second
+        signal have ended)."""
+        if not self.closed:
+            self.closed = True
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if not self.writer.waiting:
+            await self.engine.dispose()
+            return
+        loop = asyncio.get_running_loop()
+        flush = loop.create_task(self.writer.flush())
+        deadline = loop.time() + CLOSE_TIMEOUT
+        cancelled = False
+        while not flush.done() and loop.time() < deadline:
+            try:
+                await asyncio.wait({flush}, timeout=deadline - loop.time())
+            except asyncio.CancelledError:
+                cancelled = True
+        if not flush.done():
+            flush.cancel()
+        written = flush.done() and not flush.cancelled() and flush.exception() is None and flush.result()
         if not written:
             self.writer.lose_the_rest("the database could not be written at exit")
         await self.engine.dispose()
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _ensure_migrated(self) -> None:
         if not self.migrated:
-            if self.config.is_sqlite:
-                Path(self.config.sqlite_path).parent.mkdir(parents=True, exist_ok=True)
             await migrate(self.engine)
             self.migrated = True
 
