@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from . import api
+from .api import admin
 from .config import GatewayConfig
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
@@ -70,5 +71,6 @@ def create_app(
 
     app.cleanup_ctx.append(gateway_resources)
     api.add_routes(app)
+    admin.add_routes(app)
     ops.add_routes(app)
     return app

@@ -10,6 +10,7 @@ any OpenAI client reads them; `code` says precisely what happened.
     ├── InvalidAPIKey                 401 invalid_request_error / invalid_api_key
     ├── ModelNotAllowed               403 invalid_request_error / model_not_allowed
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
+    ├── NotFound                      404 invalid_request_error / not_found, key_not_found, request_not_found
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
     ├── BudgetExceeded                429 insufficient_quota / insufficient_quota
     └── UpstreamError                 something went wrong on the way to or from a provider
@@ -91,6 +92,14 @@ class ModelNotFound(GatewayError):
 
     def __init__(self, model: str) -> None:
         super().__init__(f"The model {model!r} does not exist or is not routed by this gateway.", param="model")
+
+
+class NotFound(GatewayError):
+    """Nothing at that path (the admin endpoints when no admin key is set), or no such key or request."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
 
 
 class PayloadTooLarge(GatewayError):

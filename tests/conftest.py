@@ -8,7 +8,7 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from aiohttp import web
 SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
 if SHARED_TIKTOKEN.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
+
+from postgres import PostgresServer, running_postgres  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config import load_config, parse_config  # noqa: E402
@@ -230,3 +232,19 @@ def require_tool(name: str, package: str) -> str:
             pytest.fail(f"{reason}: CI must install it (see .ci/run)")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's package), a database per test."""
+    yield from running_postgres()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ledger of a test, in each database the gateway supports: a SQLite file of its own, or
+    a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/ledger.db"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()

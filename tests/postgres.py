@@ -15,7 +15,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 USER = "gateway"  # the database's superuser (trust authentication, loopback only)
 DATABASE = "ledger"
@@ -36,6 +39,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def require_postgres() -> Path:
+    """pg_ctl's folder; skip with the reason where PostgreSQL is missing, fail under CI."""
+    found = postgres_bin()
+    if found is None:
+        reason = "PostgreSQL not installed (apt-get install postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI must install it (see .ci/run)")
+        pytest.skip(reason)
+    return found
+
+
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started server, stopped and removed after (a fixture's body)."""
+    server = PostgresServer(require_postgres())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
 class PostgresServer:
     """One cluster in a temporary folder: `start()`, `stop()` (and start again: the data stays),
     `close()` stops it and removes the folder. `url` is for the gateway's ledger."""
@@ -51,6 +75,7 @@ class PostgresServer:
             shutil.chown(self.root, "postgres", "postgres")
         self._run("initdb", "-D", str(self.data), "-U", USER, "-A", "trust", "-E", "UTF8", "--no-sync")
         self.running = False
+        self.databases = 0
 
     @property
     def url(self) -> str:
@@ -78,10 +103,12 @@ class PostgresServer:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         self.running = False
 
-    def reset(self) -> None:
-        """An empty database again (between tests sharing the server)."""
-        self._run("dropdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, "--force", DATABASE)
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, DATABASE)
+    def new_database(self) -> str:
+        """The URL of a new, empty database on this server (one per test)."""
+        self.databases += 1
+        name = f"test_{self.databases}"
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, name)
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
 
     def close(self) -> None:
         try:

@@ -5,6 +5,8 @@ chat.py          POST /v1/chat/completions
 chat_request.py  what the gateway reads of a chat completions body
 models.py        GET /v1/models, GET /v1/models/{id}
 parsing.py       a body as a JSON object
+spending.py      budgets checked before dispatch, the cost of what was used
+admin.py         /admin: client keys at run time, usage reports, stored requests (admin_input.py: their fields)
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ GROUPS = {
     "day": requests.c.day,
 }
 EPOCH = dt.date(1970, 1, 1)
+HIDDEN = ("id", "uid", "day")  # the ledger's own bookkeeping, not shown
 REQUEST_ROWS = 100  # rows of one request id shown at most (a client may reuse its ids)
 
 
@@ -95,7 +96,7 @@ async def request_rows(engine: AsyncEngine, request_id: str) -> list[dict[str, A
         rows = (await connection.execute(query)).mappings().all()
     found = []
     for row in rows:
-        item = {key: row[key] for key in row.keys() if key not in ("id", "uid", "day")}  # noqa: SIM118
+        item = {str(column.name): row[column.name] for column in requests.columns if column.name not in HIDDEN}
         item["time"] = format_time(row["time"])
         item["messages"] = orjson.loads(row["messages"]) if row["messages"] is not None else None
         item["answer"] = orjson.loads(row["answer"]) if row["answer"] is not None else None
