@@ -26,6 +26,7 @@ from .schema import conversations, holds, requests, spend
 
 DAY = 86400  # seconds
 ROW_BYTES = 512  # what a row without a conversation holds in memory, roughly
+MOST_TOKENS = 2**31 - 1  # an upstream's count above this (a 32-bit column) is stored as this
 
 
 def key_scope(key_id: str) -> str:
@@ -40,21 +41,69 @@ def route_scope(route: str) -> str:
 
 @dataclass(slots=True)
 class Row:
-    """What the ledger keeps of one request (schema.requests), and what writing it settles."""
+    """One request waiting to be written (schema.requests), and what writing it settles.
 
-    values: dict[str, Any]  # schema.requests' columns
-    scopes: tuple[str, ...]  # the spend this row's cost adds to
-    held: bool  # whether the request holds budget under its uid, released when the row is written
+    It keeps the request's record as it ended: the columns are made when the batch is
+    written, off the request's path."""
+
+    record: RequestRecord
+    finished: float  # time.perf_counter() at the request's end
+    member: str | None = None  # one upstream call of a request made of several (quorum routes)
+    held: bool = False  # whether the request holds budget under its uid, released when the row is written
     conversation: tuple[str, str] | None = None  # JSON of the messages and of the answer, when they are kept
 
     @property
     def uid(self) -> str:
-        return str(self.values["uid"])
+        return self.record.uid
+
+    @property
+    def day(self) -> int:
+        return int(self.record.at // DAY)
 
     @property
     def size(self) -> int:
         """Bytes of memory the row holds while it waits, roughly."""
         return ROW_BYTES + (sum(map(len, self.conversation)) if self.conversation else 0)
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The spend this row's cost adds to: its key's (when it had one) and its route's."""
+        record = self.record
+        found = []
+        if record.key not in (NO_KEY, UNKNOWN_KEY):
+            found.append(key_scope(record.key))
+        if record.routed:
+            found.append(route_scope(record.route))
+        return tuple(found)
+
+    def values(self) -> dict[str, Any]:
+        """The row's columns of schema.requests."""
+        record = self.record
+        ttft = None if record.first_token_at is None else round((record.first_token_at - record.started) * 1000, 3)
+        return {
+            "uid": record.uid,
+            "time": dt.datetime.fromtimestamp(record.at, dt.UTC),
+            "day": self.day,
+            "request_id": record.request_id,
+            "member": self.member,
+            "path": record.path,
+            "key_id": record.key,
+            "route": record.route,
+            "provider": record.provider,
+            "upstream_model": record.upstream_model,
+            "stream": record.stream,
+            "status": record.status,
+            "outcome": record.outcome,
+            "error": record.error,
+            "prompt_tokens": tokens(record.prompt_tokens),
+            "completion_tokens": tokens(record.completion_tokens),
+            "cached_tokens": tokens(record.cached_tokens),
+            "cost_usd": record.cost_usd,
+            "duration_ms": round((self.finished - record.started) * 1000, 3),
+            "ttft_ms": ttft,
+            "attempts": record.attempts,
+            "truncated": record.truncated,
+        }
 
 
 def row_from(
@@ -68,67 +117,42 @@ def row_from(
     """The row of a finished request; `finished` is time.perf_counter() at its end, `conversation`
     (its messages, and the answer its client got) when ledger.store_messages is on. `member` names
     one upstream call of a request made of several (quorum routes): such rows share the request's
-    request_id."""
-    duration = finished - record.started
-    ttft = None if record.first_token_at is None else (record.first_token_at - record.started) * 1000
-    scopes = []
-    if record.key not in (NO_KEY, UNKNOWN_KEY):
-        scopes.append(key_scope(record.key))
-    if record.routed:
-        scopes.append(route_scope(record.route))
-    values = {
-        "uid": record.uid,
-        "time": dt.datetime.fromtimestamp(record.at, dt.UTC),
-        "day": int(record.at // DAY),
-        "request_id": record.request_id,
-        "member": member,
-        "path": record.path,
-        "key_id": record.key,
-        "route": record.route,
-        "provider": record.provider,
-        "upstream_model": record.upstream_model,
-        "stream": record.stream,
-        "status": record.status,
-        "outcome": record.outcome,
-        "error": record.error,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "cached_tokens": record.cached_tokens,
-        "cost_usd": record.cost_usd,
-        "duration_ms": round(duration * 1000, 3),
-        "ttft_ms": None if ttft is None else round(ttft, 3),
-        "attempts": record.attempts,
-        "truncated": record.truncated,
-    }
+    request_id (and each its own record, so its own uid)."""
     encoded = None
     if conversation is not None:
         messages, answer = conversation
         encoded = (orjson.dumps(messages).decode(), orjson.dumps(answer).decode())
-    return Row(values=values, scopes=tuple(scopes), held=held, conversation=encoded)
+    return Row(record, finished, member=member, held=held, conversation=encoded)
+
+
+def tokens(count: int | None) -> int | None:
+    """A token count an upstream reported, within what the column holds."""
+    return None if count is None else min(max(count, 0), MOST_TOKENS)
 
 
 async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
     """Write `rows` in the connection's transaction; returns how many were new."""
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    columns = [row.values() for row in rows]
     result = await connection.execute(
         insert(requests).on_conflict_do_nothing(index_elements=["uid"]).returning(requests.c.uid),
-        [row.values for row in rows],
+        columns,
     )
     added = set(result.scalars().all())
     new = [row for row in rows if row.uid in added]
     talks = [
-        {"uid": row.uid, "time": row.values["time"], "messages": row.conversation[0], "answer": row.conversation[1]}
-        for row in new
-        if row.conversation is not None
+        {"uid": row.uid, "time": values["time"], "messages": row.conversation[0], "answer": row.conversation[1]}
+        for row, values in zip(rows, columns, strict=True)
+        if row.conversation is not None and row.uid in added
     ]
     if talks:
         await connection.execute(insert(conversations).on_conflict_do_nothing(index_elements=["uid"]), talks)
     costs: dict[tuple[str, int], float] = defaultdict(float)
     for row in new:
-        cost = row.values["cost_usd"]
+        cost = row.record.cost_usd
         if cost:
             for scope in row.scopes:
-                costs[scope, row.values["day"]] += cost
+                costs[scope, row.day] += cost
     if costs:
         upsert = insert(spend)
         await connection.execute(

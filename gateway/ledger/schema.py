@@ -47,7 +47,7 @@ requests = Table(
     Column("stream", Boolean, nullable=False),
     Column("status", Integer, nullable=False),
     Column("outcome", String(16), nullable=False),  # ok, rejected, error, broken, client_gone
-    Column("error", String(64)),
+    Column("error", Text),
     Column("prompt_tokens", Integer),
     Column("completion_tokens", Integer),
     Column("cached_tokens", Integer),

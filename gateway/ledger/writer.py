@@ -68,6 +68,7 @@ class Writer:
         self.failing_since: float | None = None  # monotonic seconds; None while writes succeed
         self._failures = 0
         self.dropped = 0
+        self._dropped_before = 0  # when the outage began
         self.written = 0
         self._dropped_logged = 0
         self._drop_logged_at = -DROP_LOG_INTERVAL
@@ -159,6 +160,7 @@ class Writer:
         self._failures += 1
         if self.failing_since is None:
             self.failing_since = self._monotonic()
+            self._dropped_before = self.dropped
             log.error(
                 "ledger: cannot write to the database (%s); rows wait in memory (up to %d) and are "
                 "written when it is back",
@@ -174,8 +176,8 @@ class Writer:
             log.info(
                 "ledger: the database takes writes again after %.1f s; %d rows dropped meanwhile",
                 down,
-                self.dropped,
-                extra={"fields": {"outage_seconds": round(down, 1), "dropped": self.dropped}},
+                self.dropped - self._dropped_before,
+                extra={"fields": {"outage_seconds": round(down, 1), "dropped": self.dropped - self._dropped_before}},
             )
         self.failing_since = None
         self._failures = 0

@@ -35,7 +35,7 @@ def upgrade() -> None:
         sa.Column("stream", sa.Boolean, nullable=False),
         sa.Column("status", sa.Integer, nullable=False),
         sa.Column("outcome", sa.String(16), nullable=False),
-        sa.Column("error", sa.String(64)),
+        sa.Column("error", sa.Text),
         sa.Column("prompt_tokens", sa.Integer),
         sa.Column("completion_tokens", sa.Integer),
         sa.Column("cached_tokens", sa.Integer),
