@@ -32,14 +32,20 @@ CLIENT = "sk-client-0123456789abcdef01"
 BODY = {"model": "demo", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
 
-def write_config(tmp_path: Path, ledger_url: str, extra: str = "", **ledger: Any) -> Path:
+def write_config(tmp_path: Path, ledger_url: str, *, budget: bool = False, **ledger: Any) -> Path:
+    """The demo route (a mock), a client key and an admin key; with `budget`, the route has a price
+    and the key a budget it never reaches, so that every request takes a hold in the database."""
     settings = {"url": ledger_url, "key_refresh": 0.2, **ledger}
+    route, key = "{model: demo, provider: demo}", f"{{id: team, key: {CLIENT}}}"
+    if budget:
+        route = "{model: demo, provider: demo, price: {input: 1, output: 1}}"
+        key = f"{{id: team, key: {CLIENT}, budget: {{usd: 1000000, period: 1d}}}}"
     config = tmp_path / "gateway.yaml"
     config.write_text(
         "providers: {demo: {kind: mock, tokens_per_second: 200}}\n"
-        "routes:\n  - {model: demo, provider: demo}\n"
-        f"auth: {{admin_key: {ADMIN}, keys: [{{id: team, key: {CLIENT}}}]}}\n"
-        f"ledger: {json.dumps(settings)}\n" + extra
+        f"routes:\n  - {route}\n"
+        f"auth: {{admin_key: {ADMIN}, keys: [{key}]}}\n"
+        f"ledger: {json.dumps(settings)}\n"
     )
     return config
 
@@ -285,8 +291,11 @@ async def test_two_gateways_on_one_postgresql_enforce_one_budget(
 async def test_two_workers_write_one_sqlite_file_without_database_is_locked(
     tmp_path: Path, gateway_under_test: list[Gateway]
 ) -> None:
+    """Under load, two workers write rows in small batches and take a budget hold (a read, then a
+    write) for every request, all in one SQLite file."""
     url = f"sqlite://{tmp_path}/ledger.db"
-    gateway = Gateway(write_config(tmp_path, url, flush_interval=0.02, batch_rows=10), "--workers", "2")
+    config = write_config(tmp_path, url, budget=True, flush_interval=0.02, batch_rows=10)
+    gateway = Gateway(config, "--workers", "2")
     gateway_under_test.append(gateway)
     seen = Seen()
     stop = asyncio.Event()
