@@ -15,12 +15,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from alembic.runtime.environment import EnvironmentContext
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import URL, event, make_url, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config import LedgerConfig
 from .schema import metadata
@@ -33,6 +31,7 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a PostgreSQL connection
 COMMAND_TIMEOUT = 10.0  # seconds one PostgreSQL statement may take
 MIGRATION_LOCK = 7_450_116  # PostgreSQL advisory lock held while migrating (any number, the same everywhere)
 READ_ONLY = {"ledger_read_only": True}  # execution options of a connection that only reads (no write lock)
+HEAD = "0001"  # the newest version in versions/ (a test checks it is Alembic's head)
 
 
 def database_url(config: LedgerConfig) -> URL:
@@ -91,29 +90,44 @@ async def migrate(engine: AsyncEngine) -> tuple[str | None, str | None]:
     """
     if not is_postgres(engine) and engine.url.database:
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    if await current_version(engine) == HEAD:  # as at nearly every start: Alembic (9 MB) is not even loaded
+        return HEAD, HEAD
     async with engine.begin() as connection:
         if is_postgres(engine):  # held to the end of the transaction; PostgreSQL's DDL is transactional
             await connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
         return await connection.run_sync(_upgrade)
 
 
-async def current_version(connection: AsyncConnection) -> str | None:
-    """The schema version the database is at; None before the first migration."""
-    return await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+async def current_version(engine: AsyncEngine) -> str | None:
+    """The schema version the database is at, from Alembic's own table; None before the first
+    migration (or when it cannot be read: the migration will say why)."""
+    try:
+        async with engine.connect() as connection:
+            connection = await connection.execution_options(**READ_ONLY)
+            version = await connection.scalar(text("SELECT version_num FROM alembic_version"))
+    except DBAPIError:
+        return None
+    return None if version is None else str(version)
 
 
 def head_version() -> str | None:
+    """The newest version in versions/, by Alembic."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(VERSIONS.parent), version_locations=[str(VERSIONS)]).get_current_head()
 
 
 def _upgrade(connection: Connection) -> tuple[str | None, str | None]:
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory(str(VERSIONS.parent), version_locations=[str(VERSIONS)])
     before = MigrationContext.configure(connection).get_current_revision()
 
     def steps(revision: Any, _context: MigrationContext) -> Any:
         return script._upgrade_revs("head", revision)
-
-    from alembic.config import Config
 
     with EnvironmentContext(Config(), script, fn=steps, destination_rev="head") as environment:
         environment.configure(connection=connection, target_metadata=metadata, transactional_ddl=True)
