@@ -27,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from gateway.config import LedgerConfig, Limits, Price, Route, Target
-from gateway.ledger.budgets import Charge, hold
+from gateway.ledger.budgets import Charge, HoldRequest, hold_many
 from gateway.ledger.engine import create_engine, migrate
 from gateway.ledger.rows import row_from, write_rows
 from gateway.ledger.writer import Writer
@@ -101,15 +101,8 @@ async def hold_latency(url: str, count: int) -> float:
         times = []
         for number in range(count):
             started = time.perf_counter()
-            await hold(
-                engine,
-                f"{number:032x}",
-                charges,
-                0.01,
-                now=time.time(),
-                expires=time.time() + 60,
-                admits=lambda used: True,
-            )
+            asked = HoldRequest(f"{number:032x}", charges, 0.01, time.time() + 60, lambda used: True)
+            await hold_many(engine, [asked], now=time.time())
             times.append(time.perf_counter() - started)
         return statistics.median(times) * 1000
     finally:

@@ -54,6 +54,7 @@ async def admit(
         return {}
     estimate = most_cost(gateway, snapshot, route, request, body_bytes)
     charges = [Charge(scope.name, scope.window.start_day, scope.window.end_day) for scope in found]
+    record.held = estimate > 0  # before the wait: its row releases the hold even if its client goes meanwhile
     result = await gateway.ledger.hold(
         record.uid,
         charges,
@@ -72,7 +73,6 @@ async def admit(
         until = scope.window.end.isoformat().replace("+00:00", "Z")
         held = not budgets.spent_out(scope, amount)
         raise BudgetExceeded(what, scope.budget.usd, scope.budget.period, until, held=held)
-    record.held = estimate > 0
     left = min(budgets.remaining(scope, amount) for scope, amount in zip(found, used, strict=True))
     return {REMAINING: f"{max(left, 0.0):.6f}"}
 

@@ -57,6 +57,7 @@ class Ledger:
         self.engine: AsyncEngine = create_engine(config)
         self.writer = Writer(self._write, config, metrics)
         self.keys = keys.KeyCache()
+        self.holds = budgets.HoldQueue(self.engine, clock)
         self.migrated = False
         self.closed = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -156,9 +157,7 @@ class Ledger:
             self.metrics.ledger_errors.labels("hold").inc()
             return None
         try:
-            return await budgets.hold(
-                self.engine, hold_id, charges, usd, now=self.clock(), expires=expires, admits=admits
-            )
+            return await self.holds.hold(budgets.HoldRequest(hold_id, charges, usd, expires, admits))
         except Exception as exc:  # the database failed: the request goes on unchecked
             self.metrics.ledger_errors.labels("hold").inc()
             now = time.monotonic()
