@@ -226,3 +226,49 @@ async def test_the_ledger_down_at_start_is_no_reason_not_to_serve(
     assert "gateway_ledger_up 0.0" in metrics and "gateway_ledger_dropped_rows_total 1.0" in metrics
     assert any("ledger: cannot open" in record.getMessage() for record in caplog.records)
     assert any("rows dropped (the buffer is full)" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_key_given_out_from_the_command_line_makes_an_open_gateway_ask_for_keys(
+    gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    """A gateway with no keys (on loopback) serves anyone, until the ledger holds a key: then
+    every request needs one, as a gateway with keys in its file does."""
+    import subprocess
+    import sys
+
+    tree = {
+        "providers": {"demo": {"kind": "mock"}},
+        "routes": [{"model": "demo", "provider": "demo"}],
+        "ledger": {"url": f"sqlite://{tmp_path}/ledger.db", "key_refresh": 0.1},
+    }
+    gateway = await gateway_factory(tree)
+    anyone = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="anything", max_retries=0)
+    assert (await anyone.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=2)).choices
+    config = tmp_path / "gateway.yaml"
+    config.write_text(orjson_dumps(tree))
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway", "keys", "create", "--id", "first", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+
+    async def closed() -> bool:
+        try:
+            await anyone.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=2)
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    await until(closed)
+    keyed = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=secret, max_retries=0)
+    assert (await keyed.chat.completions.create(model="demo", messages=MESSAGES, max_tokens=2)).choices
+
+
+def orjson_dumps(tree: dict[str, Any]) -> str:
+    import orjson
+
+    return orjson.dumps(tree).decode()
