@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from . import api
+from .api import admin
 from .config import GatewayConfig
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
@@ -35,12 +36,14 @@ def create_app(
     access_log: AccessLog | None = None,
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> web.Application:
     """The gateway on `config`.
 
     `tokenizers`: loaded encodings (default: load what the routes need); `loader`: reads
     the config again on reload (None: reload is refused); `clock` (monotonic seconds)
-    and `rng` drive cooldowns and the weighted choice of targets.
+    and `rng` drive cooldowns and the weighted choice of targets; `wall` (seconds since the
+    epoch) the ledger's times and budget periods.
     """
     if tokenizers is None:
         tokenizers = Tokenizers.load(encodings_for(config.upstream_models))
@@ -55,8 +58,11 @@ def create_app(
     app.on_response_prepare.append(response_headers(origins))
 
     async def gateway_resources(app: web.Application) -> AsyncIterator[None]:
-        gateway = Gateway(config, tokenizers, metrics, loader=loader, access_log=access_log, clock=clock, rng=rng)
+        gateway = Gateway(
+            config, tokenizers, metrics, loader=loader, access_log=access_log, clock=clock, rng=rng, wall=wall
+        )
         app[GATEWAY] = gateway
+        await gateway.start()
         watcher = asyncio.create_task(watch_config(gateway)) if loader and config.server.watch_config else None
         yield
         if watcher is not None:
@@ -65,5 +71,6 @@ def create_app(
 
     app.cleanup_ctx.append(gateway_resources)
     api.add_routes(app)
+    admin.add_routes(app)
     ops.add_routes(app)
     return app

@@ -8,8 +8,9 @@ make one attempt against a target, and how to answer from a quorum route's counc
 (api.council), which sends each of its calls through its member's route the same way
 (`through_route`). The steps that concern every endpoint plug in here, each at one
 place: who may call (server middleware), admission against limits (after routing,
-before dispatch), and settling what was used (in `finish`); a step that concerns each
-upstream call (a key's token limits) belongs in `through_route`.
+before dispatch: budgets, api.spending), and settling what was used (in `run`'s end: the
+record is counted, logged and queued for the ledger, Gateway.settle); a step that
+concerns each upstream call (a key's token limits) belongs in `through_route`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from ..config import ClientKey, Route, ServerConfig
+from ..config import ClientKey, Limits, Route, ServerConfig
 from ..errors import (
     GatewayError,
     InvalidRequest,
@@ -33,7 +34,7 @@ from ..errors import (
     UpstreamStatusError,
 )
 from ..observability.metrics import NO_KEY
-from ..observability.record import RequestRecord, finish, record_upstream_error
+from ..observability.record import RequestRecord, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
 from ..routing.dispatch import Attempt, AttemptsExhausted, Served, dispatch
@@ -42,8 +43,10 @@ from ..server.errors import error_response
 from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
 from ..stream.sse import DONE, encode_json
+from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body
+from .spending import admit, price
 
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
@@ -52,13 +55,23 @@ T = TypeVar("T")
 
 
 class RoutedRequest(Protocol):
-    """What the lifecycle reads of a parsed request: the model to route, and whether to stream."""
+    """What the lifecycle reads of a parsed request: the model to route, whether to stream,
+    what the ledger keeps of it, and the most it may cost."""
 
     @property
     def model(self) -> str: ...
 
     @property
     def stream(self) -> bool: ...
+
+    @property
+    def prompt(self) -> Any:
+        """What the client asked the model (chat: its messages), kept when ledger.store_messages is on."""
+        ...
+
+    def completion_cap(self, limits: Limits) -> int:
+        """The most completion tokens an answer under `limits` may hold, all choices together."""
+        ...
 
 
 class StreamMeter(Protocol):
@@ -110,6 +123,20 @@ Reply = Completed | StreamStart
 
 
 @dataclass(slots=True)
+class Kept:
+    """What the ledger keeps of a request beyond its record when ledger.store_messages is on."""
+
+    prompt: Any = None
+    transcript: Transcript | None = None
+
+    def conversation(self) -> tuple[Any, Any] | None:
+        """The request's messages and the answer its client got, or None when not kept."""
+        if self.transcript is None:
+            return None
+        return self.prompt, self.transcript.answer()
+
+
+@dataclass(slots=True)
 class Exchange:
     """One request on its way through the lifecycle: what every step reads and fills in."""
 
@@ -119,6 +146,7 @@ class Exchange:
     clock: Clock
     key: ClientKey | None  # the client's key; None when the gateway asks for none
     headers: dict[str, str] = field(default_factory=dict)  # the endpoint's own x-gateway-* headers
+    transcript: Transcript | None = None  # fed the answer as it goes out, when conversations are kept
 
 
 class NotForQuorumRoutes(InvalidRequest):
@@ -173,14 +201,17 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         path=request.path,
         client=request.remote,
         started=time.perf_counter(),
+        at=gateway.wall(),
         key=client_key.id if client_key is not None else NO_KEY,
     )
+    kept = Kept()
     try:
         try:
             snapshot = gateway.state  # this request keeps this snapshot to its end
-            response = await serve(request, endpoint, gateway, snapshot, record, arrived, client_key)
+            response = await serve(request, endpoint, gateway, snapshot, record, arrived, client_key, kept)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
+            record.attempts = exhausted.attempts
             exc.headers.update(retry_advice(exhausted))
             record.fail(exc)
             response = error_response(exc)
@@ -204,7 +235,7 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record.error = record.error or "internal_error"
         raise
     finally:
-        finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+        gateway.settle(record, time.perf_counter(), conversation=kept.conversation())
 
 
 def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
@@ -230,6 +261,7 @@ async def serve(
     record: RequestRecord,
     arrived: float,
     client_key: ClientKey | None,
+    kept: Kept,
 ) -> web.StreamResponse:
     payload = await read_payload(request, snapshot.config.server.max_body_bytes)
     parsed = endpoint.parse(parse_body(payload), snapshot)
@@ -240,10 +272,15 @@ async def serve(
         raise ModelNotAllowed(client_key.id, parsed.model)
     if route is None:
         raise ModelNotFound(parsed.model)
-    record.route, record.provider, record.routed = route.model, route.provider, True
+    record.route, record.provider = route.model, route.provider
+    budget_headers = await admit(gateway, snapshot, client_key, route, parsed, len(payload), record)
+    record.routed = True
     gateway.metrics.inflight_of(route.model).inc()
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
-    exchange = Exchange(record.request_id, snapshot, record, clock, client_key)
+    exchange = Exchange(record.request_id, snapshot, record, clock, client_key, budget_headers)
+    if snapshot.config.ledger.store_messages:
+        kept.prompt, kept.transcript = parsed.prompt, Transcript()
+        exchange.transcript = kept.transcript
     if route.quorum is not None:
         return await endpoint.convene(request, gateway, exchange, parsed, route)
     try:
@@ -252,6 +289,7 @@ async def serve(
         )
     finally:
         record.timing(clock)
+    record.attempts = served.attempt.number
     headers = {
         **exchange.headers,
         "x-gateway-provider": served.attempt.target.provider,
@@ -260,7 +298,7 @@ async def serve(
     }
     if isinstance(served.result, Completed):
         record.truncated = served.result.truncated
-        record.usage(served.result.usage)
+        price(gateway, snapshot, record, served.attempt, served.result.usage)
         return web.Response(body=served.result.body, content_type=JSON, headers=headers)
     stream = served.result
     try:
@@ -271,7 +309,7 @@ async def serve(
         record.truncated = stream.limiter.truncated
         if stream.limiter.upstream_usage or stream.limiter.delivered:
             await stream.limiter.usage_ready()
-            record.usage(stream.limiter.usage())
+            price(gateway, snapshot, record, served.attempt, stream.limiter.usage())
 
 
 def through_route(
@@ -290,6 +328,7 @@ def through_route(
 
     def attempt(planned: Attempt) -> Awaitable[T]:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        record.cost_usd = None  # an upstream was asked: unknown until its usage is priced
         return run(planned)
 
     return dispatch(

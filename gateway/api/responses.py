@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..config import Route
+from ..config import Limits, Route
 from ..errors import InvalidRequest
 from ..pipeline.chunks import stream_chunks
 from ..pipeline.exchange import Completed, complete_limited, fetch, open_request_stream, open_stream
@@ -45,6 +45,15 @@ class ResponsesRequest:
     model: str
     stream: bool
     requested_max_tokens: int | None  # max_output_tokens
+
+    @property
+    def prompt(self) -> Any:
+        """The instructions and input, as the client sent them (kept when ledger.store_messages is on)."""
+        return {"instructions": self.body.get("instructions"), "input": self.body.get("input")}
+
+    def completion_cap(self, limits: Limits) -> int:
+        """The most output tokens its answer may hold under `limits`."""
+        return min(self.requested_max_tokens or limits.max_tokens, limits.max_tokens)
 
 
 def parse_responses_request(body: dict[str, Any], *, default_model: str | None) -> ResponsesRequest:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .admin_operations import ADMIN_KEY, admin_operations
 from .schemas import ref
 from .streams import CHAT_STREAM, DEBATE_STREAM, RESPONSES_STREAM
 
@@ -29,6 +30,7 @@ class Operation:
     operation_id: str
     describe: Callable[[Examples], dict[str, Any]]  # the OpenAPI operation, less its operationId and security
     keyed: bool = False  # under /v1 or /api/v1: a key is asked for when the gateway has keys
+    security: list[dict[str, list[str]]] | None = None  # its own (the admin key), whatever `keyed` says
 
 
 def model_paths(suffix: str) -> tuple[str, ...]:
@@ -315,6 +317,23 @@ def debates(examples: Examples) -> dict[str, Any]:
     }
 
 
+def admin_describe(method: str, path: str) -> Callable[[Examples], dict[str, Any]]:
+    return lambda examples: admin_operations(ref("ErrorResponse"))[method, path]
+
+
+def admin_id(method: str, path: str) -> str:
+    """createKey, listKeys, retrieveKey, updateKey, deleteKey, usageReport, retrieveRequestRows."""
+    return {
+        ("post", "/admin/keys"): "createKey",
+        ("get", "/admin/keys"): "listKeys",
+        ("get", "/admin/keys/{key_id}"): "retrieveKey",
+        ("patch", "/admin/keys/{key_id}"): "updateKey",
+        ("delete", "/admin/keys/{key_id}"): "deleteKey",
+        ("get", "/admin/usage"): "usageReport",
+        ("get", "/admin/requests/{request_id}"): "retrieveRequestRows",
+    }[method, path]
+
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("post", model_paths("/chat/completions"), "createChatCompletion", chat_completions, keyed=True),
     Operation("post", model_paths("/responses"), "createResponse", responses, keyed=True),
@@ -322,6 +341,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", model_paths("/models"), "listModels", list_models, keyed=True),
     Operation("get", model_paths("/models/{model}"), "retrieveModel", get_model, keyed=True),
     Operation("post", ("/api/v1/debates",), "createDebate", debates, keyed=True),
+    *(
+        Operation(method, (path,), admin_id(method, path), admin_describe(method, path), security=ADMIN_KEY)
+        for method, path in admin_operations(ref("ErrorResponse"))
+    ),
     Operation("get", ("/health",), "health", health),
     Operation("get", ("/health/upstreams",), "upstreamHealth", upstream_health),
     Operation("get", ("/ready",), "ready", ready),

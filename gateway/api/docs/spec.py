@@ -11,6 +11,7 @@ import copy
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from .admin_operations import SECURITY_SCHEME as ADMIN_SECURITY_SCHEME
 from .operations import Examples, Operation
 from .schemas import GATEWAY_SCHEMAS, HEADERS
 
@@ -35,6 +36,7 @@ SECURITY_SCHEMES = {
         "description": "A client key of `auth.keys`, sent as the OpenAI SDKs send their API key.",
     },
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "api-key", "description": "The same key, as Azure's."},
+    "adminKey": ADMIN_SECURITY_SCHEME,
 }
 KEY_REQUIRED: list[dict[str, list[str]]] = [{"bearerKey": []}, {"apiKeyHeader": []}]
 
@@ -45,6 +47,7 @@ TAGS = [
     {"name": "Models", "description": "The routes, as OpenAI's model list."},
     {"name": "Quorum", "description": "Quorum routes: one prompt, several models, one answer."},
     {"name": "Operations", "description": "Health, readiness and metrics: no key needed."},
+    {"name": "Admin", "description": "The usage ledger's keys, reports and stored requests: the admin key only."},
 ]
 
 
@@ -65,7 +68,10 @@ def build_document(
                 continue
             described = operation.describe(examples)
             described["operationId"] = operation.operation_id + ("" if index == 0 else f"_{path_suffix(path)}")
-            described["security"] = KEY_REQUIRED if operation.keyed and keyed else []
+            if operation.security is not None:
+                described["security"] = operation.security
+            else:
+                described["security"] = KEY_REQUIRED if operation.keyed and keyed else []
             paths.setdefault(path, {})[operation.method] = described
     used_tags = {tag for item in paths.values() for described in item.values() for tag in described.get("tags", ())}
     return {
