@@ -24,7 +24,7 @@ from .ledger.rows import row_from
 from .ledger.service import Ledger
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
-from .observability.record import RequestRecord, finish
+from .observability.record import RequestRecord, council_cost, finish
 from .policy.prices import PriceBook
 from .providers import Provider, create_provider
 from .routing.health import HealthBoard, TargetHealth, TargetKey, target_key
@@ -110,9 +110,14 @@ class Gateway:
         conversation: tuple[object, object] | None = None,
     ) -> None:
         """A request has ended (`finished`: time.perf_counter()): count it, log its line, and
-        queue its ledger row (with its messages and answer when they are kept)."""
+        queue its ledger row (with its messages and answer when they are kept); a quorum
+        request's costs what its calls cost, each of which has a row of its own."""
+        if record.calls is not None:
+            record.cost_usd = council_cost(record.calls)
         finish(self.metrics, self.access_log, record, finished)
         self.ledger.record(row_from(record, finished, held=record.held, conversation=conversation))
+        for call in record.calls or ():
+            self.ledger.record(row_from(call.record, finished, member=call.member, held=call.record.held))
 
     def _publish_targets(self) -> None:
         """A cooling gauge for every target of the table, 0 while in rotation."""

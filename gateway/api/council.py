@@ -148,7 +148,7 @@ async def answer_chat(
     """The council's verdict as a chat completion, streamed or not (see the module's docstring)."""
     sitting, max_tokens = convene(http, gateway, exchange, request, route)
     record = exchange.record
-    headers = {"x-gateway-max-tokens": str(max_tokens), "x-gateway-provider": QUORUM_PROVIDER}
+    headers = {**exchange.headers, "x-gateway-max-tokens": str(max_tokens), "x-gateway-provider": QUORUM_PROVIDER}
     identity = {
         "id": f"chatcmpl-quorum-{uuid.uuid4().hex[:24]}",
         "object": "chat.completion.chunk",

@@ -9,6 +9,7 @@ written: see policy.budgets for why that keeps the spend within one request of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..config import ClientKey, Limits, Route
@@ -19,6 +20,8 @@ from ..observability.record import RequestRecord
 from ..policy import budgets
 from ..policy.prices import Tokens
 from ..routing.dispatch import Attempt
+from ..routing.quorum.council import possible_calls
+from ..routing.quorum.prompts import most_added
 from ..runtime import Gateway, Snapshot
 
 HOLD_MARGIN = 60.0  # seconds a hold outlives its request's timeout, in case its row is late
@@ -78,14 +81,42 @@ async def admit(
 
 
 def most_cost(gateway: Gateway, snapshot: Snapshot, route: Route, request: Estimable, body_bytes: int) -> float:
-    """The most the request can cost, in USD, over the route and its fallbacks (0 when no price is known)."""
+    """The most the request can cost, in USD, over the route and its fallbacks (0 when no price
+    is known); for a quorum route, over every call its council may make (each through its
+    member's route, its answer within the council's max_tokens, its prompt with the answers
+    it is shown)."""
+    if route.quorum is None:
+        return chain_cost(gateway, snapshot, route, request.model, body_bytes, request.completion_cap)
+    council_cap = request.completion_cap(route.limits)
+    total = 0.0
+    for name, shown in possible_calls(route.quorum):
+        member = snapshot.table.by_name(name)
+        if member is None:  # checked at load: members are routes of the table
+            continue
+        prompt = body_bytes + most_added(route.quorum.prompts, shown, council_cap)
+        total += chain_cost(
+            gateway, snapshot, member, member.model, prompt, lambda limits: min(council_cap, limits.max_tokens)
+        )
+    return total
+
+
+def chain_cost(
+    gateway: Gateway,
+    snapshot: Snapshot,
+    route: Route,
+    model: str,
+    prompt_tokens: int,
+    completion_cap: Callable[[Limits], int],
+) -> float:
+    """The most one request to `route` (for `model`) can cost, in USD, over the route and its
+    fallbacks, with at most `prompt_tokens` of prompt and `completion_cap(limits)` of answer."""
     chain = [route, *(found for name in route.fallbacks if (found := snapshot.table.by_name(name)) is not None)]
     most = 0.0
     for position, current in enumerate(chain):
-        tokens = Tokens(prompt=body_bytes, completion=request.completion_cap(current.limits))
+        tokens = Tokens(prompt=prompt_tokens, completion=completion_cap(current.limits))
         for target in current.targets:
-            model = target.model or (request.model if position == 0 else current.model)
-            quote = gateway.prices.quote(current, snapshot.config.providers.get(target.provider), model)
+            target_model = target.model or (model if position == 0 else current.model)
+            quote = gateway.prices.quote(current, snapshot.config.providers.get(target.provider), target_model)
             if quote is not None:
                 most = max(most, quote.cost(tokens))
     return most

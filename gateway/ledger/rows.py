@@ -67,10 +67,12 @@ class Row:
 
     @property
     def scopes(self) -> tuple[str, ...]:
-        """The spend this row's cost adds to: its key's (when it had one) and its route's."""
+        """The spend this row's cost adds to: its key's (when it had one) and its route's. A call
+        of a quorum request adds to its member route's only: the request's own row, whose
+        cost is its calls' together, is the key's."""
         record = self.record
         found = []
-        if record.key not in (NO_KEY, UNKNOWN_KEY):
+        if record.key not in (NO_KEY, UNKNOWN_KEY) and self.member is None:
             found.append(key_scope(record.key))
         if record.routed:
             found.append(route_scope(record.route))

@@ -105,6 +105,14 @@ class CallRecord:
     record: RequestRecord
 
 
+def council_cost(calls: list[CallRecord]) -> float | None:
+    """What a quorum request cost in USD: its calls' costs summed; None when a call used
+    tokens no price is known for."""
+    if any(call.record.unpriced for call in calls):
+        return None
+    return sum(call.record.cost_usd or 0.0 for call in calls)
+
+
 def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: UpstreamError) -> None:
     metrics.upstream_errors.labels(record.provider, exc.reason).inc()
     if isinstance(exc, UpstreamTimeout):
@@ -132,15 +140,15 @@ def count(metrics: Metrics, record: RequestRecord, finished: float) -> float | N
     if record.upstream_sent_at is not None and record.upstream_done_at is not None:
         overhead = (record.upstream_sent_at - record.started) + (finished - record.upstream_done_at)
         series.overhead.observe(max(overhead, 0.0))
-    if record.calls is None:  # a council's tokens are counted by each of its calls, under their routes
+    if record.calls is None:  # a council's tokens and spend are counted by each of its calls, under their routes
         if record.prompt_tokens:
             series.prompt_tokens.inc(record.prompt_tokens)
         if record.completion_tokens:
             series.completion_tokens.inc(record.completion_tokens)
-    if record.cost_usd:
-        series.spend.inc(record.cost_usd)
-    elif record.unpriced:
-        series.unpriced.inc()
+        if record.cost_usd:
+            series.spend.inc(record.cost_usd)
+        elif record.unpriced:
+            series.unpriced.inc()
     if record.truncated:
         series.truncations.inc()
     if record.disconnected:
