@@ -1,4 +1,4 @@
-"""gateway [--config PATH] [--host H] [--port P] [--check]"""
+"""gateway [--config PATH] [--host H] [--port P] [--check]; gateway keys|usage|db ... (gateway.commands)"""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 
 from . import __version__
+from .commands import SUBCOMMANDS
 from .config import ConfigError, GatewayConfig, load_config
 from .config.describe import describe
 from .observability.logs import AccessLog, configure_logging
@@ -51,6 +52,11 @@ def parse_workers(value: str | None) -> int | str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in SUBCOMMANDS:
+        from .commands.main import main as run_command  # the ledger's modules import prometheus_client
+
+        return run_command(words)
     args = parse_args(argv)
     level = os.environ.get("LOG_LEVEL", "INFO").upper()
     if not isinstance(logging.getLevelName(level), int):
@@ -94,6 +100,8 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
         encodings_for(config.upstream_models)
     )  # before forking, so that workers share these pages
     log.info("tiktoken encodings loaded: %s", ", ".join(tokenizers.loaded) or "none")
+    from . import serve  # noqa: F401 - the server's modules (price table, SQLAlchemy) before forking, shared too
+
     if workers == 1:
         return serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=False)
     holder, port = reserve_port(config.server.host, config.server.port)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from . import api
+from .api import admin
 from .config import GatewayConfig
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
@@ -35,6 +37,7 @@ def create_app(
     access_log: AccessLog | None = None,
     clock: Callable[[], float] | None = None,
     rng: random.Random | None = None,
+    wall: Callable[[], float] = time.time,
     shared: SharedTable | None = None,
     worker: int = 0,
 ) -> web.Application:
@@ -43,8 +46,9 @@ def create_app(
     `tokenizers`: loaded encodings (default: load what the routes need); `loader`: reads
     the config again on reload (None: reload is refused); `clock` (monotonic seconds;
     None: the real clocks) drives cooldowns and rate limit windows, `rng` the weighted
-    choice of targets; `shared` is the rate limits' table of a group of workers, `worker`
-    this one's number in it (runtime.Gateway).
+    choice of targets; `wall` (seconds since the epoch) the ledger's times and budget
+    periods; `shared` is the rate limits' table of a group of workers, `worker` this one's
+    number in it (runtime.Gateway).
     """
     if tokenizers is None:
         tokenizers = Tokenizers.load(encodings_for(config.upstream_models))
@@ -67,10 +71,12 @@ def create_app(
             access_log=access_log,
             clock=clock,
             rng=rng,
+            wall=wall,
             shared=shared,
             worker=worker,
         )
         app[GATEWAY] = gateway
+        await gateway.start()
         watcher = asyncio.create_task(watch_config(gateway)) if loader and config.server.watch_config else None
         yield
         if watcher is not None:
@@ -79,5 +85,6 @@ def create_app(
 
     app.cleanup_ctx.append(gateway_resources)
     api.add_routes(app)
+    admin.add_routes(app)
     ops.add_routes(app)
     return app

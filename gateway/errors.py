@@ -10,12 +10,14 @@ any OpenAI client reads them; `code` says precisely what happened.
     ├── InvalidAPIKey                 401 invalid_request_error / invalid_api_key
     ├── ModelNotAllowed               403 invalid_request_error / model_not_allowed
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
+    ├── NotFound                      404 invalid_request_error / not_found, key_not_found, request_not_found
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
     ├── RateLimited                   429 rate_limit_error / rate_limit_exceeded (a limit of the key or route)
     ├── LimitsUnavailable             503 service_unavailable_error / rate_limits_unavailable
     ├── QuorumNotReached              502 server_error / quorum_not_reached: too few members answered
     ├── EmptyAnswer                   502 server_error / empty_answer: a council member answered nothing
     ├── Outrun                        a council member stopped: another's answer began first (never a client's)
+    ├── BudgetExceeded                429 insufficient_quota / insufficient_quota
     └── UpstreamError                 something went wrong on the way to or from a provider
         ├── UpstreamUnreachable       502 server_error / upstream_unreachable
         ├── UpstreamProtocolError     502 server_error / upstream_protocol_error
@@ -97,6 +99,14 @@ class ModelNotFound(GatewayError):
         super().__init__(f"The model {model!r} does not exist or is not routed by this gateway.", param="model")
 
 
+class NotFound(GatewayError):
+    """Nothing at that path (the admin endpoints when no admin key is set), or no such key or request."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -148,6 +158,33 @@ class Outrun(GatewayError):
 
     def __init__(self, winner: str) -> None:
         super().__init__(f"The answer of {winner!r} began first; this member's call was stopped.")
+
+
+class BudgetExceeded(GatewayError):
+    """A key's or a route's budget is spent for its period: OpenAI's 429 `insufficient_quota`
+    (the SDKs raise RateLimitError). Spent by finished requests, it lasts until the period ends
+    (`until`), and the SDKs are told not to retry; only `held` by requests in flight, it may
+    pass a moment later (they often cost less than they hold), and they are told to retry
+    after a second."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def __init__(self, what: str, usd: float, period: str, until: str, *, held: bool = False) -> None:
+        if held:
+            message = (
+                f"The budget of {what} ({usd:g} USD per {period}) is taken up by requests in flight; "
+                "try again in a moment."
+            )
+        else:
+            message = f"The budget of {what} ({usd:g} USD per {period}) is spent until {until}."
+        super().__init__(message)
+        self.headers["x-gateway-budget-remaining"] = "0"
+        if held:
+            self.headers["retry-after"] = "1"
+        else:
+            self.headers["x-should-retry"] = "false"
 
 
 class UpstreamError(GatewayError):

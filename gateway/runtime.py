@@ -15,14 +15,18 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import ClientKey, ConfigError, GatewayConfig
 from .config.secrets import Redactor
+from .ledger.rows import row_from
+from .ledger.service import Ledger
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
+from .observability.record import RequestRecord, council_cost, finish
 from .policy import RateLimiter
+from .policy.prices import PriceBook
 from .providers import Provider, create_provider
 from .routing.health import HealthBoard, TargetHealth, TargetKey, target_key
 from .routing.table import RoutingTable
@@ -69,9 +73,10 @@ class Gateway:
     """The current `Snapshot` (a reload swaps it whole) and what outlives a reload.
 
     `clock` (seconds, monotonic) and `rng` drive cooldowns, the rate limits' windows and
-    the choice of targets, so tests can move time and fix choices instead of sleeping;
-    without a clock, the rate limits in Redis run on Redis' own. `shared` is the table of
-    rate limits the workers share (None: one process), `worker` this one's number in it.
+    the choice of targets, and `wall` (seconds since the epoch) the ledger's times and budget
+    periods, so tests can move time and fix choices instead of sleeping; without a clock, the
+    rate limits in Redis run on Redis' own. `shared` is the table of rate limits the workers
+    share (None: one process), `worker` this one's number in it.
     """
 
     def __init__(
@@ -84,10 +89,12 @@ class Gateway:
         access_log: AccessLog | None = None,
         clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
         shared: SharedTable | None = None,
         worker: int = 0,
     ) -> None:
         self.metrics = metrics
+        self.wall = wall
         self.access_log = access_log or AccessLog()
         self.board = HealthBoard(clock=clock or time.monotonic, rng=rng, on_change=self._cooling_changed)
         store = open_store(config, clock=clock, shared=shared, worker=worker)
@@ -97,6 +104,29 @@ class Gateway:
         self._publish_targets()
         self.loader = loader
         self.draining = False
+        self.prices = PriceBook()
+        self.ledger = Ledger(config.ledger, metrics, clock=wall)
+
+    async def start(self) -> None:
+        """Open the ledger (never fails for its database: see ledger.service)."""
+        await self.ledger.start()
+
+    def settle(
+        self,
+        record: RequestRecord,
+        finished: float,
+        *,
+        conversation: tuple[object, object] | None = None,
+    ) -> None:
+        """A request has ended (`finished`: time.perf_counter()): count it, log its line, and
+        queue its ledger row (with its messages and answer when they are kept); a quorum
+        request's costs what its calls cost, each of which has a row of its own."""
+        if record.calls is not None:
+            record.cost_usd = council_cost(record.calls)
+        finish(self.metrics, self.access_log, record, finished)
+        self.ledger.record(row_from(record, finished, held=record.held, conversation=conversation))
+        for call in record.calls or ():
+            self.ledger.record(row_from(call.record, finished, member=call.member, held=call.record.held))
 
     def _publish_targets(self) -> None:
         """A cooling gauge for every target of the table, 0 while in rotation."""
@@ -124,6 +154,8 @@ class Gateway:
         tokenizers = await loop.run_in_executor(None, old.tokenizers.extended, encodings_for(config.upstream_models))
         if (config.server, config.upstream, config.store) != (old.config.server, old.config.upstream, old.config.store):
             log.warning("server, upstream and store settings changed: they take effect at the next restart")
+        if replace(config.ledger, store_messages=False) != replace(old.config.ledger, store_messages=False):
+            log.warning("ledger settings other than store_messages changed: they take effect at the next restart")
         for warning in config.warnings:
             log.warning("%s", warning, extra={"fields": {"problem": warning}})
         self.state = Snapshot.build(config, tokenizers, self.client)
@@ -131,6 +163,7 @@ class Gateway:
             with contextlib.suppress(KeyError):  # a target whose series was never written
                 self.metrics.target_cooling.remove(route, provider, model or "*")
         self._publish_targets()
+        await self.ledger.flush()  # the rows of the old config are written before the new one serves on
         log.info(
             "config reloaded from %s: %d routes",
             config.source,
@@ -140,9 +173,13 @@ class Gateway:
         return True
 
     async def aclose(self) -> None:
-        """Close the upstream client's connections and the rate limits' store."""
-        await self.client.aclose()
-        await self.limiter.store.aclose()
+        """Write the ledger's waiting rows and close its connections, then the upstream client's
+        and the rate limits' store."""
+        try:
+            await self.ledger.aclose()
+        finally:
+            await self.client.aclose()
+            await self.limiter.store.aclose()
 
 
 def open_store(

@@ -112,4 +112,19 @@ async def serve(
             with contextlib.suppress(asyncio.CancelledError):  # a second signal: stop accepting now
                 await asyncio.sleep(delay)
         log.info("draining: finishing requests in flight, then stopping")
-        await runner.cleanup()
+        try:
+            await runner.cleanup()
+        finally:  # a second signal may cut the drain short: the rows of what was answered are written all the same
+            await end_the_rest()
+            await gateway.ledger.aclose()
+
+
+async def end_the_rest(timeout: float = 5.0) -> None:
+    """Cancel the tasks still running (requests a second signal cut short) and let them end,
+    for `timeout` seconds at most: each request records its row as it ends."""
+    current = asyncio.current_task()
+    rest = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+    for task in rest:
+        task.cancel()
+    if rest:
+        await asyncio.wait(rest, timeout=timeout)

@@ -7,7 +7,8 @@ import functools
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from aiohttp import web
 SHARED_TIKTOKEN = Path(__file__).resolve().parents[2] / "shared" / "tiktoken"
 if SHARED_TIKTOKEN.is_dir() and "TIKTOKEN_CACHE_DIR" not in os.environ:
     os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_TIKTOKEN)
+
+from postgres import PostgresServer, running_postgres  # noqa: E402
 
 from gateway.app import create_app  # noqa: E402
 from gateway.config import load_config, parse_config  # noqa: E402
@@ -138,7 +141,9 @@ class FakeClock:
 
 
 @pytest.fixture
-async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactory]:
+async def gateway_factory(
+    tokenizers: Tokenizers, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[GatewayFactory]:
     runners: list[web.AppRunner] = []
 
     async def make(
@@ -148,10 +153,18 @@ async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactor
         *,
         clock: Callable[[], float] | None = None,
         seed: int = 0,
+        wall: Callable[[], float] = time.time,
     ) -> Gateway:
         """The gateway on `tree`; with `path`, the tree is written there and reloads read that file.
 
-        `clock` drives cooldowns and rate limit windows (None: the real clocks); the choice of weighted targets is seeded with `seed`."""
+        `clock` drives cooldowns and rate limit windows (None: the real clocks), `wall` the
+        ledger's times and budget periods; the choice of
+        weighted targets is seeded with `seed`. Without a `ledger.url`, the ledger is a SQLite
+        file of the test's own."""
+        ledger = tree.get("ledger") or {}
+        if "url" not in ledger:
+            folder = tmp_path_factory.mktemp("ledger")
+            tree = {**tree, "ledger": {**ledger, "url": f"sqlite://{folder}/ledger.db"}}
         loader = None
         if path is not None:
             path.write_text(yaml.safe_dump(tree))
@@ -159,7 +172,7 @@ async def gateway_factory(tokenizers: Tokenizers) -> AsyncIterator[GatewayFactor
             config = loader()
         else:
             config = parse_config(tree, source="test.yaml", env=env or {}, overrides={})
-        app = create_app(config, tokenizers=tokenizers, loader=loader, clock=clock, rng=random.Random(seed))
+        app = create_app(config, tokenizers=tokenizers, loader=loader, clock=clock, rng=random.Random(seed), wall=wall)
         runner, port = await start(app, "127.0.0.1", 0, server=config.server)
         runners.append(runner)
         return Gateway(url=f"http://127.0.0.1:{port}", app=app)
@@ -273,3 +286,19 @@ def require_tool(name: str, package: str) -> str:
             pytest.fail(f"{reason}: CI must install it (see .ci/run)")
         pytest.skip(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session (Debian's package), a database per test."""
+    yield from running_postgres()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The ledger of a test, in each database the gateway supports: a SQLite file of its own, or
+    a new database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/ledger.db"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()

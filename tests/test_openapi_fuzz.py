@@ -98,10 +98,18 @@ def test_schemathesis_finds_no_answer_the_document_does_not_allow(tmp_path: Path
         )
     assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
     requests = [line for line in gateway.lines if line.get("message") == "request"]
-    outcomes = Counter(
-        (line["path"].startswith(("/v1/chat", "/api/v1/chat")), line["stream"], line["status"]) for line in requests
-    )
+    outcomes = Counter((family(line["path"]), line["stream"], line["status"]) for line in requests)
     assert len(requests) >= 300, outcomes
-    # answers, and streams: at least the document's streamed example at both paths, whose events are checked too
-    assert outcomes[(True, False, 200)] >= 100 and outcomes[(True, True, 200)] >= 2, outcomes
+    # answers, and streams: at least the document's streamed examples at both paths, whose events are checked too
+    assert outcomes[("chat", False, 200)] >= 100 and outcomes[("chat", True, 200)] >= 2, outcomes
+    assert outcomes[("responses", False, 200)] >= 10 and outcomes[("responses", True, 200)] >= 2, outcomes
+    assert outcomes[("embeddings", False, 200)] >= 50, outcomes
     assert not [line for line in requests if line["status"] >= 500]
+
+
+def family(path: str) -> str:
+    """The model endpoint a request went to (either prefix), or `other`."""
+    for name, suffix in (("chat", "/chat/completions"), ("responses", "/responses"), ("embeddings", "/embeddings")):
+        if path in (f"/v1{suffix}", f"/api/v1{suffix}"):
+            return name
+    return "other"

@@ -90,7 +90,14 @@ def test_redoc_renders_the_document_offline(browser: WebDriver, gateway: str) ->
     browser.get(f"{gateway}/redoc")
     wait(browser, lambda d: d.find_elements("css selector", "[data-section-id^='tag/Chat']"))
     text = browser.find_element("tag name", "body").text
-    for summary in ("Chat completions, streamed or not", "The routes, as OpenAI's model list", "Prometheus metrics"):
+    summaries = (
+        "Chat completions, streamed or not",
+        "Responses, streamed or not, on every route",
+        "Embeddings",
+        "The routes, as OpenAI's model list",
+        "Prometheus metrics",
+    )
+    for summary in summaries:
         assert summary in text
     screenshot(browser, "redoc.png")
     assert foreign_requests(browser) == []  # its footer's logo (a CDN's) is blocked by the page's policy

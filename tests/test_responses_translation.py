@@ -275,6 +275,46 @@ def test_completions_become_responses(
         assert (call["call_id"], call["name"], call["status"]) == ("call_9", "get_weather", "completed")
 
 
+@pytest.mark.parametrize(
+    ("request_fields", "echoed"),
+    [
+        (
+            {"tools": [{"type": "function", "name": "f"}]},
+            {"tools": [{"type": "function", "name": "f", "parameters": None, "strict": None}]},
+        ),
+        (
+            {"tools": [{"type": "function", "name": "f", "parameters": "x", "strict": "yes", "extra": 1}]},
+            {"tools": [{"type": "function", "name": "f", "parameters": None, "strict": None}]},
+        ),
+        ({"temperature": "hot", "top_p": True}, {"temperature": 1.0, "top_p": 1.0}),
+        ({"temperature": None, "top_p": 0}, {"temperature": None, "top_p": 0}),
+        ({"metadata": {"a": 1}}, {"metadata": {}}),
+        ({"text": {"format": None, "verbosity": "loud"}}, {"text": {"format": {"type": "text"}}}),
+        ({"text": {"verbosity": None}}, {"text": {"format": {"type": "text"}, "verbosity": None}}),
+    ],
+    ids=[
+        "tool-without-parameters-or-strict",
+        "tool-with-bad-ones",
+        "bad-numbers",
+        "null-and-zero",
+        "bad-metadata",
+        "bad-text",
+        "null-verbosity",
+    ],
+)
+def test_a_translated_response_echoes_only_what_a_response_may_hold(
+    request_fields: dict[str, Any], echoed: dict[str, Any]
+) -> None:
+    """What the translation did not read went upstream unchecked (a lenient upstream, the mock,
+    takes it): the Response echoes it only where OpenAI's Response schema allows it."""
+    response = response_from_completion(
+        completion("Hi", usage=USAGE),
+        base_response({"model": "m", "input": "hi", **request_fields}, model="m", max_output_tokens=16),
+    )
+    assert_spec_valid("Response", response)
+    assert {field: response[field] for field in echoed} == echoed
+
+
 def texts_of(item: dict[str, Any]) -> str:
     if item["type"] == "function_call":
         return item["arguments"]

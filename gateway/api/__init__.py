@@ -14,6 +14,8 @@ parsing.py       a body as a JSON object
 docs/            GET /openapi.json, /docs (Swagger UI), /redoc (ReDoc)
 playground/      GET / and /playground: a page to talk to any route
 pages.py         pages and their files, served from package data
+spending.py      budgets checked before dispatch, the cost of what was used
+admin.py         /admin: client keys at run time, usage reports, stored requests (admin_input.py: their fields)
 """
 
 from __future__ import annotations

@@ -39,7 +39,13 @@ class ChatCompletions:
         provider, transport, call = prepared.provider, prepared.transport, prepared.call
         if not request.stream:
             return await complete(
-                provider, transport, call, clock, counter=prepared.counter, prompt_tokens=prepared.prompt_tokens
+                provider,
+                transport,
+                call,
+                clock,
+                counter=prepared.counter,
+                prompt_tokens=prepared.prompt_tokens,
+                transcript=exchange.transcript,
             )
         upstream = await open_stream(provider, transport, call, clock)
         limiter = StreamLimiter(
@@ -54,6 +60,7 @@ class ChatCompletions:
             limiter,
             clock,
             include_usage=request.include_usage,
+            transcript=exchange.transcript,
         )
         started = StreamStart(upstream, limiter, chunks, b"")
         try:

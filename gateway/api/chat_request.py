@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import Limits
 from ..errors import InvalidRequest
 from .parsing import model_of, positive_int, stream_of
 
@@ -23,6 +24,15 @@ class ChatRequest:
     requested_max_tokens: int | None
     choices: int
     include_usage: bool
+
+    @property
+    def prompt(self) -> Any:
+        """The messages, as the client sent them."""
+        return self.body["messages"]
+
+    def completion_cap(self, limits: Limits) -> int:
+        """The most completion tokens its answer may hold under `limits`: max_tokens a choice."""
+        return min(self.requested_max_tokens or limits.max_tokens, limits.max_tokens) * self.choices
 
 
 def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> ChatRequest:

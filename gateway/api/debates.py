@@ -62,8 +62,8 @@ class Debates:
     ) -> web.StreamResponse:
         sitting, _ = convene(request, gateway, exchange, parsed, route)
         record, server = exchange.record, exchange.snapshot.config.server
-        response = EventStream(  # the rate limits' x-ratelimit-* headers, if any
-            headers=dict(exchange.headers), keepalive=server.sse_keepalive, send_timeout=server.send_timeout
+        response = EventStream(
+            headers=exchange.headers, keepalive=server.sse_keepalive, send_timeout=server.send_timeout
         )
         async with sitting:
             await response.prepare(request)

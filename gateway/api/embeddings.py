@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..config import Route
+from ..config import Limits, Route
 from ..errors import InvalidRequest
 from ..pipeline.exchange import Completed, fetch
 from ..providers import UpstreamCall
@@ -35,6 +35,15 @@ class EmbeddingsRequest:
     body: dict[str, Any]
     model: str
     stream: bool = False  # embeddings are never streamed
+
+    @property
+    def prompt(self) -> Any:
+        """The input, as the client sent it (kept when ledger.store_messages is on)."""
+        return self.body.get("input")
+
+    def completion_cap(self, limits: Limits) -> int:
+        """An embedding has no completion tokens."""
+        return 0
 
 
 def parse_embeddings_request(body: dict[str, Any], *, default_model: str | None) -> EmbeddingsRequest:

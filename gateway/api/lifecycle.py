@@ -1,6 +1,6 @@
 """The one lifecycle every model endpoint shares:
 
-    read and parse the body -> route the model -> admit against the rate limits
+    read and parse the body -> route the model -> admit against budgets and rate limits
       -> dispatch attempts (retries, fallbacks) -> send the answer whole or relay its stream
       -> settle what the request used, count and log it once
 
@@ -8,10 +8,12 @@ An endpoint brings only what is its own (`Endpoint`): how to parse its body, how
 tokens it may use, how to make one attempt against a target, and how to answer from a
 quorum route's council (api.council), which sends each of its calls through its member's
 route the same way (`through_route`). The steps that concern every endpoint plug in here,
-each at one place: who may call (server middleware), admission against the rate limits
-(`run`, after routing, before dispatch: a refused request never reaches an upstream),
-and settling what was used (`run`, at the end, whatever the outcome); a step that
-concerns each upstream call belongs in `through_route`.
+each at one place: who may call (server middleware), admission against limits (after
+routing, before dispatch: budgets in `accept`, api.spending; then the rate limits in `run`,
+policy.limiter: a refused request never reaches an upstream), and settling what was used
+(in `run`'s end, whatever the outcome: the rate limits' ticket, then the record is counted,
+logged and queued for the ledger, Gateway.settle); a step that concerns each upstream
+call belongs in `through_route` (a council's calls: api.members).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from ..config import ClientKey, Route, ServerConfig
+from ..config import ClientKey, Limits, Route, ServerConfig
 from ..errors import (
     GatewayError,
     InvalidRequest,
@@ -35,7 +37,7 @@ from ..errors import (
     UpstreamStatusError,
 )
 from ..observability.metrics import NO_KEY
-from ..observability.record import RequestRecord, finish, record_upstream_error
+from ..observability.record import RequestRecord, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
 from ..policy import Ticket
@@ -46,8 +48,10 @@ from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
 from ..stream.sse import DONE, encode_json
 from ..stream.tokens import PromptTokens
+from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body
+from .spending import admit, price
 
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
@@ -56,13 +60,23 @@ T = TypeVar("T")
 
 
 class RoutedRequest(Protocol):
-    """What the lifecycle reads of a parsed request: the model to route, and whether to stream."""
+    """What the lifecycle reads of a parsed request: the model to route, whether to stream,
+    what the ledger keeps of it, and the most it may cost."""
 
     @property
     def model(self) -> str: ...
 
     @property
     def stream(self) -> bool: ...
+
+    @property
+    def prompt(self) -> Any:
+        """What the client asked the model (chat: its messages), kept when ledger.store_messages is on."""
+        ...
+
+    def completion_cap(self, limits: Limits) -> int:
+        """The most completion tokens an answer under `limits` may hold, all choices together."""
+        ...
 
 
 class StreamMeter(Protocol):
@@ -114,6 +128,20 @@ Reply = Completed | StreamStart
 
 
 @dataclass(slots=True)
+class Kept:
+    """What the ledger keeps of a request beyond its record when ledger.store_messages is on."""
+
+    prompt: Any = None
+    transcript: Transcript | None = None
+
+    def conversation(self) -> tuple[Any, Any] | None:
+        """The request's messages and the answer its client got, or None when not kept."""
+        if self.transcript is None:
+            return None
+        return self.prompt, self.transcript.answer()
+
+
+@dataclass(slots=True)
 class Exchange:
     """One request on its way through the lifecycle: what every step reads and fills in."""
 
@@ -122,8 +150,9 @@ class Exchange:
     record: RequestRecord
     clock: Clock
     key: ClientKey | None  # the client's key; None when the gateway asks for none
-    body_bytes: int | None = None  # the size of the request's body, its text's bound (None: not known)
     headers: dict[str, str] = field(default_factory=dict)  # x-gateway-* of the endpoint, x-ratelimit-*
+    transcript: Transcript | None = None  # fed the answer as it goes out, when conversations are kept
+    body_bytes: int | None = None  # the size of the request's body, its text's bound (None: not known)
     prompt_tokens: PromptTokens | None = None  # counted once: for admission, and for usage
 
 
@@ -184,14 +213,17 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         path=request.path,
         client=request.remote,
         started=time.perf_counter(),
+        at=gateway.wall(),
         key=client_key.id if client_key is not None else NO_KEY,
     )
+    kept = Kept()
     ticket: Ticket | None = None  # what the rate limits counted: settled at the end, whatever happens
     try:
         try:
             snapshot = gateway.state  # this request keeps this snapshot to its end
-            exchange, parsed, route = await accept(request, endpoint, snapshot, record, arrived, client_key)
-            gateway.metrics.inflight_of(route.model).inc()
+            exchange, parsed, route = await accept(
+                request, endpoint, gateway, snapshot, record, arrived, client_key, kept
+            )
             ticket = await gateway.limiter.admit(
                 client_key,
                 route,
@@ -203,6 +235,7 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
             response = await serve(request, endpoint, gateway, exchange, parsed, route)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
+            record.attempts = exhausted.attempts
             exc.headers.update(retry_advice(exhausted))
             response = failure(exc, record, ticket)
         except GatewayError as exc:
@@ -226,7 +259,7 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     finally:
         if ticket is not None:
             ticket.settle(record.tokens_used)
-        finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+        gateway.settle(record, time.perf_counter(), conversation=kept.conversation())
 
 
 def failure(exc: GatewayError, record: RequestRecord, ticket: Ticket | None) -> web.Response:
@@ -255,12 +288,15 @@ def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
 async def accept(
     request: web.Request,
     endpoint: Endpoint,
+    gateway: Gateway,
     snapshot: Snapshot,
     record: RequestRecord,
     arrived: float,
     client_key: ClientKey | None,
+    kept: Kept,
 ) -> tuple[Exchange, RoutedRequest, Route]:
-    """Read and parse the request, route its model, and check that the key may use it."""
+    """Read and parse the request, route its model, check that the key may use it and that
+    no budget of the key's or the route's is spent."""
     payload = await read_payload(request, snapshot.config.server.max_body_bytes)
     parsed = endpoint.parse(parse_body(payload), snapshot)
     record.stream = parsed.stream
@@ -270,9 +306,16 @@ async def accept(
         raise ModelNotAllowed(client_key.id, parsed.model)
     if route is None:
         raise ModelNotFound(parsed.model)
-    record.route, record.provider, record.routed = route.model, route.provider, True
+    record.route, record.provider = route.model, route.provider
+    budget_headers = await admit(gateway, snapshot, client_key, route, parsed, len(payload), record)
+    record.routed = True
+    gateway.metrics.inflight_of(route.model).inc()
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
-    return Exchange(record.request_id, snapshot, record, clock, client_key, len(payload)), parsed, route
+    exchange = Exchange(record.request_id, snapshot, record, clock, client_key, budget_headers, body_bytes=len(payload))
+    if snapshot.config.ledger.store_messages:
+        kept.prompt, kept.transcript = parsed.prompt, Transcript()
+        exchange.transcript = kept.transcript
+    return exchange, parsed, route
 
 
 async def serve(
@@ -294,6 +337,7 @@ async def serve(
         )
     finally:
         record.timing(clock)
+    record.attempts = served.attempt.number
     headers = {
         **exchange.headers,
         "x-gateway-provider": served.attempt.target.provider,
@@ -302,7 +346,7 @@ async def serve(
     }
     if isinstance(served.result, Completed):
         record.truncated = served.result.truncated
-        record.usage(served.result.usage)
+        price(gateway, snapshot, record, served.attempt, served.result.usage)
         return web.Response(body=served.result.body, content_type=JSON, headers=headers)
     stream = served.result
     try:
@@ -313,7 +357,7 @@ async def serve(
         record.truncated = stream.limiter.truncated
         if stream.limiter.upstream_usage or stream.limiter.delivered:
             await stream.limiter.usage_ready()
-            record.usage(stream.limiter.usage())
+            price(gateway, snapshot, record, served.attempt, stream.limiter.usage())
 
 
 def through_route(
@@ -332,6 +376,7 @@ def through_route(
 
     def attempt(planned: Attempt) -> Awaitable[T]:
         record.provider, record.upstream_model = planned.target.provider, planned.upstream_model
+        record.cost_usd = None  # an upstream was asked: unknown until its usage is priced
         return run(planned)
 
     return dispatch(

@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from ..errors import GatewayError, UpstreamError, UpstreamProtocolError
@@ -37,6 +38,7 @@ from ..upstream.base import UpstreamResponse
 from .attempt import prepare, reserve_chat
 from .chat_request import ChatRequest
 from .lifecycle import CLIENT_CLOSED_REQUEST, Exchange, through_route
+from .spending import admit, price
 
 PLAIN_DROPPED = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "functions", "function_call")
 NOT_FORWARDED = ("stream_options", "n")  # the client's, about its own answer: each call is one streamed choice
@@ -113,6 +115,7 @@ class Members:
             path=parent.path,
             client=parent.client,
             started=time.perf_counter(),
+            at=parent.at,
             route=route.model,
             provider=route.provider,
             key=parent.key,
@@ -134,8 +137,11 @@ class Members:
             include_usage=False,
         )
         stream: MemberStream | None = None
+        served_attempt: Attempt | None = None
         ticket: Ticket | None = None  # the member route's own rate limits (the key's count the client's request)
         try:
+            if route.budget is not None:  # the key's budget was held for the whole council (api.spending)
+                await admit(self.gateway, snapshot, None, route, request, len(orjson.dumps(body)), record)
             ticket = await self.gateway.limiter.admit(
                 None,
                 route,
@@ -145,7 +151,7 @@ class Members:
             served = await through_route(
                 self.gateway, exchange, route, route.model, lambda planned: member_attempt(exchange, request, planned)
             )
-            stream = served.result
+            stream, served_attempt = served.result, served.attempt
             answer.provider, answer.model = served.attempt.target.provider, served.attempt.upstream_model
             record.status = 200
             if not begun():  # another answer began first (fastest): the council wants none of this one
@@ -174,7 +180,7 @@ class Members:
                 stream.upstream.close()  # at once, whatever comes next: the upstream stops generating
             try:
                 if stream is not None:
-                    await self._settle(answer, stream, record)
+                    await self._settle(answer, stream, record, served_attempt)
             finally:
                 if ticket is not None:
                     ticket.settle(record.tokens_used)
@@ -185,16 +191,18 @@ class Members:
                 self.calls.append(CallRecord(answer.member, answer.role, answer.round, record))
                 count(self.gateway.metrics, record, time.perf_counter())
 
-    async def _settle(self, answer: Answer, stream: MemberStream, record: RequestRecord) -> None:
-        """Stop reading the stream, and note what it used: the upstream's usage, else the
-        gateway's own count of what it delivered (a call stopped before its end included)."""
+    async def _settle(
+        self, answer: Answer, stream: MemberStream, record: RequestRecord, served: Attempt | None
+    ) -> None:
+        """Stop reading the stream, and note what it used and cost: the upstream's usage, else
+        the gateway's own count of what it delivered (a call stopped before its end included)."""
         await stream.aclose()
         limiter = stream.limiter
         answer.truncated = record.truncated = limiter.truncated
         if limiter.upstream_usage or limiter.delivered:
             await limiter.usage_ready()
             answer.usage = limiter.usage()
-            record.usage(answer.usage)
+            price(self.gateway, self.exchange.snapshot, record, served, answer.usage)
 
 
 def take(answer: Answer, chunks: list[dict[str, Any]], delta: Callable[[dict[str, Any]], None]) -> None:

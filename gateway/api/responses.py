@@ -46,6 +46,15 @@ class ResponsesRequest:
     stream: bool
     requested_max_tokens: int | None  # max_output_tokens
 
+    @property
+    def prompt(self) -> Any:
+        """The instructions and input, as the client sent them (kept when ledger.store_messages is on)."""
+        return {"instructions": self.body.get("instructions"), "input": self.body.get("input")}
+
+    def completion_cap(self, limits: Limits) -> int:
+        """The most output tokens its answer may hold under `limits`."""
+        return min(self.requested_max_tokens or limits.max_tokens, limits.max_tokens)
+
 
 def parse_responses_request(body: dict[str, Any], *, default_model: str | None) -> ResponsesRequest:
     """What routing and safety need; the rest is checked where the request is translated."""

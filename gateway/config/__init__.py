@@ -5,6 +5,8 @@ checks.py    key-by-key validation of the raw YAML tree, one problem per bad key
 auth.py      the `auth:` section;  quorum.py  a quorum route's `quorum:` and its members
 model.py     the typed, frozen values the rest of the gateway works with
 describe.py  the resolved table as `gateway --check` prints it
+auth.py      the `auth:` section: client keys and the admin key
+ledger.py    the `ledger:` section, budgets and prices
 """
 
 from .load import ENV_OVERRIDES, default_config_tree, find_config_path, load_config, parse_config
@@ -15,11 +17,14 @@ from .model import (
     QUORUM_PROVIDER,
     QUORUM_STRATEGIES,
     AuthConfig,
+    Budget,
     ClientKey,
     ConfigError,
     Cooldown,
     GatewayConfig,
+    LedgerConfig,
     Limits,
+    Price,
     ProviderConfig,
     Quorum,
     Route,
@@ -37,11 +42,14 @@ __all__ = [
     "QUORUM_PROVIDER",
     "QUORUM_STRATEGIES",
     "AuthConfig",
+    "Budget",
     "ClientKey",
     "ConfigError",
     "Cooldown",
     "GatewayConfig",
+    "LedgerConfig",
     "Limits",
+    "Price",
     "ProviderConfig",
     "Quorum",
     "Route",

@@ -8,6 +8,7 @@
           rpm: 600                   # requests per minute
           tpm: 200000                # tokens per minute (prompt + completion)
           max_parallel: 20           # requests in flight at once
+          budget: {usd: 50, period: 30d}   # USD a period (Nd or month); 429 insufficient_quota past it
       admin_key: ${GATEWAY_ADMIN_KEY}
       open: false                    # true: no keys on purpose, on any address
 
@@ -21,11 +22,12 @@ import hashlib
 import re
 from typing import Any, Protocol
 
+from .ledger import check_budget
 from .model import AuthConfig, ClientKey
 
 KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")  # safe in logs and as a metric label
 HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
-KEY_FIELDS = ("id", "key", "models", "rpm", "tpm", "max_parallel")
+KEY_FIELDS = ("id", "key", "models", "rpm", "tpm", "max_parallel", "budget")
 GUESSABLE = 16  # characters: a client key shorter than this is warned about
 
 
@@ -45,6 +47,8 @@ class ConfigChecker(Protocol):
     def integer(self, node: dict[str, Any], key: str, path: str, default: int, *, minimum: int = 1) -> int: ...
 
     def boolean(self, node: dict[str, Any], key: str, path: str, default: bool) -> bool: ...
+
+    def seconds(self, node: dict[str, Any], key: str, path: str, default: float, *, zero: bool = False) -> float: ...
 
 
 def check_auth(checker: ConfigChecker, node: Any) -> AuthConfig:
@@ -94,6 +98,7 @@ def client_key(checker: ConfigChecker, body: Any, path: str) -> ClientKey | None
         rpm=optional_count(checker, body, "rpm", path),
         tpm=optional_count(checker, body, "tpm", path),
         max_parallel=optional_count(checker, body, "max_parallel", path),
+        budget=check_budget(checker, body.get("budget"), f"{path}.budget"),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .auth import check_auth
+from .ledger import check_budget, check_ledger, check_price
 from .model import (
     ANTHROPIC_VERSION,
     DEFAULT_BASE_URLS,
@@ -146,7 +147,9 @@ class ConfigChecker:
 
     def gateway(self, tree: dict[str, Any]) -> GatewayConfig | None:
         top = self.mapping(
-            tree, "", ("server", "limits", "default_model", "providers", "routes", "upstream", "auth", "store")
+            tree,
+            "",
+            ("server", "limits", "default_model", "providers", "routes", "upstream", "auth", "ledger", "store"),
         )
         server = self.server(top.get("server"))
         upstream = self.upstream(top.get("upstream"))
@@ -156,13 +159,15 @@ class ConfigChecker:
         default_model = self.string(top, "default_model", "") or None
         auth = check_auth(self, top.get("auth"))
         store = check_store(self, top.get("store"))
-        if not auth.keys and not auth.open and not is_loopback(server.host):
+        if not auth.required and not auth.open and not is_loopback(server.host):
             self.problem(
                 "auth",
                 f"the gateway would listen on {server.host} with no keys: anyone who reaches it could spend "
                 "its providers' keys. Add client keys under auth.keys (a key's secret may come from the "
-                "environment: key: ${GATEWAY_API_KEY}), listen on 127.0.0.1, or state auth: {open: true}",
+                "environment: key: ${GATEWAY_API_KEY}) or an auth.admin_key to give keys out at run time, "
+                "listen on 127.0.0.1, or state auth: {open: true}",
             )
+        ledger = check_ledger(self, top.get("ledger"), self.source)
         return GatewayConfig(
             server=server,
             limits=limits,
@@ -172,6 +177,7 @@ class ConfigChecker:
             source=self.source,
             upstream=upstream,
             auth=auth,
+            ledger=ledger,
             store=store,
             warnings=tuple(self.warnings),
         )
@@ -426,6 +432,8 @@ class ConfigChecker:
             "retries",
             "cooldown",
             "quorum",
+            "price",
+            "budget",
             *LIMIT_KEYS,
         )
         routes: list[Route] = []
@@ -454,6 +462,8 @@ class ConfigChecker:
                     fallbacks=self.fallbacks(body, path),
                     retries=self.integer(body, "retries", path, max(len(targets) - 1, 0), minimum=0),
                     cooldown=self.cooldown(body.get("cooldown"), f"{path}.cooldown"),
+                    price=check_price(self, body.get("price"), f"{path}.price"),
+                    budget=check_budget(self, body.get("budget"), f"{path}.budget"),
                 )
             )
         self.check_fallbacks(routes)

@@ -15,6 +15,7 @@ def describe(config: GatewayConfig) -> str:
         f"listen: {config.server.host}:{config.server.port}",
         f"default model: {config.default_model or '(none: requests must name a model)'}",
         f"limits: {format_limits(limits)}",
+        f"ledger: {mask_url(config.ledger.url)}" + (" (conversations kept)" if config.ledger.store_messages else ""),
         f"rate limit store: {describe_store(config)}",
         "providers:",
     ]
@@ -38,6 +39,11 @@ def describe(config: GatewayConfig) -> str:
         extras = f"; retries {route.retries}" if route.retries else ""
         if route.fallbacks:
             extras += f"; fallbacks {', '.join(route.fallbacks)}"
+        if route.price:
+            cached = route.price.input if route.price.cached_input is None else route.price.cached_input
+            extras += f"; price USD/Mtok input {route.price.input:g} cached {cached:g} output {route.price.output:g}"
+        if route.budget:
+            extras += f"; budget {route.budget.usd:g} USD/{route.budget.period}"
         lines.append(f"  {route.model} -> {targets}; {format_limits(route.limits)}{extras}")
     return "\n".join(lines)
 

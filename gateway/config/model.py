@@ -155,6 +155,27 @@ class Quorum:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending limit in USD over a period (`budget: {usd: 50, period: 30d}`, on a key or a route).
+
+    `period` is `Nd` (windows of N whole days, counted from 1970-01-01 00:00 UTC, so `1d` is the
+    UTC day) or `month` (the calendar month, UTC); the spend starts again from 0 in each window.
+    """
+
+    usd: float
+    period: str = "30d"
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a route's upstream charges, in USD per million tokens (`price: {input, cached_input, output}`)."""
+
+    input: float
+    output: float
+    cached_input: float | None = None  # prompt tokens read from the upstream's cache; None: as `input`
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     model: str
     targets: tuple[Target, ...]  # empty for a quorum route
@@ -163,6 +184,8 @@ class Route:
     retries: int = 0  # further attempts after the first, across targets
     cooldown: Cooldown = Cooldown()
     quorum: Quorum | None = None  # a council of other routes: then it has no targets of its own
+    price: Price | None = None  # overrides the price library's for every target of the route
+    budget: Budget | None = None  # the spend of every key on this route together
 
     @property
     def is_glob(self) -> bool:
@@ -189,6 +212,7 @@ class ClientKey:
     rpm: int | None = None  # requests per minute
     tpm: int | None = None  # tokens per minute, prompt and completion
     max_parallel: int | None = None  # requests in flight at once
+    budget: Budget | None = None  # what the key may spend a period
 
     def allows(self, *names: str) -> bool:
         """Whether any of `names` (the model asked for, the route's name) is one of the key's models."""
@@ -208,8 +232,38 @@ class AuthConfig:
 
     @property
     def required(self) -> bool:
-        """Whether the model endpoints need a key."""
-        return bool(self.keys)
+        """Whether the model endpoints need a key whatever the database holds: keys in this
+        file, or an admin key (keys are then given out at run time, and none means no one)."""
+        return bool(self.keys) or self.admin_digest is not None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    """Where every finished request is written, one row each (`ledger:`); `url` takes effect at restart.
+
+    `url` is `sqlite:///<absolute path>` (as written; `sqlite:<path>` is relative to the config
+    file's folder) or `postgresql://user:password@host:port/database`. Rows wait in memory and are
+    written every `flush_interval` seconds, or as soon as `batch_rows` are waiting, in one
+    transaction; while the database is down they stay in memory, `buffer_rows` at most.
+    """
+
+    url: str = "sqlite:///ledger.db"  # normalized at load: sqlite:///<absolute path>, or the PostgreSQL URL
+    batch_rows: int = 500  # rows per transaction at most; a flush starts as soon as this many wait
+    flush_interval: float = 1.0  # seconds between flushes of whatever is waiting
+    buffer_rows: int = 100_000  # rows kept while the database cannot be written; beyond: dropped, counted
+    buffer_bytes: int = 64 * 1024 * 1024  # of stored conversations in those rows; beyond: dropped, counted
+    store_messages: bool = False  # also keep each request's messages and the answer its client got
+    retention_days: int = 30  # stored conversations are deleted after this many days (rows are kept)
+    key_refresh: float = 1.0  # seconds between looks for keys created, changed or revoked in the database
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite:")
+
+    @property
+    def sqlite_path(self) -> str:
+        """The database file of a `sqlite:///<absolute path>` URL."""
+        return self.url.removeprefix("sqlite://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +276,7 @@ class GatewayConfig:
     source: str
     upstream: UpstreamConfig = UpstreamConfig()
     auth: AuthConfig = AuthConfig()
+    ledger: LedgerConfig = LedgerConfig()
     store: StoreConfig = StoreConfig()
     warnings: tuple[str, ...] = ()  # valid but risky settings, one line each, naming the key
 

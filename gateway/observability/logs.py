@@ -117,3 +117,4 @@ def configure_logging(level: str = "INFO", log_format: str = "json") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").disabled = True  # the gateway writes its own line per request
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin lines; the ledger logs its migrations

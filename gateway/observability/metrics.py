@@ -35,6 +35,8 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0)
 ROUND_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)  # debate rounds used
 COUNCIL_OUTCOMES = ("ok", "too_few_answers", "judge_failed", "timeout", "broken", "client_gone", "error")
+LEDGER_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LEDGER_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -149,6 +151,53 @@ class Metrics:
             ["route", "strategy", "agreed"],
             registry=r,
         )
+        self.spend = Counter(
+            "gateway_spend_usd_total",
+            "What requests cost in USD, from the usage their clients were told (no known price: nothing added).",
+            ["route", "key"],
+            registry=r,
+        )
+        self.unpriced = Counter(
+            "gateway_unpriced_requests_total",
+            "Requests that used tokens of a model with no known price: their cost is null. Give the route a price:.",
+            ["route", "provider"],
+            registry=r,
+        )
+        self.ledger_write = Histogram(
+            "gateway_ledger_write_seconds",
+            "Time to write one batch of ledger rows (one transaction), failed ones included.",
+            buckets=LEDGER_WRITE_BUCKETS,
+            registry=r,
+        )
+        self.ledger_batch = Histogram(
+            "gateway_ledger_batch_rows",
+            "Rows written by each batch.",
+            buckets=LEDGER_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.ledger_buffered = Gauge(
+            "gateway_ledger_buffered_rows",
+            "Rows waiting in memory to be written to the ledger.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.ledger_dropped = Counter(
+            "gateway_ledger_dropped_rows_total",
+            "Ledger rows lost: the buffer was full while the database was down, or it was still down at exit.",
+            registry=r,
+        )
+        self.ledger_errors = Counter(
+            "gateway_ledger_errors_total",
+            "Ledger operations that failed, by operation (write, hold, keys, cleanup).",
+            ["operation"],
+            registry=r,
+        )
+        self.ledger_up = Gauge(
+            "gateway_ledger_up",
+            "1 while the ledger's database takes writes, 0 while the last attempt failed.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.build_info = Gauge(
             "gateway_build_info",
             "The gateway's version; always 1.",
@@ -198,8 +247,10 @@ class RequestSeries:
         "duration",
         "overhead",
         "prompt_tokens",
+        "spend",
         "truncations",
         "ttft",
+        "unpriced",
     )
 
     def __init__(self, metrics: Metrics, route: str, provider: str, stream: str, key: str) -> None:
@@ -212,6 +263,8 @@ class RequestSeries:
         self.prompt_tokens = metrics.tokens.labels(route, provider, "prompt", key)
         self.completion_tokens = metrics.tokens.labels(route, provider, "completion", key)
         self.truncations = metrics.truncations.labels(route)
+        self.spend = metrics.spend.labels(route, key)
+        self.unpriced = metrics.unpriced.labels(route, provider)
         self.disconnects = metrics.client_disconnects.labels(route)
         self._stream = stream
 

@@ -7,7 +7,8 @@ logged, and listed in the request's record (`calls`), where the ledger finds one
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import GatewayError, UpstreamError, UpstreamTimeout
@@ -17,6 +18,11 @@ from .metrics import NO_KEY, NO_PROVIDER, UNKNOWN_ROUTE, Metrics
 OUTCOMES = ("ok", "rejected", "error", "broken", "client_gone")  # the values of the `outcome` label
 
 
+def new_uid() -> str:
+    """An id for the record's ledger row, unique across processes and replicas: 32 hex digits."""
+    return os.urandom(16).hex()
+
+
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
@@ -24,6 +30,8 @@ class RequestRecord:
     path: str
     client: str | None
     started: float  # time.perf_counter(), like every moment below
+    at: float = 0.0  # when the request arrived, in seconds since the epoch (the ledger's time)
+    uid: str = field(default_factory=new_uid)  # the ledger row's own id (and its budget holds')
     route: str = UNKNOWN_ROUTE
     provider: str = NO_PROVIDER
     key: str = NO_KEY  # the client key's id
@@ -35,6 +43,10 @@ class RequestRecord:
     upstream_done_at: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    cached_tokens: int | None = None  # of prompt_tokens, read from the upstream's cache
+    cost_usd: float | None = 0.0  # None: not known (no price for the model, or an upstream call without usage)
+    attempts: int = 0  # upstream attempts made
+    held: bool = False  # whether it holds budget (under `uid`) until its ledger row is written
     truncated: bool = False
     error: str | None = None  # the error kind: an OpenAI error code or type
     disconnected: bool = False
@@ -72,6 +84,14 @@ class RequestRecord:
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
             self.prompt_tokens = prompt if isinstance(prompt, int) else None
             self.completion_tokens = completion if isinstance(completion, int) else None
+            details = usage.get("prompt_tokens_details")
+            cached = details.get("cached_tokens") if isinstance(details, dict) else None
+            self.cached_tokens = cached if isinstance(cached, int) else None
+
+    @property
+    def unpriced(self) -> bool:
+        """Whether tokens were used that no price is known for."""
+        return self.cost_usd is None and bool(self.prompt_tokens or self.completion_tokens)
 
 
 @dataclass(slots=True)
@@ -88,6 +108,14 @@ class CallRecord:
     role: str  # "member" or "judge"
     round: int  # the debate round it answered in (1, 2, ...); the judge's: the last round's
     record: RequestRecord
+
+
+def council_cost(calls: list[CallRecord]) -> float | None:
+    """What a quorum request cost in USD: its calls' costs summed; None when a call used
+    tokens no price is known for."""
+    if any(call.record.unpriced for call in calls):
+        return None
+    return sum(call.record.cost_usd or 0.0 for call in calls)
 
 
 def record_upstream_error(metrics: Metrics, record: RequestRecord, exc: UpstreamError) -> None:
@@ -117,11 +145,15 @@ def count(metrics: Metrics, record: RequestRecord, finished: float) -> float | N
     if record.upstream_sent_at is not None and record.upstream_done_at is not None:
         overhead = (record.upstream_sent_at - record.started) + (finished - record.upstream_done_at)
         series.overhead.observe(max(overhead, 0.0))
-    if record.calls is None:  # a council's tokens are counted by each of its calls, under their routes
+    if record.calls is None:  # a council's tokens and spend are counted by each of its calls, under their routes
         if record.prompt_tokens:
             series.prompt_tokens.inc(record.prompt_tokens)
         if record.completion_tokens:
             series.completion_tokens.inc(record.completion_tokens)
+        if record.cost_usd:
+            series.spend.inc(record.cost_usd)
+        elif record.unpriced:
+            series.unpriced.inc()
     if record.truncated:
         series.truncations.inc()
     if record.disconnected:
@@ -154,6 +186,7 @@ def log_fields(record: RequestRecord, duration: float, ttft: float | None) -> di
         "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
+        "cost_usd": record.cost_usd,
         "truncated": record.truncated,
         "error": record.error,
         "outcome": record.outcome,

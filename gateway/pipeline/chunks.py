@@ -22,6 +22,7 @@ from ..providers import Provider, StreamTranslator
 from ..stream.limiter import StreamLimiter
 from ..stream.sse import DONE_DATA, EventTooLarge, SSEDecoder, SSEEvent, encode_events
 from ..stream.tokens import INLINE_CHARS
+from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
 from .clock import Clock
 
@@ -74,6 +75,7 @@ async def stream_chunks(
     include_usage: bool,
     translator: StreamTranslator | None = None,
     output: ChunkOutput | None = None,
+    transcript: Transcript | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The client's SSE bytes, one piece per upstream read; ends with [DONE] (or, with `output`,
     with its end) or raises UpstreamError.
@@ -89,6 +91,7 @@ async def stream_chunks(
     the client has seen start.
 
     The caller closes `response` when this ends early (an error, the client gone).
+    `transcript`, when given, is fed every chunk as it goes out.
     """
     decoder = SSEDecoder(max_event_bytes=clock.limits.max_event_bytes)
     translator = translator or provider.stream_translator()
@@ -107,9 +110,11 @@ async def stream_chunks(
             if sum(len(event.data) for event in events) > INLINE_CHARS:
                 # a long event is parsed and counted on a worker thread: the loop serves the others;
                 # the translator and limiter are this request's alone, and it waits for the thread
-                any_chunk = await asyncio.to_thread(translate_events, events, translator, limiter, out, output)
+                any_chunk = await asyncio.to_thread(
+                    translate_events, events, translator, limiter, out, output, transcript
+                )
             else:
-                any_chunk = translate_events(events, translator, limiter, out, output)
+                any_chunk = translate_events(events, translator, limiter, out, output, transcript)
             if any_chunk or (started and events):
                 # a chunk came; once started, any event is the upstream at work (pings, thinking)
                 clock.last_chunk_at = clock.now()
@@ -158,6 +163,7 @@ def translate_events(
     limiter: ChunkLimiter,
     out: list[bytes],
     output: ChunkOutput | None = None,
+    transcript: Transcript | None = None,
 ) -> bool:
     """Translate and limit the events of one read, up to the end of the answer, and put
     the JSON of the chunks to send (with `output`, its events) into `out`; returns whether
@@ -171,6 +177,8 @@ def translate_events(
             limited = limiter.limit(chunk)
             if limited is None:
                 continue
+            if transcript is not None:
+                transcript.add_chunk(limited)
             if output is not None:
                 out += output.add(limited)
             elif verbatim and not limiter.changed:

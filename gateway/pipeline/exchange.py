@@ -22,6 +22,7 @@ from ..errors import UpstreamError, UpstreamProtocolError, UpstreamStatusError, 
 from ..providers import Provider, UpstreamCall
 from ..stream.limiter import limit_completion
 from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter
+from ..stream.transcript import Transcript
 from ..upstream.base import Transport, UpstreamRequest, UpstreamResponse
 from .clock import Clock
 
@@ -139,10 +140,14 @@ async def complete(
     *,
     counter: TokenCounter,
     prompt_tokens: Callable[[], int],
+    transcript: Transcript | None = None,
 ) -> Completed:
-    """A whole chat.completion, cut to the budget, bounded by the total deadline."""
+    """A whole chat.completion, cut to the budget, bounded by the total deadline; `transcript`,
+    when given, gets the completion as it goes out."""
     limited = await complete_limited(provider, transport, call, clock, counter=counter, prompt_tokens=prompt_tokens)
     completion = limited.completion
+    if transcript is not None:
+        transcript.add_completion(completion)
     body = limited.payload if provider.native_responses and not limited.changed else orjson.dumps(completion)
     return Completed(body=body, usage=completion.get("usage"), truncated=limited.truncated)
 

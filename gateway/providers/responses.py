@@ -62,6 +62,7 @@ DROPPED = frozenset(
     )
 )
 ROLES = frozenset(("user", "assistant", "system", "developer"))
+VERBOSITIES = (None, "low", "medium", "high")
 FINISH = {"length": ("incomplete", "max_output_tokens"), "content_filter": ("incomplete", "content_filter")}
 
 
@@ -304,8 +305,9 @@ def text_options(text: Any) -> dict[str, Any]:
 
 
 def base_response(body: dict[str, Any], *, model: str, max_output_tokens: int) -> dict[str, Any]:
-    """The Response's fields that echo the request, as OpenAI's do (status in_progress, no output)."""
-    text: dict[str, Any] = body["text"] if isinstance(body.get("text"), dict) else {}
+    """The Response's fields that echo the request, as OpenAI's do (status in_progress, no output):
+    only what a Response may hold, whatever the request held (what the translation did not read
+    went upstream unchecked, and a lenient upstream takes it)."""
     response = {
         "id": new_id("resp"),
         "object": "response",
@@ -323,17 +325,49 @@ def base_response(body: dict[str, Any], *, model: str, max_output_tokens: int) -
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
         "store": False,
-        "temperature": body.get("temperature", 1.0),
-        "text": {"format": {"type": "text"}, **text},
+        "temperature": number_or_null(body, "temperature", 1.0),
+        "text": echoed_text(body.get("text")),
         "tool_choice": body.get("tool_choice") or "auto",
-        "tools": body.get("tools") or [],
-        "top_p": body.get("top_p", 1.0),
+        "tools": [echoed_tool(tool) for tool in body.get("tools") or ()],
+        "top_p": number_or_null(body, "top_p", 1.0),
         "truncation": "disabled",
-        "metadata": body.get("metadata") or {},
+        "metadata": metadata if is_metadata(metadata := body.get("metadata")) else {},
     }
     if isinstance(body.get("user"), str):
         response["user"] = body["user"]
     return response
+
+
+def number_or_null(body: dict[str, Any], field: str, default: float) -> Any:
+    value = body.get(field, default)
+    return value if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)) else default
+
+
+def echoed_text(text: Any) -> dict[str, Any]:
+    """`text` as a Response has it: the format chat_body accepted (text when none), and a known verbosity."""
+    text = text if isinstance(text, dict) else {}
+    echoed: dict[str, Any] = {"format": text["format"] if isinstance(text.get("format"), dict) else {"type": "text"}}
+    if "verbosity" in text and text["verbosity"] in VERBOSITIES:
+        echoed["verbosity"] = text["verbosity"]
+    return echoed
+
+
+def echoed_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """A function tool (chat_tools has checked its type and name) as a Response lists it: with its
+    `parameters` and `strict`, null when the request left them out."""
+    echoed = {"type": "function", "name": tool["name"]}
+    if isinstance(tool.get("description"), str):
+        echoed["description"] = tool["description"]
+    parameters, strict = tool.get("parameters"), tool.get("strict")
+    return {
+        **echoed,
+        "parameters": parameters if isinstance(parameters, dict) else None,
+        "strict": strict if isinstance(strict, bool) else None,
+    }
+
+
+def is_metadata(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(item, str) for item in value.values())
 
 
 def status_of(finish_reason: Any) -> tuple[str, str | None]:

@@ -6,6 +6,12 @@ holds, so the lookup's time says nothing about the secret (hmac.compare_digest c
 match). A request without a known key gets a 401 `invalid_api_key` and is counted under
 the key label "unknown"; /health, /ready and /metrics need no key. With no keys configured
 (a gateway on loopback, or `auth: {open: true}`), every request passes with no key.
+
+Keys come from gateway.yaml (`snapshot.keys`) and from the ledger's database, side by side.
+The database's are looked up in the worker's own cache (ledger.keys.KeyCache, refreshed every
+`ledger.key_refresh` seconds), never by a query on the request's path. Keys are asked for
+when either holds one, or when an admin key is set (keys are then given out at run time,
+and none given out means no one may call).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from aiohttp import web
 from ..config import ClientKey
 from ..errors import InvalidAPIKey
 from ..observability.metrics import UNKNOWN_KEY
-from ..observability.record import RequestRecord, finish
+from ..observability.record import RequestRecord
 from ..runtime import Gateway
 from .errors import error_response
 from .keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
@@ -39,12 +45,13 @@ def presented_key(request: web.Request) -> str | None:
     return request.headers.get("api-key") or None
 
 
-def find_key(keys: Mapping[bytes, ClientKey], secret: str) -> ClientKey | None:
-    """The configured key whose secret this is, by its SHA-256 digest."""
+def find_key(secret: str, *sources: Mapping[bytes, ClientKey]) -> ClientKey | None:
+    """The key whose secret this is, by its SHA-256 digest, in the first of `sources` that has it."""
     digest = hashlib.sha256(secret.encode()).digest()
-    key = keys.get(digest)
-    if key is not None and hmac.compare_digest(key.digest, digest):
-        return key
+    for keys in sources:
+        key = keys.get(digest)
+        if key is not None and hmac.compare_digest(key.digest, digest):
+            return key
     return None
 
 
@@ -55,11 +62,12 @@ def auth_middleware() -> Middleware:
             return await handler(request)
         gateway = request.app[GATEWAY]
         snapshot = gateway.state
-        if not snapshot.keys:
+        stored = gateway.ledger.keys.by_digest
+        if not snapshot.keys and not stored and not snapshot.config.auth.required:
             request[CLIENT_KEY] = None
             return await handler(request)
         secret = presented_key(request)
-        key = find_key(snapshot.keys, secret) if secret else None
+        key = find_key(secret, snapshot.keys, stored) if secret else None
         if key is None:
             return refuse(request, gateway, InvalidAPIKey(presented=secret is not None))
         request[CLIENT_KEY] = key
@@ -77,9 +85,10 @@ def refuse(request: web.Request, gateway: Gateway, error: InvalidAPIKey) -> web.
         path=request.path,
         client=request.remote,
         started=time.perf_counter(),
+        at=gateway.wall(),
         key=UNKNOWN_KEY,
         status=error.status,
     )
     record.fail(error)
-    finish(gateway.metrics, gateway.access_log, record, time.perf_counter())
+    gateway.settle(record, time.perf_counter())
     return error_response(error)

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .admin_operations import ADMIN_KEY, admin_operations
 from .schemas import ref
+from .streams import CHAT_STREAM, DEBATE_STREAM, RESPONSES_STREAM
 
 MODEL_PREFIXES = ("/v1", "/api/v1")  # OpenAI's paths, and the Quorum quick-start guide's (api.PREFIXES)
 
@@ -28,6 +30,7 @@ class Operation:
     operation_id: str
     describe: Callable[[Examples], dict[str, Any]]  # the OpenAPI operation, less its operationId and security
     keyed: bool = False  # under /v1 or /api/v1: a key is asked for when the gateway has keys
+    security: list[dict[str, list[str]]] | None = None  # its own (the admin key), whatever `keyed` says
 
 
 def model_paths(suffix: str) -> tuple[str, ...]:
@@ -121,41 +124,10 @@ ROUTED_ERRORS = {
 }
 
 
-def event(data: dict[str, Any], *, name: str | None = None, description: str = "") -> dict[str, Any]:
-    """One server-sent event as OpenAPI 3.2 describes it (`schema` of text/event-stream, one event):
-    `data` holds JSON of the schema `data`; `name`: the event's `event:` field (None: unnamed)."""
-    described: dict[str, Any] = {
-        "type": "object",
-        "properties": {
-            "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
-        },
-        "required": ["data"],
-    }
-    if name is not None:
-        described["properties"]["event"] = {"const": name}
-        described["required"].append("event")
-    if description:
-        described["description"] = description
-    return described
-
-
-CHAT_STREAM = {
-    "description": (
-        "With `stream: true`, server-sent events: `data: ` then one `chat.completion.chunk` a line, the last "
-        '`data: [DONE]`. An error after the stream has started comes as a last event `data: {"error": {...}}` and '
-        "the stream closes without `[DONE]`. A `: ping` comment goes out every `server.sse_keepalive` seconds. "
-        "(The schema describes one event.)"
-    ),
-    "anyOf": [
-        event(ref("GatewayChatCompletionChunk"), description="A chunk."),
-        {
-            "type": "object",
-            "description": "The end of a complete answer.",
-            "properties": {"data": {"const": "[DONE]"}},
-            "required": ["data"],
-        },
-        event(ref("ErrorResponse"), description="An error after the stream began: the last event."),
-    ],
+ROUTED_HEADERS = {  # which target answered, after how many attempts
+    "x-gateway-provider": "Provider",
+    "x-gateway-upstream-model": "UpstreamModel",
+    "x-gateway-attempts": "Attempts",
 }
 
 
@@ -188,14 +160,105 @@ def chat_completions(examples: Examples) -> dict[str, Any]:
                     **json_content(ref("GatewayChatCompletion")),
                     "text/event-stream": {"schema": CHAT_STREAM},
                 },
-                **{
-                    "x-gateway-max-tokens": "MaxTokens",
-                    "x-gateway-provider": "Provider",
-                    "x-gateway-upstream-model": "UpstreamModel",
-                    "x-gateway-attempts": "Attempts",
-                },
+                **{"x-gateway-max-tokens": "MaxTokens", **ROUTED_HEADERS},
             ),
             **ROUTED_ERRORS,
+        },
+    }
+
+
+def embeddings(examples: Examples) -> dict[str, Any]:
+    floats = {"model": examples.model, "input": ["first text", "second text"], "dimensions": 8}
+    base64 = {"model": examples.model, "input": "Hello", "encoding_format": "base64", "dimensions": 8}
+    return {
+        "tags": ["Embeddings"],
+        "summary": "Embeddings",
+        "description": (
+            "OpenAI's embeddings, routed by `model` through the same table as chat (keys, retries, fallbacks, "
+            "cooldowns, timeouts). The gateway checks `input` (a string, an array of strings, a token array or an "
+            "array of token arrays: at most 2048 items, none empty), `encoding_format`, `dimensions` and `user`, "
+            "and forwards the body as it came with the upstream's model name; the upstream's answer comes back as it "
+            "came, base64 vectors too. `openai` providers get `{base_url}/embeddings`, `azure` the deployment's; a "
+            "route on `anthropic` is a 400 (Anthropic has no embeddings API). The `mock` provider answers "
+            "deterministic unit vectors, `dimensions` of them (1536 by default; more than 8192 is its 400)."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": json_content(ref("GatewayCreateEmbeddingRequest"), {"floats": floats, "base64": base64}),
+        },
+        "responses": {
+            "200": ok("The vectors.", json_content(ref("GatewayEmbeddingList")), **ROUTED_HEADERS),
+            **ROUTED_ERRORS,
+            "400": error(
+                "`invalid_request_error`: bad JSON, or a bad field (`param` names it); `model` on a route to an "
+                "`anthropic` provider. An upstream's own 400 comes as it said it."
+            ),
+        },
+    }
+
+
+REFUSED_WHEN_TRANSLATED = (
+    "`previous_response_id`, `conversation`, `prompt` (stored prompts), `context_management`, `background: true`, "
+    '`truncation: "auto"`, `item_reference` input items and input items other than messages, function calls and '
+    "their outputs (reasoning items are dropped), file ids and file URLs (`input_image` needs an `image_url`, "
+    "`input_file` its `file_data`), a function call output without its `call_id` or other than text, tools "
+    "other than functions, a `tool_choice` other than `auto`, `none`, `required` or a function, and an `input` "
+    "that is missing or holds nothing to answer"
+)
+
+
+def responses(examples: Examples) -> dict[str, Any]:
+    whole = {"model": examples.model, "instructions": "Be brief.", "input": "Hello", "max_output_tokens": 16}
+    streamed = {**whole, "stream": True}
+    tools = {
+        **whole,
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": "What is the weather in Paris?"}]}],
+        "tools": [
+            {
+                "type": "function",
+                "name": "get_weather",
+                "description": "The weather in a city.",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+                "strict": True,
+            }
+        ],
+        "tool_choice": "auto",
+    }
+    return {
+        "tags": ["Responses"],
+        "summary": "Responses, streamed or not, on every route",
+        "description": (
+            "OpenAI's Responses API, routed by `model` through the same table as chat. A route whose provider is "
+            "`openai` or `azure` with `responses_api` (on by default for `https://api.openai.com`) gets the request "
+            "**forwarded** as it came, with the upstream model name and the effective `max_output_tokens`: "
+            "built-in tools, `previous_response_id` and `store` work as the upstream has them, and its answer comes "
+            "back as it came. Every other route (Anthropic, the mock, servers that speak only chat completions) "
+            "**translates** it into a chat completions request (`instructions` as a system message; `input` as "
+            "text or message, `function_call` and `function_call_output` items; function `tools`, `tool_choice`, "
+            "`parallel_tool_calls`, `temperature`, `top_p`, `text.format`, `reasoning.effort`, `user`) and the "
+            "answer back into a Response or its events, keeping no state: `store` is treated as false, `include`, "
+            "`metadata` (echoed back) and `top_logprobs` are left out, and what needs state or a built-in tool is a "
+            "400 naming the field. Either way the answer is held to the smallest of `max_output_tokens`, the "
+            "route's and the gateway's `max_tokens` (counted with tiktoken; `status: \"incomplete\"`, "
+            '`incomplete_details.reason: "max_output_tokens"` when cut).'
+        ),
+        "requestBody": {
+            "required": True,
+            "content": json_content(
+                ref("GatewayCreateResponse"), {"whole": whole, "streamed": streamed, "function_tools": tools}
+            ),
+        },
+        "responses": {
+            "200": ok(
+                "The Response, or its events (`stream: true`).",
+                {**json_content(ref("Response")), "text/event-stream": {"schema": RESPONSES_STREAM}},
+                **{"x-gateway-max-tokens": "MaxTokens", **ROUTED_HEADERS},
+            ),
+            **ROUTED_ERRORS,
+            "400": error(
+                "`invalid_request_error`: bad JSON, or a bad field (`param` names it). A translated route also "
+                f"refuses what needs state or a built-in tool: {REFUSED_WHEN_TRANSLATED}."
+            ),
         },
     }
 
@@ -258,53 +321,8 @@ def metrics(examples: Examples) -> dict[str, Any]:
     }
 
 
-def debate_event(name: str, description: str, **properties: Any) -> dict[str, Any]:
-    data = {"type": "object", "properties": properties, "required": list(properties)}
-    return event(data, name=name, description=description)
-
-
-ROUND = {"type": "integer", "minimum": 1}
-DEBATE_STREAM = {
-    "description": (
-        "Server-sent named events (`event:` line, then one `data:` line of JSON), in this order: for each "
-        "round, `round`, then each member's `member.delta`s and its `member.done` or `member.error`; then "
-        "`verdict.delta`s (for `fastest` and `vote`, the winner's text), and last `done`. An error before the end "
-        "is an `error` event with OpenAI's error object. (The schema describes one event.)"
-    ),
-    "anyOf": [
-        debate_event("round", "A round begins.", round=ROUND),
-        debate_event(
-            "member.delta",
-            "A member's text as it streams.",
-            round=ROUND,
-            member={"type": "string"},
-            content={"type": "string"},
-        ),
-        debate_event(
-            "member.done",
-            "A member's answer is complete.",
-            round=ROUND,
-            member={"type": "string"},
-            finish_reason={"type": ["string", "null"]},
-            usage={"anyOf": [ref("CompletionUsage"), {"type": "null"}]},
-        ),
-        debate_event(
-            "member.error", "A member failed (left out).", round=ROUND, member={"type": "string"}, error=ref("Error")
-        ),
-        debate_event("verdict.delta", "The final answer as it streams.", content={"type": "string"}),
-        debate_event(
-            "done",
-            "The council's work, and the usage of every upstream call.",
-            quorum=ref("Quorum"),
-            usage=ref("CompletionUsage"),
-        ),
-        event(ref("ErrorResponse"), name="error", description="An error before the end: the last event."),
-    ],
-}
-
-
 def debates(examples: Examples) -> dict[str, Any]:
-    """Quorum routes (issue 17): listed once the gateway serves POST /api/v1/debates."""
+    """A quorum route's council at work, as named server-sent events."""
     return {
         "tags": ["Quorum"],
         "summary": "Watch a quorum route's council at work (issue 17)",
@@ -317,11 +335,34 @@ def debates(examples: Examples) -> dict[str, Any]:
     }
 
 
+def admin_describe(method: str, path: str) -> Callable[[Examples], dict[str, Any]]:
+    return lambda examples: admin_operations(ref("ErrorResponse"))[method, path]
+
+
+def admin_id(method: str, path: str) -> str:
+    """createKey, listKeys, retrieveKey, updateKey, deleteKey, usageReport, retrieveRequestRows."""
+    return {
+        ("post", "/admin/keys"): "createKey",
+        ("get", "/admin/keys"): "listKeys",
+        ("get", "/admin/keys/{key_id}"): "retrieveKey",
+        ("patch", "/admin/keys/{key_id}"): "updateKey",
+        ("delete", "/admin/keys/{key_id}"): "deleteKey",
+        ("get", "/admin/usage"): "usageReport",
+        ("get", "/admin/requests/{request_id}"): "retrieveRequestRows",
+    }[method, path]
+
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation("post", model_paths("/chat/completions"), "createChatCompletion", chat_completions, keyed=True),
+    Operation("post", model_paths("/responses"), "createResponse", responses, keyed=True),
+    Operation("post", model_paths("/embeddings"), "createEmbedding", embeddings, keyed=True),
     Operation("get", model_paths("/models"), "listModels", list_models, keyed=True),
     Operation("get", model_paths("/models/{model}"), "retrieveModel", get_model, keyed=True),
-    Operation("post", ("/api/v1/debates",), "createDebate", debates, keyed=True),  # issue 17
+    Operation("post", ("/api/v1/debates",), "createDebate", debates, keyed=True),
+    *(
+        Operation(method, (path,), admin_id(method, path), admin_describe(method, path), security=ADMIN_KEY)
+        for method, path in admin_operations(ref("ErrorResponse"))
+    ),
     Operation("get", ("/health",), "health", health),
     Operation("get", ("/health/upstreams",), "upstreamHealth", upstream_health),
     Operation("get", ("/ready",), "ready", ready),

@@ -1,5 +1,7 @@
-"""The document's components: OpenAI's chat schemas (openai/chat-schemas.json, package data)
-and the gateway's own (its errors, headers, health answers, model objects and the `quorum` field).
+"""The document's components: OpenAI's schemas of chat completions, embeddings and the Responses
+API (openai/*-schemas.json, package data) and the gateway's own (its errors, headers, health
+answers, model objects, the `quorum` field, and where the gateway accepts or answers other than
+OpenAI's schemas say).
 """
 
 from __future__ import annotations
@@ -8,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-OPENAI_SCHEMAS = Path(__file__).parent / "openai" / "chat-schemas.json"  # package data; see its README.md
+OPENAI = Path(__file__).parent / "openai"  # package data; see its README.md
+OPENAI_FILES = ("chat-schemas.json", "embeddings-schemas.json", "responses-schemas.json")
 
 
 def ref(name: str) -> dict[str, str]:
@@ -16,16 +19,54 @@ def ref(name: str) -> dict[str, str]:
 
 
 def openai_schemas() -> dict[str, Any]:
-    """OpenAI's schemas, their `$ref`s pointing into the document's `components/schemas`."""
-    text = OPENAI_SCHEMAS.read_text(encoding="utf-8")
-    bundle = json.loads(text.replace('"#/$defs/', '"#/components/schemas/'))
-    schemas: dict[str, Any] = bundle["$defs"]
-    # Its one default outside its own type (null on an object, where the schema was wrapped in an
-    # anyOf with null): an OpenAPI validator checks defaults, and the wrapper still says null is allowed.
-    for choice in schemas.get("ChatCompletionStreamOptions", {}).get("anyOf", ()):
-        if choice.get("type") == "object" and choice.get("default", ...) is None:
-            del choice["default"]
+    """OpenAI's schemas, their `$ref`s pointing into the document's `components/schemas`. The
+    files come from one openapi.yaml, so a schema in two of them is the same in both."""
+    schemas: dict[str, Any] = {}
+    for name in OPENAI_FILES:
+        text = (OPENAI / name).read_text(encoding="utf-8")
+        bundle = json.loads(text.replace('"#/$defs/', '"#/components/schemas/'))
+        for key, schema in bundle["$defs"].items():
+            if schemas.setdefault(key, schema) != schema:
+                raise ValueError(f"openai/{name}: {key} differs from the one an earlier file has")
+    drop_null_defaults(schemas)
+    for key, schema in schemas.items():
+        if schema.pop("$recursiveAnchor", False):
+            schemas[key] = recursive_refs(schema, key)
     return schemas
+
+
+def recursive_refs(node: Any, name: str) -> Any:
+    """Draft 2019-09's `$recursiveRef: "#"` inside the schema `name` (OpenAI's CompoundFilter, whose
+    filters may be CompoundFilters) as the `$ref` to it that OpenAPI 3.1's dialect (2020-12) knows."""
+    if isinstance(node, list):
+        return [recursive_refs(item, name) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("$recursiveRef") == "#":
+        return {**{key: value for key, value in node.items() if key != "$recursiveRef"}, **ref(name)}
+    return {key: recursive_refs(value, name) for key, value in node.items()}
+
+
+def drop_null_defaults(node: Any) -> None:
+    """Remove every `default: null` of a schema that does not allow null itself (an object
+    wrapped in an anyOf with null, say): an OpenAPI validator checks defaults, and the wrapper
+    still says where null is allowed."""
+    if isinstance(node, list):
+        for item in node:
+            drop_null_defaults(item)
+    elif isinstance(node, dict):
+        if node.get("default", ...) is None and not allows_null(node):
+            del node["default"]
+        for value in node.values():
+            drop_null_defaults(value)
+
+
+def allows_null(schema: dict[str, Any]) -> bool:
+    kinds = schema.get("type")
+    if kinds == "null" or (isinstance(kinds, list) and "null" in kinds):
+        return True
+    choices = [*schema.get("oneOf", ()), *schema.get("anyOf", ())]
+    return any(isinstance(choice, dict) and allows_null(choice) for choice in choices)
 
 
 USAGE = ref("CompletionUsage")
@@ -69,6 +110,99 @@ QUORUM = {
     "required": ["strategy", "members"],
 }
 
+MODEL_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "not": {"pattern": "[\\u0000-\\u001f\\u007f-\\u009f]"},
+    "description": "A route of the gateway's table, or a name one of its glob routes matches; no control characters.",
+}
+TOKEN = {"type": "integer", "minimum": 0}
+
+EMBEDDINGS_SCHEMAS: dict[str, Any] = {
+    "GatewayCreateEmbeddingRequest": {
+        "description": (
+            "OpenAI's `CreateEmbeddingRequest` as the gateway checks it: `model` names a route; `input` holds no "
+            "empty string and no negative token (a 400 naming the field). Fields OpenAI's schema does not list "
+            "are forwarded as they came, though OpenAI's own API refuses them."
+        ),
+        "allOf": [
+            ref("CreateEmbeddingRequest"),
+            {
+                "type": "object",
+                "properties": {
+                    "model": MODEL_NAME,
+                    "input": {
+                        "anyOf": [
+                            {"type": "string", "minLength": 1},
+                            {
+                                "type": "array",
+                                "items": {
+                                    "anyOf": [
+                                        {"type": "string", "minLength": 1},
+                                        TOKEN,
+                                        {"type": "array", "items": TOKEN},
+                                    ]
+                                },
+                            },
+                        ]
+                    },
+                },
+            },
+        ],
+    },
+    "GatewayEmbeddingList": {
+        "description": (
+            "The upstream's answer as it came: OpenAI's `CreateEmbeddingResponse`, or with `encoding_format: base64` "
+            "the same list whose vectors are base64 strings (OpenAI's schema has float arrays only)."
+        ),
+        "anyOf": [ref("CreateEmbeddingResponse"), ref("Base64EmbeddingList")],
+    },
+    "Base64EmbeddingList": {
+        "type": "object",
+        "description": "OpenAI's `CreateEmbeddingResponse` with `encoding_format: base64`.",
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "object": {"type": "string", "enum": ["embedding"]},
+                        "embedding": {
+                            "type": "string",
+                            "contentEncoding": "base64",
+                            "description": "The vector's float32 numbers, little-endian, in base64.",
+                        },
+                    },
+                    "required": ["index", "object", "embedding"],
+                },
+            },
+            "model": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+                "required": ["prompt_tokens", "total_tokens"],
+            },
+        },
+        "required": ["object", "model", "data", "usage"],
+    },
+}
+
+RESPONSES_SCHEMAS: dict[str, Any] = {
+    "GatewayCreateResponse": {
+        "description": (
+            "OpenAI's `CreateResponse`; `model` names a route (the config's `default_model` when absent, if it has "
+            "one). A route whose upstream does not serve the Responses API refuses, with a 400 naming the field, "
+            "what needs state or a built-in tool (the operation's 400 lists them)."
+        ),
+        "allOf": [
+            ref("CreateResponse"),
+            {"type": "object", "properties": {"model": MODEL_NAME}, "required": ["model"]},
+        ],
+    },
+}
+
 GATEWAY_SCHEMAS: dict[str, Any] = {
     "GatewayChatCompletion": {
         "description": "OpenAI's chat completion; a quorum route's answer adds `quorum`.",
@@ -109,6 +243,8 @@ GATEWAY_SCHEMAS: dict[str, Any] = {
     },
     "Quorum": QUORUM,
     "QuorumCall": QUORUM_CALL,
+    **EMBEDDINGS_SCHEMAS,
+    **RESPONSES_SCHEMAS,
     "Health": {
         "type": "object",
         "properties": {"status": {"type": "string", "enum": ["ok"]}, "version": {"type": "string"}},

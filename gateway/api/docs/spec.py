@@ -11,6 +11,7 @@ import copy
 from collections.abc import Collection, Iterable
 from typing import Any
 
+from .admin_operations import SECURITY_SCHEME as ADMIN_SECURITY_SCHEME
 from .operations import Examples, Operation
 from .schemas import GATEWAY_SCHEMAS, HEADERS
 
@@ -24,7 +25,8 @@ to its `max_tokens` and timeouts.
 
 Errors always have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`; `code` says
 what happened. The model endpoints are served under `/v1` (OpenAI's paths) and `/api/v1` (the
-Quorum quick-start guide's). The chat schemas are OpenAI's own (openai/openai-openapi, MIT license).
+Quorum quick-start guide's). The schemas of chat completions, embeddings and the Responses API are
+OpenAI's own (openai/openai-openapi, MIT license), with the gateway's additions.
 """
 
 SECURITY_SCHEMES = {
@@ -34,14 +36,18 @@ SECURITY_SCHEMES = {
         "description": "A client key of `auth.keys`, sent as the OpenAI SDKs send their API key.",
     },
     "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "api-key", "description": "The same key, as Azure's."},
+    "adminKey": ADMIN_SECURITY_SCHEME,
 }
 KEY_REQUIRED: list[dict[str, list[str]]] = [{"bearerKey": []}, {"apiKeyHeader": []}]
 
 TAGS = [
     {"name": "Chat", "description": "OpenAI's chat completions, through the routing table."},
+    {"name": "Responses", "description": "OpenAI's Responses API on every route: forwarded, or translated."},
+    {"name": "Embeddings", "description": "OpenAI's embeddings, through the routing table."},
     {"name": "Models", "description": "The routes, as OpenAI's model list."},
     {"name": "Quorum", "description": "Quorum routes: one prompt, several models, one answer."},
     {"name": "Operations", "description": "Health, readiness and metrics: no key needed."},
+    {"name": "Admin", "description": "The usage ledger's keys, reports and stored requests: the admin key only."},
 ]
 
 
@@ -62,7 +68,10 @@ def build_document(
                 continue
             described = operation.describe(examples)
             described["operationId"] = operation.operation_id + ("" if index == 0 else f"_{path_suffix(path)}")
-            described["security"] = KEY_REQUIRED if operation.keyed and keyed else []
+            if operation.security is not None:
+                described["security"] = operation.security
+            else:
+                described["security"] = KEY_REQUIRED if operation.keyed and keyed else []
             paths.setdefault(path, {})[operation.method] = described
     used_tags = {tag for item in paths.values() for described in item.values() for tag in described.get("tags", ())}
     return {

@@ -99,6 +99,20 @@ class Verdict:
         }
 
 
+def possible_calls(quorum: Quorum) -> list[tuple[str, int]]:
+    """Every call the council may make, as (route, answers shown to it): the most it can
+    cost (api.spending holds that much of a budget). A debate's members see the others'
+    answers from round 2 (and its own, counted as one more); the judge sees every member's (a
+    vote's judge only on a tie)."""
+    members = len(quorum.members)
+    calls = [(member, 0) for member in quorum.members]
+    if quorum.strategy == "debate":
+        calls += [(member, members) for _ in range(quorum.rounds - 1) for member in quorum.members]
+    if quorum.judge is not None and quorum.strategy != "fastest":
+        calls.append((quorum.judge, members))
+    return calls
+
+
 def left_out(answer: Answer) -> GatewayError | None:
     """The failure an answer was left out for; None when it is usable or was only outrun."""
     return None if isinstance(answer.failure, Outrun) else answer.failure

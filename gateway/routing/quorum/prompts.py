@@ -103,3 +103,16 @@ def chosen(reply: str, count: int) -> int | None:
     if len(named) == 1:
         return LABELS.index(named.pop())
     return None
+
+
+def most_added(prompts: Mapping[str, str], answers: int, answer_tokens: int) -> int:
+    """At most how many prompt tokens a council message adds to the conversation when it shows
+    `answers` answers of at most `answer_tokens` tokens each: the longest template in bytes
+    (a token is never fewer than one byte) and each answer with its label and tags."""
+    if answers == 0:
+        return 0
+    longest = max(len(template(prompts, name).encode()) for name in DEFAULT_PROMPTS)
+    return longest + answers * (answer_tokens + LABEL_OVERHEAD)
+
+
+LABEL_OVERHEAD = 64  # tokens, at most, of `Answer A:` and the tags around an answer (see `shown`)

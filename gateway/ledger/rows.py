@@ -1,0 +1,169 @@
+"""A ledger row (one finished request), made from its `RequestRecord`, and the one transaction
+that writes a batch of them.
+
+A batch adds its rows (a row already there, from a batch whose commit was lost with its
+connection, is not added twice), their conversations, their cost to the spend of each
+scope they are charged to (key:<id>, route:<name>) for their UTC day, and releases the
+budget holds their requests made: all or nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ..observability.metrics import NO_KEY, UNKNOWN_KEY
+from ..observability.record import RequestRecord
+from .schema import conversations, holds, requests, spend
+
+DAY = 86400  # seconds
+ROW_BYTES = 512  # what a row without a conversation holds in memory, roughly
+MOST_TOKENS = 2**31 - 1  # an upstream's count above this (a 32-bit column) is stored as this
+
+
+def key_scope(key_id: str) -> str:
+    """The budget scope of a client key's spend."""
+    return f"key:{key_id}"
+
+
+def route_scope(route: str) -> str:
+    """The budget scope of a route's spend (every key's together)."""
+    return f"route:{route}"
+
+
+@dataclass(slots=True)
+class Row:
+    """One request waiting to be written (schema.requests), and what writing it settles.
+
+    It keeps the request's record as it ended: the columns are made when the batch is
+    written, off the request's path."""
+
+    record: RequestRecord
+    finished: float  # time.perf_counter() at the request's end
+    member: str | None = None  # one upstream call of a request made of several (quorum routes)
+    held: bool = False  # whether the request holds budget under its uid, released when the row is written
+    conversation: tuple[str, str] | None = None  # JSON of the messages and of the answer, when they are kept
+
+    @property
+    def uid(self) -> str:
+        return self.record.uid
+
+    @property
+    def day(self) -> int:
+        return int(self.record.at // DAY)
+
+    @property
+    def size(self) -> int:
+        """Bytes of memory the row holds while it waits, roughly."""
+        return ROW_BYTES + (sum(map(len, self.conversation)) if self.conversation else 0)
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The spend this row's cost adds to: its key's (when it had one) and its route's. A call
+        of a quorum request adds to its member route's only: the request's own row, whose
+        cost is its calls' together, is the key's."""
+        record = self.record
+        found = []
+        if record.key not in (NO_KEY, UNKNOWN_KEY) and self.member is None:
+            found.append(key_scope(record.key))
+        if record.routed:
+            found.append(route_scope(record.route))
+        return tuple(found)
+
+    def values(self) -> dict[str, Any]:
+        """The row's columns of schema.requests."""
+        record = self.record
+        ttft = None if record.first_token_at is None else round((record.first_token_at - record.started) * 1000, 3)
+        return {
+            "uid": record.uid,
+            "time": dt.datetime.fromtimestamp(record.at, dt.UTC),
+            "day": self.day,
+            "request_id": record.request_id,
+            "member": self.member,
+            "path": record.path,
+            "key_id": record.key,
+            "route": record.route,
+            "provider": record.provider,
+            "upstream_model": record.upstream_model,
+            "stream": record.stream,
+            "status": record.status,
+            "outcome": record.outcome,
+            "error": record.error,
+            "prompt_tokens": tokens(record.prompt_tokens),
+            "completion_tokens": tokens(record.completion_tokens),
+            "cached_tokens": tokens(record.cached_tokens),
+            "cost_usd": record.cost_usd,
+            "duration_ms": round((self.finished - record.started) * 1000, 3),
+            "ttft_ms": ttft,
+            "attempts": record.attempts,
+            "truncated": record.truncated,
+        }
+
+
+def row_from(
+    record: RequestRecord,
+    finished: float,
+    *,
+    member: str | None = None,
+    held: bool = False,
+    conversation: tuple[Any, Any] | None = None,
+) -> Row:
+    """The row of a finished request; `finished` is time.perf_counter() at its end, `conversation`
+    (its messages, and the answer its client got) when ledger.store_messages is on. `member` names
+    one upstream call of a request made of several (quorum routes): such rows share the request's
+    request_id (and each its own record, so its own uid)."""
+    encoded = None
+    if conversation is not None:
+        messages, answer = conversation
+        encoded = (orjson.dumps(messages).decode(), orjson.dumps(answer).decode())
+    return Row(record, finished, member=member, held=held, conversation=encoded)
+
+
+def tokens(count: int | None) -> int | None:
+    """A token count an upstream reported, within what the column holds."""
+    return None if count is None else min(max(count, 0), MOST_TOKENS)
+
+
+async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
+    """Write `rows` in the connection's transaction; returns how many were new."""
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    columns = [row.values() for row in rows]
+    result = await connection.execute(
+        insert(requests).on_conflict_do_nothing(index_elements=["uid"]).returning(requests.c.uid),
+        columns,
+    )
+    added = set(result.scalars().all())
+    new = [row for row in rows if row.uid in added]
+    talks = [
+        {"uid": row.uid, "time": values["time"], "messages": row.conversation[0], "answer": row.conversation[1]}
+        for row, values in zip(rows, columns, strict=True)
+        if row.conversation is not None and row.uid in added
+    ]
+    if talks:
+        await connection.execute(insert(conversations).on_conflict_do_nothing(index_elements=["uid"]), talks)
+    costs: dict[tuple[str, int], float] = defaultdict(float)
+    for row in new:
+        cost = row.record.cost_usd
+        if cost:
+            for scope in row.scopes:
+                costs[scope, row.day] += cost
+    if costs:
+        upsert = insert(spend)
+        await connection.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["scope", "day"], set_={"usd": spend.c.usd + upsert.excluded.usd}
+            ),
+            [{"scope": scope, "day": day, "usd": usd} for (scope, day), usd in sorted(costs.items())],
+        )
+    released = [row.uid for row in rows if row.held]
+    if released:
+        await connection.execute(delete(holds).where(holds.c.id.in_(released)))
+    return len(new)

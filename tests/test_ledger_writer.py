@@ -1,0 +1,107 @@
+"""The writer alone, over a fake database: batches, the bounded buffer, outages, refused rows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import DataError, OperationalError
+
+from gateway.config import LedgerConfig
+from gateway.ledger.rows import Row
+from gateway.ledger.writer import Writer
+from gateway.observability.metrics import Metrics
+from gateway.observability.record import RequestRecord
+
+
+def row(number: int, *, bad: bool = False) -> Row:
+    record = RequestRecord(
+        request_id=f"r{number}",
+        method="POST",
+        path="/v1/chat/completions",
+        client=None,
+        started=0.0,
+        uid=f"{number:032x}",
+        error="bad" if bad else None,
+    )
+    return Row(record, finished=1.0)
+
+
+class FakeDatabase:
+    """Takes batches, or fails like a database that is down, or refuses rows marked bad."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.down = False
+        self.written = asyncio.Event()
+
+    async def write(self, rows: Sequence[Row]) -> int:
+        if self.down:
+            raise OperationalError("INSERT ...", {}, ConnectionRefusedError("connection refused"))
+        if any(item.record.error == "bad" for item in rows):
+            raise DataError("INSERT ...", {}, ValueError("value out of range for the column"))
+        self.batches.append([item.uid for item in rows])
+        self.written.set()
+        return len(rows)
+
+
+def sample(metrics: Metrics, name: str) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+async def test_rows_go_in_batches_of_batch_rows_as_soon_as_that_many_wait(metrics: Metrics) -> None:
+    database = FakeDatabase()
+    writer = Writer(database.write, LedgerConfig(batch_rows=3, flush_interval=3600), metrics)
+    task = asyncio.create_task(writer.run())
+    for number in range(7):
+        writer.add(row(number))
+    await asyncio.wait_for(database.written.wait(), 5)  # woken by the third row, not by the hour
+    task.cancel()
+    assert await writer.flush()
+    assert [len(batch) for batch in database.batches] == [3, 3, 1]
+    assert sample(metrics, "gateway_ledger_batch_rows_count") == 3
+    assert sample(metrics, "gateway_ledger_buffered_rows") == 0
+
+
+async def test_while_the_database_is_down_rows_wait_up_to_the_bound_then_are_dropped_and_counted(
+    metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    database = FakeDatabase()
+    database.down = True
+    writer = Writer(database.write, LedgerConfig(buffer_rows=5), metrics)
+    writer.add(row(0))
+    assert not await writer.flush()
+    for number in range(1, 8):
+        writer.add(row(number))
+    assert writer.waiting == 5 and sample(metrics, "gateway_ledger_dropped_rows_total") == 3
+    assert sample(metrics, "gateway_ledger_up") == 0
+    assert metrics.registry.get_sample_value("gateway_ledger_errors_total", {"operation": "write"}) == 1
+    messages = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert any("cannot write to the database (ConnectionRefusedError: connection refused)" in m for m in messages)
+    assert any("rows dropped (the buffer is full)" in m for m in messages)  # at most a line every 10 s
+    assert all("INSERT" not in m for m in messages)  # never the statement, which holds prompts
+    database.down = False
+    assert await writer.flush()
+    back = [record.getMessage() for record in caplog.records if "takes writes again" in record.getMessage()]
+    assert len(back) == 1 and "3 rows dropped meanwhile" in back[0]
+    assert database.batches == [[f"{number:032x}" for number in range(5)]]
+    assert sample(metrics, "gateway_ledger_up") == 1
+
+
+async def test_a_row_the_database_refuses_is_dropped_alone(metrics: Metrics) -> None:
+    database = FakeDatabase()
+    writer = Writer(database.write, LedgerConfig(batch_rows=10), metrics)
+    for number in range(4):
+        writer.add(row(number, bad=number == 2))
+    assert await writer.flush()
+    assert sorted(uid for batch in database.batches for uid in batch) == [f"{n:032x}" for n in (0, 1, 3)]
+    assert writer.waiting == 0 and sample(metrics, "gateway_ledger_dropped_rows_total") == 1
