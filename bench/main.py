@@ -25,7 +25,20 @@ from . import checks, fixtures, paced_search, procs, report, targets
 from .load import Scenario, WrkError, run_wrk
 
 ALL_TARGETS = ("direct", "gateway", "bare", "tensorzero", "portkey", "litellm", "gateway-w2u")
-ORDER = ("direct", "gateway", "baseline", "gateway-w2", "gateway-w2u", "bare", "tensorzero", "portkey", "litellm")
+ORDER = (
+    "direct",
+    "gateway",
+    "gateway-open",
+    "gateway-redis",
+    "baseline",
+    "gateway-w2",
+    "gateway-w2u",
+    "bare",
+    "tensorzero",
+    "portkey",
+    "litellm",
+)
+LIMITED = ("gateway-open", "gateway-redis")  # --limits-compare: compared with "gateway", not judged
 ALL_SCENARIOS = ("load", "streams", "paced")
 # the targets of many slow streams: one process each, one core (not the several-worker gateways)
 PACED_TARGETS = ("gateway", "baseline", "bare", "tensorzero", "portkey", "litellm")
@@ -97,6 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--unpinned-cpus",
         default="0,1",
         help="CPUs of gateway-w2u, the two-worker gateway left free on both cores (default: both)",
+    )
+    parser.add_argument(
+        "--limits-compare",
+        action="store_true",
+        help="also run the gateway with auth off (gateway-open: no keys, no limits) and with its keys' limits "
+        "counted in a redis-server on loopback (gateway-redis), and compare each with the gateway",
     )
     parser.add_argument("--proxy-cpus", default="0", help="CPUs of the gateway and the other proxies")
     parser.add_argument("--load-cpus", default="1", help="CPUs of nginx, wrk and this script")
@@ -190,9 +209,14 @@ def tool_versions() -> dict[str, str]:
     return versions
 
 
-async def measure_run(target: targets.Target, scenario: Scenario, *, duration: int, cpus: str) -> dict:
+async def measure_run(
+    target: targets.Target, scenario: Scenario, *, duration: int, cpus: str, redis: targets.Redis | None = None
+) -> dict:
+    """One wrk run; with `redis` (the target's store), Redis' round trips and CPU per request too."""
     pgid = target.proc.pid
     cpu_before = procs.cpu_seconds(pgid)
+    if redis is not None and redis.proc is not None:
+        redis_before = (targets.redis_calls(redis.port), procs.cpu_seconds(redis.proc.pid))
     try:
         result = await run_wrk(
             target.url(scenario.kind),
@@ -214,7 +238,16 @@ async def measure_run(target: targets.Target, scenario: Scenario, *, duration: i
             "failed": str(exc)[:300],
         }
     cpu = procs.cpu_seconds(pgid) - cpu_before
+    store = {}
+    if redis is not None and redis.proc is not None and result.requests:
+        calls = targets.redis_calls(redis.port)
+        if calls is not None and redis_before[0] is not None:
+            store["redis_round_trips_per_req"] = round((calls - redis_before[0]) / result.requests, 3)
+        store["redis_cpu_us_per_req"] = round(
+            (procs.cpu_seconds(redis.proc.pid) - redis_before[1]) * 1e6 / result.requests, 1
+        )
     return {
+        **store,
         "rps": result.rps,
         "p50_ms": result.latency_us["p50"] / 1000,
         "p99_ms": result.latency_us["p99"] / 1000,
@@ -322,7 +355,7 @@ async def slow_streams(target: targets.Target, args: argparse.Namespace) -> dict
 
 
 def baseline_document(baseline: targets.Baseline | None, runs: dict, scenarios: list[Scenario]) -> dict | None:
-    """Which revisions were compared, the baseline's packages, and report.versus_baseline's figures."""
+    """Which revisions were compared, the baseline's packages, and report.versus()'s figures."""
     if baseline is None:
         return None
     return {
@@ -332,7 +365,9 @@ def baseline_document(baseline: targets.Baseline | None, runs: dict, scenarios: 
         "python_binary": os.path.realpath(baseline.python),
         "versions": targets.package_versions(baseline.python, BASELINE_PACKAGES),
         "gateway": targets.current_revision(),
-        "scenarios": report.versus_baseline(runs, one_connection=[s.name for s in scenarios if s.connections == 1]),
+        "scenarios": report.versus(
+            runs, "gateway", "baseline", one_connection=[s.name for s in scenarios if s.connections == 1]
+        ),
     }
 
 
@@ -389,6 +424,28 @@ async def run(args: argparse.Namespace, work: Path) -> int:
                         work, ports, name="gateway-w2", cpus=args.workers_cpus, workers=2, session=session
                     )
                 )
+        redis = None
+        if args.limits_compare and "gateway" in args.targets:
+            starts.append(
+                targets.start_gateway(
+                    work, ports, name="gateway-open", cpus=args.proxy_cpus, workers=None, session=session, auth=False
+                )
+            )
+            redis = await targets.start_redis(work, cpus=args.load_cpus, session=session)
+            info["redis"] = {"status": redis.status, "port": redis.port}
+            log(f"redis: {redis.status}")
+            if redis.status == "ready":
+                starts.append(
+                    targets.start_gateway(
+                        work,
+                        ports,
+                        name="gateway-redis",
+                        cpus=args.proxy_cpus,
+                        workers=None,
+                        session=session,
+                        redis_url=redis.url,
+                    )
+                )
         if "gateway-w2u" in args.targets:
             # two workers free on both cores (nginx and wrk stay on theirs): issue 20's scaling goal
             starts.append(
@@ -437,15 +494,24 @@ async def run(args: argparse.Namespace, work: Path) -> int:
             log(f"round {round_no + 1}/{args.rounds}: {' '.join(t.name for t in order)}")
             for scenario in scenarios:
                 for target in order:
-                    rec = await measure_run(target, scenario, duration=args.duration, cpus=args.load_cpus)
+                    store = redis if target.name == "gateway-redis" else None
+                    rec = await measure_run(target, scenario, duration=args.duration, cpus=args.load_cpus, redis=store)
                     runs[target.name][scenario.name].append(rec)
                     log(
                         f"  {scenario.label:<10} {target.name:<10} {rec['rps']:9.0f} req/s  "
                         f"p50 {_fmt(rec['p50_ms'])} ms  p99 {_fmt(rec['p99_ms'])} ms  errors {rec['errors']}"
                         + (f"  ({rec['failed']})" if rec.get("failed") else "")
                         + (f"  {rec['error_kinds']}" if rec.get("error_kinds") else "")
+                        + (
+                            f"  redis {rec['redis_round_trips_per_req']} round trips, "
+                            f"{rec.get('redis_cpu_us_per_req')} us/req"
+                            if "redis_round_trips_per_req" in rec
+                            else ""
+                        )
                     )
 
+        if "gateway-redis" in by_name and by_name["gateway-redis"].ready:
+            info["gateway-redis"]["store_errors"] = await store_errors(session, by_name["gateway-redis"])
         for target in ready:
             info[target.name]["rss_after_load_kib"] = procs.rss_kib(target.proc.pid)
             info[target.name]["pss_after_load_kib"] = procs.pss_kib(target.proc.pid)
@@ -454,7 +520,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
     streams: dict = {}
     if args.streams > 0:
         for target in ready:
-            if target.slow_urls and target.name != "gateway-w2":
+            if target.slow_urls and target.name not in ("gateway-w2", *LIMITED):
                 streams[target.name] = await slow_streams(target, args)
                 info[target.name]["rss_after_streams_kib"] = procs.rss_kib(target.proc.pid)
                 # Still alive and right after the streams?
@@ -536,6 +602,7 @@ async def run(args: argparse.Namespace, work: Path) -> int:
         "workers_compare": report.workers_compare(figures, info, one="gateway", several="gateway-w2"),
         "workers_unpinned": report.workers_compare(figures, info, one="gateway", several="gateway-w2u"),
         "vs_baseline": baseline_document(args.baseline_checkout, runs, scenarios),
+        "limits_compare": limits_document(runs, scenarios, info),
         "goals": goals,
         "all_goals_met": (all(all_met) if all_met and None not in all_met else None) if goals else None,
     }
@@ -598,6 +665,7 @@ def print_report(document: dict, labels: dict[str, str]) -> None:
         out.append("")
         out.append(report.paced_table(document["paced"]))
     out += baseline_lines(document["vs_baseline"], labels)
+    out += limits_lines(document["limits_compare"], labels)
     compare = document["workers_compare"]
     if compare:
         out.append("")
@@ -648,6 +716,84 @@ def baseline_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
         "x req/s, x cpu: the gateway's over the baseline's; d+p50, d+p99 (1 connection): the gateway's added "
         "latency minus the baseline's; per round, then medianed; cpu us/req: the gateway's, then the baseline's"
     )
+    return out
+
+
+async def store_errors(session: aiohttp.ClientSession, target: targets.Target) -> float | None:
+    """gateway_rate_limit_store_errors_total of a target's /metrics: admissions that went uncounted."""
+    url = target.health_url.rsplit("/", 1)[0] + "/metrics"
+    try:
+        async with session.get(url) as response:
+            text = await response.text()
+    except (TimeoutError, aiohttp.ClientError):
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gateway_rate_limit_store_errors_total{")
+    )
+
+
+def limits_document(runs: dict, scenarios: list[Scenario], info: dict) -> dict | None:
+    """--limits-compare: the gateway (auth on, ten keys' limits counted in process) against
+    gateway-open (auth off), and gateway-redis (the same limits counted in Redis) against the
+    gateway, in the same rounds; for gateway-redis, Redis' round trips and CPU per request."""
+    one_connection = [s.name for s in scenarios if s.connections == 1]
+    out = {}
+    for name, subject, reference in (
+        ("auth_and_limits", "gateway", "gateway-open"),
+        ("redis", "gateway-redis", "gateway"),
+    ):
+        if subject not in runs or reference not in runs:
+            continue
+        entry: dict = {
+            "subject": subject,
+            "reference": reference,
+            "scenarios": report.versus(runs, subject, reference, one_connection=one_connection),
+        }
+        if subject == "gateway-redis":
+            entry["store_errors"] = info.get(subject, {}).get("store_errors")
+        for key in ("redis_round_trips_per_req", "redis_cpu_us_per_req"):
+            medians = {
+                scenario: report.median_of([row.get(key) for row in rows]) for scenario, rows in runs[subject].items()
+            }
+            if any(value is not None for value in medians.values()):
+                entry[key] = medians
+        out[name] = entry
+    return out or None
+
+
+def limits_lines(compare: dict | None, labels: dict[str, str]) -> list[str]:
+    """--limits-compare's figures, scenario by scenario."""
+    out: list[str] = []
+    titles = {
+        "auth_and_limits": "gateway (auth on, ten keys, their rpm, tpm and max_parallel counted in process) "
+        "against gateway-open (auth off):",
+        "redis": "gateway-redis (the same limits counted in Redis on loopback) against gateway:",
+    }
+    for name, entry in (compare or {}).items():
+        out += ["", titles[name]]
+        out.append(
+            report.baseline_table(
+                entry["scenarios"], labels, against={"gateway-open": "open"}.get(entry["reference"], entry["reference"])
+            )
+        )
+        if "redis_round_trips_per_req" in entry:
+            trips, cpu = entry["redis_round_trips_per_req"], entry.get("redis_cpu_us_per_req", {})
+            out.append(
+                "Redis round trips per request: "
+                + ", ".join(
+                    f"{labels[s]} {_fmt(trips.get(s))} ({_fmt(cpu.get(s))} us of Redis CPU)"
+                    for s in labels
+                    if s in trips
+                )
+                + f"; store errors (admitted uncounted) over the whole load: {_fmt(entry.get('store_errors'))}"
+            )
+    if out:
+        out.append(
+            "x req/s, x cpu: the first's over the second's; d+p50, d+p99 (1 connection): its added latency minus "
+            "the second's; per round, then medianed"
+        )
     return out
 
 

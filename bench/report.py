@@ -243,13 +243,19 @@ def workers_compare(figures: dict, info: dict, *, one: str, several: str) -> dic
     return {"x_rps": x_rps, "pss_ready_mib": pss}
 
 
-def versus_baseline(runs: dict[str, dict[str, list[dict]]], *, one_connection: list[str]) -> dict:
-    """The gateway against the baseline (another revision's gateway) in the same rounds, per scenario:
-    x_rps, its requests/s over the baseline's; x_cpu, its CPU us per request over the baseline's;
+def median_of(values: list[float | None]) -> float | None:
+    return _round(_med(values), 3)
+
+
+def versus(runs: dict[str, dict[str, list[dict]]], name: str, reference: str, *, one_connection: list[str]) -> dict:
+    """Target `name` against `reference` in the same rounds, per scenario (the gateway against the
+    baseline, another revision's gateway; a rate-limited gateway against the gateway):
+    x_rps, its requests/s over the reference's; x_cpu, its CPU us per request over the reference's;
     for the 1-connection scenarios, added_p50_ms_delta and added_p99_ms_delta, its added latency minus
-    the baseline's in ms (direct's figure of the round cancels out: the difference of their p50, p99).
-    Each per round, then medianed. cpu_us_per_req: the median of each, in us per request."""
-    gateway, baseline = runs.get("gateway", {}), runs.get("baseline", {})
+    the reference's in ms (direct's figure of the round cancels out: the difference of their p50, p99).
+    Each per round, then medianed. cpu_us_per_req: the median of each, in us per request, under the
+    keys "gateway" (`name`'s) and "baseline" (the reference's)."""
+    gateway, baseline = runs.get(name, {}), runs.get(reference, {})
     out = {}
     for scenario, rounds in gateway.items():
         base = baseline.get(scenario) or []
@@ -271,11 +277,10 @@ def versus_baseline(runs: dict[str, dict[str, list[dict]]], *, one_connection: l
     return out
 
 
-def baseline_table(compare: dict, labels: dict[str, str]) -> str:
-    """versus_baseline's figures, one line per scenario."""
+def baseline_table(compare: dict, labels: dict[str, str], *, against: str = "baseline") -> str:
+    """versus()'s figures, one line per scenario; the last CPU column is `against`'s."""
     head = (
-        f"{'scenario':<10} {'x req/s':>8} {'d+p50 ms':>9} {'d+p99 ms':>9} "
-        f"{'cpu us/req':>10} {'baseline':>9} {'x cpu':>6}"
+        f"{'scenario':<10} {'x req/s':>8} {'d+p50 ms':>9} {'d+p99 ms':>9} {'cpu us/req':>10} {against:>9} {'x cpu':>6}"
     )
     lines = [head, "-" * len(head)]
     for scenario, label in labels.items():

@@ -196,10 +196,11 @@ def gateway_unrunnable(python: str, checkout: Path) -> str | None:
     return None
 
 
-def gateway_config(port: int, ports: Ports) -> str:
-    # Auth on with ten client keys, as a shared deployment runs (issue 20): the bench's own key
-    # is one of them. Their limits are set far above any load here, so that they are checked on
-    # every request and never refuse one.
+def gateway_config(port: int, ports: Ports, *, auth: bool = True, redis_url: str | None = None) -> str:
+    """The gateway's config. Auth on with ten client keys, as a shared deployment runs (issue 20): the
+    bench's own key is one of them. Their limits are set far above any load here, so that they are
+    checked (and counted, in process) on every request and never refuse one. `auth` False: no keys,
+    no limits (`gateway-open`); `redis_url`: the limits counted in that Redis (`gateway-redis`)."""
     keys = "\n".join(
         f"    - {{id: bench-{n}, key: {key!r}, rpm: 100000000, tpm: 100000000000, max_parallel: 1000000}}"
         for n, key in enumerate([fixtures.API_KEY, *(f"sk-bench-client-key-{n:02d}" for n in range(1, 10))])
@@ -210,15 +211,14 @@ def gateway_config(port: int, ports: Ports) -> str:
         else ""
     )
     paced_route = f"  - {{model: {fixtures.MODEL_PACED}, provider: paced}}\n" if ports.paced else ""
+    auth_section = f"auth:\n  keys:\n{keys}\n" if auth else "# auth off: no keys, no limits\n"
+    store_section = f'store: {{redis_url: "{redis_url}", timeout: 0.05}}\n' if redis_url else ""
     return f"""\
 # Written by bench/targets.py for one benchmark run.
 server: {{host: 127.0.0.1, port: {port}}}
 limits: {{max_tokens: 4096, timeout: 60, first_token_timeout: 30, idle_timeout: 30}}
 default_model: bench
-auth:
-  keys:
-{keys}
-providers:
+{auth_section}{store_section}providers:
   nginx_json: {{kind: openai, base_url: "http://127.0.0.1:{ports.json}/v1", api_key: "{fixtures.API_KEY}"}}
   nginx_sse:  {{kind: openai, base_url: "http://127.0.0.1:{ports.sse}/v1", api_key: "{fixtures.API_KEY}"}}
   nginx_slow: {{kind: openai, base_url: "http://127.0.0.1:{ports.slow}/v1", api_key: "{fixtures.API_KEY}"}}
@@ -252,8 +252,11 @@ async def start_gateway(
     timeout: float = 60,
     python: str = sys.executable,
     checkout: Path = REPO,
+    auth: bool = True,
+    redis_url: str | None = None,
 ) -> Target:
-    """`python -m gateway` of checkout (this repo by default; the baseline's worktree and venv)."""
+    """`python -m gateway` of checkout (this repo by default; the baseline's worktree and venv);
+    `auth` and `redis_url` as gateway_config takes them."""
     target = Target(name=name)
     why_not = gateway_unrunnable(python, checkout)
     if why_not:
@@ -262,7 +265,7 @@ async def start_gateway(
     port = procs.free_port()
     base = f"http://127.0.0.1:{port}"
     config = work / f"{name}.yaml"
-    config.write_text(gateway_config(port, ports))
+    config.write_text(gateway_config(port, ports, auth=auth, redis_url=redis_url))
     argv = [python, "-m", "gateway", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     if workers is not None:
         argv += ["--workers", str(workers)]
@@ -281,6 +284,87 @@ async def start_gateway(
             target.status = "skipped: the gateway does not accept --workers yet"
             target.notes = [log.splitlines()[-1] if log else ""]
     return target
+
+
+# Redis, for the rate limits of the target "gateway-redis" ---------------------------------
+
+
+@dataclass
+class Redis:
+    port: int
+    proc: procs.Proc | None = None
+    status: str = "ready"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def redis_binary() -> str | None:
+    from shutil import which
+
+    return which("redis-server")
+
+
+async def start_redis(work: Path, *, cpus: str, session: aiohttp.ClientSession) -> Redis:
+    """redis-server on loopback with no persistence, pinned to `cpus` (the load's: it stands for a
+    server elsewhere, not for the gateway's own work)."""
+    redis = Redis(port=procs.free_port())
+    binary = redis_binary()
+    if binary is None:
+        redis.status = "skipped: redis-server not installed (bash bench/run --limits-compare installs it)"
+        return redis
+    argv = [binary, "--port", str(redis.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    redis.proc = procs.start("redis", argv, cpus=cpus, log_dir=work, cwd=str(work))
+
+    async def answers() -> bool:
+        return redis_info(redis.port) is not None
+
+    if not await procs.wait_until(answers, timeout=10, proc=redis.proc):
+        redis.status = "failed: redis-server did not answer"
+    return redis
+
+
+def redis_info(port: int, section: str = "commandstats") -> str | None:
+    """Redis' INFO section as text; None when it does not answer."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+            connection.sendall(f"*2\r\n$4\r\nINFO\r\n${len(section)}\r\n{section}\r\n".encode())
+            head = b""
+            while b"\r\n" not in head:
+                piece = connection.recv(4096)
+                if not piece:
+                    return None
+                head += piece
+            size = int(head[1 : head.index(b"\r\n")])
+            body = head[head.index(b"\r\n") + 2 :]
+            while len(body) < size:
+                piece = connection.recv(65536)
+                if not piece:
+                    return None
+                body += piece
+            return body[:size].decode()
+    except (OSError, ValueError):
+        return None
+
+
+CLIENT_COMMANDS = ("evalsha", "eval", "script|", "hello", "client|", "select", "auth", "ping")
+
+
+def redis_calls(port: int) -> int | None:
+    """Commands clients sent Redis (INFO commandstats also counts those a script runs: left out);
+    None when it does not answer. Each is one round trip: the gateway sends no pipelines."""
+    text = redis_info(port)
+    if text is None:
+        return None
+    calls = 0
+    for line in text.splitlines():
+        name = line.removeprefix("cmdstat_").split(":")[0]
+        if line.startswith("cmdstat_") and name.startswith(CLIENT_COMMANDS):
+            calls += int(line.split("calls=")[1].split(",")[0])
+    return calls
 
 
 # the gateway of another revision: the "baseline" ----------------------------------

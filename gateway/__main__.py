@@ -19,6 +19,7 @@ from .commands import SUBCOMMANDS
 from .config import ConfigError, GatewayConfig, load_config
 from .config.describe import describe
 from .observability.logs import AccessLog, configure_logging
+from .store import SharedTable
 from .stream.tokens import Tokenizers, encodings_for
 from .workers import prepare_multiprocess_metrics, reserve_port, supervise
 
@@ -105,14 +106,18 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
         return serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=False)
     holder, port = reserve_port(config.server.host, config.server.port)
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
+    shared = SharedTable.create(workers)  # the rate limits' counts, for the whole process group
     try:
         return supervise(
             workers,
-            lambda: serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=True),
+            lambda worker: serve_until_stopped(
+                config, loader, tokenizers, access_log, reuse_port=True, shared=shared, worker=worker
+            ),
             metrics_dir=metrics_dir,
         )
     finally:
         holder.close()
+        shared.remove()
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter (malloc.h)
@@ -138,8 +143,11 @@ def serve_until_stopped(
     access_log: AccessLog,
     *,
     reuse_port: bool,
+    shared: SharedTable | None = None,
+    worker: int = 0,
 ) -> int:
-    """Serve until SIGTERM or SIGINT, then drain; uvloop when it is installed."""
+    """Serve until SIGTERM or SIGINT, then drain; uvloop when it is installed. `shared` and
+    `worker`: the rate limits' table of the workers, and this one's number in it."""
     from .serve import serve
 
     async def main_task() -> None:
@@ -148,7 +156,15 @@ def serve_until_stopped(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, task.cancel)
-        await serve(config, loader=loader, tokenizers=tokenizers, reuse_port=reuse_port, access_log=access_log)
+        await serve(
+            config,
+            loader=loader,
+            tokenizers=tokenizers,
+            reuse_port=reuse_port,
+            access_log=access_log,
+            shared=shared,
+            worker=worker,
+        )
 
     try:
         try:

@@ -24,6 +24,7 @@ from .server.errors import errors_middleware
 from .server.keys import GATEWAY
 from .server.request_id import request_id_middleware
 from .server.types import Middleware
+from .store import SharedTable
 from .stream.tokens import Tokenizers, encodings_for
 
 
@@ -34,16 +35,20 @@ def create_app(
     metrics: Metrics | None = None,
     loader: ConfigLoader | None = None,
     access_log: AccessLog | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Callable[[], float] | None = None,
     rng: random.Random | None = None,
     wall: Callable[[], float] = time.time,
+    shared: SharedTable | None = None,
+    worker: int = 0,
 ) -> web.Application:
     """The gateway on `config`.
 
     `tokenizers`: loaded encodings (default: load what the routes need); `loader`: reads
-    the config again on reload (None: reload is refused); `clock` (monotonic seconds)
-    and `rng` drive cooldowns and the weighted choice of targets; `wall` (seconds since the
-    epoch) the ledger's times and budget periods.
+    the config again on reload (None: reload is refused); `clock` (monotonic seconds;
+    None: the real clocks) drives cooldowns and rate limit windows, `rng` the weighted
+    choice of targets; `wall` (seconds since the epoch) the ledger's times and budget
+    periods; `shared` is the rate limits' table of a group of workers, `worker` this one's
+    number in it (runtime.Gateway).
     """
     if tokenizers is None:
         tokenizers = Tokenizers.load(encodings_for(config.upstream_models))
@@ -59,7 +64,16 @@ def create_app(
 
     async def gateway_resources(app: web.Application) -> AsyncIterator[None]:
         gateway = Gateway(
-            config, tokenizers, metrics, loader=loader, access_log=access_log, clock=clock, rng=rng, wall=wall
+            config,
+            tokenizers,
+            metrics,
+            loader=loader,
+            access_log=access_log,
+            clock=clock,
+            rng=rng,
+            wall=wall,
+            shared=shared,
+            worker=worker,
         )
         app[GATEWAY] = gateway
         await gateway.start()

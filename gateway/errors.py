@@ -12,6 +12,8 @@ any OpenAI client reads them; `code` says precisely what happened.
     ├── ModelNotFound                 404 invalid_request_error / model_not_found
     ├── NotFound                      404 invalid_request_error / not_found, key_not_found, request_not_found
     ├── PayloadTooLarge               413 invalid_request_error / payload_too_large
+    ├── RateLimited                   429 rate_limit_error / rate_limit_exceeded (a limit of the key or route)
+    ├── LimitsUnavailable             503 service_unavailable_error / rate_limits_unavailable
     ├── QuorumNotReached              502 server_error / quorum_not_reached: too few members answered
     ├── EmptyAnswer                   502 server_error / empty_answer: a council member answered nothing
     ├── Outrun                        a council member stopped: another's answer began first (never a client's)
@@ -109,6 +111,23 @@ class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
     code = "payload_too_large"
+
+
+class RateLimited(GatewayError):
+    """Over one of the gateway's own rate limits (policy.rules says which); `headers` carry
+    when to retry, so the SDKs' RateLimitError waits that long before trying again."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class LimitsUnavailable(GatewayError):
+    """The rate limits' store could not answer in time and `store.on_error` is deny."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "rate_limits_unavailable"
 
 
 class QuorumNotReached(GatewayError):

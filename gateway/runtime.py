@@ -25,10 +25,12 @@ from .ledger.service import Ledger
 from .observability.logs import AccessLog
 from .observability.metrics import Metrics
 from .observability.record import RequestRecord, council_cost, finish
+from .policy import RateLimiter
 from .policy.prices import PriceBook
 from .providers import Provider, create_provider
 from .routing.health import HealthBoard, TargetHealth, TargetKey, target_key
 from .routing.table import RoutingTable
+from .store import LocalStore, SharedTable, Store
 from .stream.tokens import Tokenizers, encodings_for
 from .upstream.base import Transport
 from .upstream.client import UpstreamClient
@@ -37,6 +39,7 @@ from .upstream.mock import MockTransport
 log = logging.getLogger("gateway")
 
 ConfigLoader = Callable[[], GatewayConfig]
+LEASE_SLACK = 60.0  # seconds a request's in-flight slot in Redis outlives its route's timeout (a replica that dies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +72,11 @@ class Snapshot:
 class Gateway:
     """The current `Snapshot` (a reload swaps it whole) and what outlives a reload.
 
-    `clock` (seconds, monotonic) and `rng` drive cooldowns and the choice of targets, and
-    `wall` (seconds since the epoch) the ledger's times and budget periods, so tests can
-    move time and fix choices instead of sleeping.
+    `clock` (seconds, monotonic) and `rng` drive cooldowns, the rate limits' windows and
+    the choice of targets, and `wall` (seconds since the epoch) the ledger's times and budget
+    periods, so tests can move time and fix choices instead of sleeping; without a clock, the
+    rate limits in Redis run on Redis' own. `shared` is the table of rate limits the workers
+    share (None: one process), `worker` this one's number in it.
     """
 
     def __init__(
@@ -82,14 +87,18 @@ class Gateway:
         *,
         loader: ConfigLoader | None,
         access_log: AccessLog | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
         wall: Callable[[], float] = time.time,
+        shared: SharedTable | None = None,
+        worker: int = 0,
     ) -> None:
         self.metrics = metrics
         self.wall = wall
         self.access_log = access_log or AccessLog()
-        self.board = HealthBoard(clock=clock, rng=rng, on_change=self._cooling_changed)
+        self.board = HealthBoard(clock=clock or time.monotonic, rng=rng, on_change=self._cooling_changed)
+        store = open_store(config, clock=clock, shared=shared, worker=worker)
+        self.limiter = RateLimiter(store, on_error=config.store.on_error, metrics=metrics)
         self.client = UpstreamClient(config.upstream)
         self.state = Snapshot.build(config, tokenizers, self.client)
         self._publish_targets()
@@ -143,8 +152,8 @@ class Gateway:
         old = self.state
         loop = asyncio.get_running_loop()
         tokenizers = await loop.run_in_executor(None, old.tokenizers.extended, encodings_for(config.upstream_models))
-        if config.server != old.config.server or config.upstream != old.config.upstream:
-            log.warning("server and upstream settings changed: they take effect at the next restart")
+        if (config.server, config.upstream, config.store) != (old.config.server, old.config.upstream, old.config.store):
+            log.warning("server, upstream and store settings changed: they take effect at the next restart")
         if replace(config.ledger, store_messages=False) != replace(old.config.ledger, store_messages=False):
             log.warning("ledger settings other than store_messages changed: they take effect at the next restart")
         for warning in config.warnings:
@@ -164,11 +173,30 @@ class Gateway:
         return True
 
     async def aclose(self) -> None:
-        """Write the ledger's waiting rows and close its connections, then the upstream client's."""
+        """Write the ledger's waiting rows and close its connections, then the upstream client's
+        and the rate limits' store."""
         try:
             await self.ledger.aclose()
         finally:
             await self.client.aclose()
+            await self.limiter.store.aclose()
+
+
+def open_store(
+    config: GatewayConfig, *, clock: Callable[[], float] | None, shared: SharedTable | None, worker: int
+) -> Store:
+    """Where the rate limits' counts live: Redis when store.redis_url is set, else the table
+    the workers share, else this process's own."""
+    if config.store.redis_url:
+        from .store.redis_store import RedisStore  # imports redis, only when it is used
+
+        longest = max((route.limits.timeout for route in config.routes), default=config.limits.timeout)
+        return RedisStore(
+            config.store.redis_url, timeout=config.store.timeout, lease=longest + LEASE_SLACK, clock=clock
+        )
+    if shared is not None:
+        return LocalStore.shared(shared, worker=worker, clock=clock or time.monotonic)
+    return LocalStore.in_process(clock=clock or time.monotonic)
 
 
 async def watch_config(gateway: Gateway, *, interval: float = 1.0) -> None:

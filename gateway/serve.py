@@ -16,6 +16,7 @@ from .observability.logs import AccessLog
 from .runtime import ConfigLoader
 from .server.connections import ConnectionLimits, GatewayRunner
 from .server.keys import GATEWAY
+from .store import SharedTable
 from .stream.tokens import Tokenizers
 
 log = logging.getLogger("gateway")
@@ -73,11 +74,14 @@ async def serve(
     tokenizers: Tokenizers | None = None,
     reuse_port: bool = False,
     access_log: AccessLog | None = None,
+    shared: SharedTable | None = None,
+    worker: int = 0,
 ) -> None:
     """Run until cancelled (SIGINT/SIGTERM): then /ready says 503 (for `server.drain_delay`
     seconds the gateway still accepts and serves, so load balancers see it), the listener
-    closes, and requests in flight get `server.shutdown_timeout` seconds to finish."""
-    app = create_app(config, tokenizers=tokenizers, loader=loader, access_log=access_log)
+    closes, and requests in flight get `server.shutdown_timeout` seconds to finish.
+    `shared` and `worker`: the rate limits' table of the workers, and this worker's number."""
+    app = create_app(config, tokenizers=tokenizers, loader=loader, access_log=access_log, shared=shared, worker=worker)
     runner, port = await start(
         app,
         config.server.host,

@@ -42,8 +42,10 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     return holder, holder.getsockname()[1]
 
 
-def supervise(count: int, work: Callable[[], int], *, metrics_dir: str | None) -> int:
-    """Run `work` in `count` forked processes until SIGTERM/SIGINT; returns the exit status."""
+def supervise(count: int, work: Callable[[int], int], *, metrics_dir: str | None) -> int:
+    """Run `work(slot)` in `count` forked processes until SIGTERM/SIGINT; returns the exit status.
+
+    `slot` is the worker's number, 0 to count - 1; a worker that replaces a dead one gets its slot."""
     children: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
     stopping = False
     quick_deaths = 0
@@ -55,7 +57,7 @@ def supervise(count: int, work: Callable[[], int], *, metrics_dir: str | None) -
                 signal.signal(signum, signal.SIG_DFL)
             status = 1
             try:
-                status = work()
+                status = work(slot)
             except BaseException:
                 log.exception("worker failed")
             finally:

@@ -151,13 +151,14 @@ async def gateway_factory(
         env: dict[str, str] | None = None,
         path: Path | None = None,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         seed: int = 0,
         wall: Callable[[], float] = time.time,
     ) -> Gateway:
         """The gateway on `tree`; with `path`, the tree is written there and reloads read that file.
 
-        `clock` drives cooldowns, `wall` the ledger's times and budget periods; the choice of
+        `clock` drives cooldowns and rate limit windows (None: the real clocks), `wall` the
+        ledger's times and budget periods; the choice of
         weighted targets is seeded with `seed`. Without a `ledger.url`, the ledger is a SQLite
         file of the test's own."""
         ledger = tree.get("ledger") or {}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from gateway.config import ConfigError, Limits, UpstreamConfig, load_config, parse_config
+from gateway.config import ConfigError, Limits, StoreConfig, UpstreamConfig, load_config, parse_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,6 +176,64 @@ def test_a_routes_limits_replace_the_global_ones_higher_or_lower() -> None:
     reasoning, plain = parse(tree).routes
     assert reasoning.limits == Limits(max_tokens=32000, timeout=600, idle_timeout=2)
     assert plain.limits == Limits(max_tokens=100, timeout=10)
+
+
+def test_rate_limits_are_global_defaults_a_route_replaces_or_lifts() -> None:
+    tree = {
+        "limits": {"rpm": 600, "tpm": 100000, "max_parallel": 20},
+        "providers": {"d": {"kind": "mock"}},
+        "routes": [
+            {"model": "small", "provider": "d", "rpm": 60},
+            {"model": "unlimited", "provider": "d", "rpm": None, "tpm": None, "max_parallel": None},
+            {"model": "plain", "provider": "d"},
+        ],
+    }
+    small, unlimited, plain = parse(tree).routes
+    assert (small.limits.rpm, small.limits.tpm, small.limits.max_parallel) == (60, 100000, 20)
+    assert (unlimited.limits.rpm, unlimited.limits.tpm, unlimited.limits.max_parallel) == (None, None, None)
+    assert (plain.limits.rpm, plain.limits.tpm) == (600, 100000)
+    assert parse({"providers": {"d": {"kind": "mock"}}}).limits.rpm is None  # no limit unless one is set
+    bad = {**tree, "routes": [{"model": "a", "provider": "d", "rpm": 0, "tpm": "many"}]}
+    assert problems(bad) == [
+        "gw.yaml: routes[0].rpm: must be at least 1, got 0",
+        "gw.yaml: routes[0].tpm: must be an integer, got 'many'",
+    ]
+
+
+def test_the_store_section() -> None:
+    assert parse({}).store == StoreConfig()
+    assert StoreConfig().on_error == "allow" and StoreConfig().timeout == 0.005
+    store = parse(
+        {"store": {"redis_url": "${REDIS_URL}", "on_error": "deny", "timeout": 0.02}},
+        {"REDIS_URL": "rediss://:hunter2-secret@redis.internal:6380/1"},
+    ).store
+    assert (store.redis_url, store.on_error, store.timeout) == (
+        "rediss://:hunter2-secret@redis.internal:6380/1",
+        "deny",
+        0.02,
+    )
+    assert "hunter2" not in repr(store)
+    assert problems({"store": {"redis_url": "http://:hunter2-secret@x:1", "on_error": "maybe", "timeout": 0}}) == [
+        "gw.yaml: store.redis_url: must be redis://host:port, rediss://host:port or unix:///path, got 'http://:***@x:1'",
+        "gw.yaml: store.on_error: must be allow or deny, got 'maybe'",
+        "gw.yaml: store.timeout: must be more than 0 seconds, got 0",
+    ]
+    assert problems({"store": {"redis": "redis://x"}}) == [
+        "gw.yaml: store.redis: unknown key (expected one of: redis_url, on_error, timeout)"
+    ]
+
+
+def test_check_describes_rate_limits_and_their_store(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(
+        "limits: {rpm: 600}\nstore: {redis_url: 'redis://:hunter2-secret@127.0.0.1:6379/0'}\n"
+        "providers: {d: {kind: mock}}\nroutes:\n  - {model: a, provider: d, tpm: 1000}\n"
+    )
+    result = gateway_cli("--check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "connect_timeout=10s rpm=600 tpm=1000" in result.stdout
+    assert "rate limit store: redis redis://:***@127.0.0.1:6379/0 (timeout 5 ms, on_error allow)" in result.stdout
+    assert "hunter2" not in result.stdout
 
 
 def test_unquoted_dates_stay_the_text_they_were_written_as(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ DASHBOARD = DEPLOY / "grafana-dashboard.json"
 ALERTS = DEPLOY / "prometheus-alerts.yml"
 ALERTS_TEST = DEPLOY / "prometheus-alerts.test.yml"
 
-# The metric names fixed by the observability issue.
+# The metric names fixed by the observability issue, and the rate limits'.
 PLAIN_METRICS = {
     "gateway_requests_total",
     "gateway_tokens_total",
@@ -29,6 +29,8 @@ PLAIN_METRICS = {
     "gateway_truncations_total",
     "gateway_client_disconnects_total",
     "gateway_build_info",
+    "gateway_rate_limited_total",
+    "gateway_rate_limit_store_errors_total",
 }
 HISTOGRAMS = {
     "gateway_request_duration_seconds",
@@ -112,7 +114,13 @@ def test_rules_structure_and_metric_names():
     doc = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
     rules = [rule for group in doc["groups"] for rule in group["rules"]]
     names = {rule["alert"] for rule in rules}
-    assert {"GatewayHighErrorRate", "GatewayUpstreamDown", "GatewayTimeToFirstTokenSlow"} <= names
+    assert {
+        "GatewayHighErrorRate",
+        "GatewayUpstreamDown",
+        "GatewayTimeToFirstTokenSlow",
+        "GatewayClientRateLimited",
+        "GatewayRateLimitStoreFailing",
+    } <= names
     for rule in rules:
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
         assert rule["annotations"].get("summary"), rule["alert"]

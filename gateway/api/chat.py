@@ -18,7 +18,7 @@ from ..pipeline.exchange import complete, open_stream
 from ..routing.dispatch import Attempt
 from ..runtime import Gateway, Snapshot
 from ..stream.limiter import StreamLimiter
-from .attempt import prepare
+from .attempt import prepare, reserve_chat
 from .chat_request import ChatRequest, parse_chat_request
 from .council import answer_chat
 from .lifecycle import Exchange, Reply, StreamStart
@@ -29,6 +29,9 @@ class ChatCompletions:
 
     def parse(self, body: dict[str, Any], snapshot: Snapshot) -> ChatRequest:
         return parse_chat_request(body, default_model=snapshot.config.default_model)
+
+    async def reserve(self, exchange: Exchange, request: ChatRequest, route: Route) -> int:
+        return await reserve_chat(exchange, request, route)
 
     async def attempt(self, exchange: Exchange, request: ChatRequest, planned: Attempt) -> Reply:
         clock = exchange.clock

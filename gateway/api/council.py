@@ -29,6 +29,7 @@ from ..routing.quorum.events import Event, VerdictDelta
 from ..runtime import Gateway
 from ..server.event_stream import EventStream, write_bounded
 from ..stream.sse import DONE_DATA, encode_events, encode_json
+from .attempt import effective_max_tokens
 from .chat_request import ChatRequest
 from .lifecycle import JSON, Exchange
 from .members import Members
@@ -126,7 +127,7 @@ def council_max_tokens(request: ChatRequest, route: Route) -> int:
     Raises InvalidRequest for more than one choice (a council answers one)."""
     if request.choices != 1:
         raise InvalidRequest("A quorum route answers with one choice: 'n' must be 1.", param="n")
-    return min(request.requested_max_tokens or route.limits.max_tokens, route.limits.max_tokens)
+    return effective_max_tokens(request, route.limits)
 
 
 def convene(

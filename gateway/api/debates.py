@@ -33,6 +33,7 @@ from ..routing.quorum.events import VerdictDelta
 from ..runtime import Gateway, Snapshot
 from ..server.event_stream import EventStream, write_bounded
 from ..stream.sse import encode_named
+from .attempt import reserve_chat
 from .chat_request import ChatRequest, parse_chat_request
 from .council import convene
 from .lifecycle import Exchange, Reply
@@ -44,6 +45,9 @@ class Debates:
     def parse(self, body: dict[str, Any], snapshot: Snapshot) -> ChatRequest:
         request = parse_chat_request(body, default_model=snapshot.config.default_model)
         return dataclasses.replace(request, stream=True)
+
+    async def reserve(self, exchange: Exchange, request: ChatRequest, route: Route) -> int:
+        return await reserve_chat(exchange, request, route)
 
     async def attempt(self, exchange: Exchange, request: ChatRequest, planned: Attempt) -> Reply:
         """A route that is not a quorum route has nothing to debate: refused before anything is sent."""

@@ -99,6 +99,14 @@ class Embeddings:
     def parse(self, body: dict[str, Any], snapshot: Snapshot) -> EmbeddingsRequest:
         return parse_embeddings_request(body, default_model=snapshot.config.default_model)
 
+    async def reserve(self, exchange: Exchange, request: EmbeddingsRequest, route: Route) -> int:
+        """The input's tokens, in the encoding of the route's first target (embeddings make no others)."""
+        counter = exchange.snapshot.tokenizers.for_model(route.upstream_model or request.model)
+        inputs = request.body.get("input")
+        if input_chars(inputs) > INLINE_CHARS:
+            return await asyncio.to_thread(count_input_tokens, inputs, counter)
+        return count_input_tokens(inputs, counter)
+
     async def attempt(self, exchange: Exchange, request: EmbeddingsRequest, planned: Attempt) -> Reply:
         snapshot, clock = exchange.snapshot, exchange.clock
         provider = snapshot.providers[planned.target.provider]

@@ -1,16 +1,19 @@
 """The one lifecycle every model endpoint shares:
 
-    read and parse the body -> route the model -> dispatch attempts (retries, fallbacks)
-      -> send the answer whole or relay its stream -> count and log the request once
+    read and parse the body -> route the model -> admit against budgets and rate limits
+      -> dispatch attempts (retries, fallbacks) -> send the answer whole or relay its stream
+      -> settle what the request used, count and log it once
 
-An endpoint brings only what is its own (`Endpoint`): how to parse its body, how to
-make one attempt against a target, and how to answer from a quorum route's council
-(api.council), which sends each of its calls through its member's route the same way
-(`through_route`). The steps that concern every endpoint plug in here, each at one
-place: who may call (server middleware), admission against limits (after routing,
-before dispatch: budgets, api.spending), and settling what was used (in `run`'s end: the
-record is counted, logged and queued for the ledger, Gateway.settle); a step that
-concerns each upstream call (a key's token limits) belongs in `through_route`.
+An endpoint brings only what is its own (`Endpoint`): how to parse its body, how many
+tokens it may use, how to make one attempt against a target, and how to answer from a
+quorum route's council (api.council), which sends each of its calls through its member's
+route the same way (`through_route`). The steps that concern every endpoint plug in here,
+each at one place: who may call (server middleware), admission against limits (after
+routing, before dispatch: budgets in `accept`, api.spending; then the rate limits in `run`,
+policy.limiter: a refused request never reaches an upstream), and settling what was used
+(in `run`'s end, whatever the outcome: the rate limits' ticket, then the record is counted,
+logged and queued for the ledger, Gateway.settle); a step that concerns each upstream
+call belongs in `through_route` (a council's calls: api.members).
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from ..observability.metrics import NO_KEY
 from ..observability.record import RequestRecord, record_upstream_error
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import Completed
+from ..policy import Ticket
 from ..routing.dispatch import Attempt, AttemptsExhausted, Served, dispatch
 from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
 from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
 from ..stream.sse import DONE, encode_json
+from ..stream.tokens import PromptTokens
 from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body
@@ -145,8 +150,10 @@ class Exchange:
     record: RequestRecord
     clock: Clock
     key: ClientKey | None  # the client's key; None when the gateway asks for none
-    headers: dict[str, str] = field(default_factory=dict)  # the endpoint's own x-gateway-* headers
+    headers: dict[str, str] = field(default_factory=dict)  # x-gateway-* of the endpoint, x-ratelimit-*
     transcript: Transcript | None = None  # fed the answer as it goes out, when conversations are kept
+    body_bytes: int | None = None  # the size of the request's body, its text's bound (None: not known)
+    prompt_tokens: PromptTokens | None = None  # counted once: for admission, and for usage
 
 
 class NotForQuorumRoutes(InvalidRequest):
@@ -166,6 +173,11 @@ class Endpoint(Protocol):
 
     def parse(self, body: dict[str, Any], snapshot: Snapshot) -> RoutedRequest:
         """The request, checked; raises InvalidRequest naming the bad field."""
+        ...
+
+    async def reserve(self, exchange: Exchange, request: Any, route: Route) -> int:
+        """The most tokens the request may use on `route`, prompt and completion: what a
+        tokens-per-minute limit counts from admission until the request's real usage is known."""
         ...
 
     async def attempt(self, exchange: Exchange, request: Any, planned: Attempt) -> Reply:
@@ -205,19 +217,29 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         key=client_key.id if client_key is not None else NO_KEY,
     )
     kept = Kept()
+    ticket: Ticket | None = None  # what the rate limits counted: settled at the end, whatever happens
     try:
         try:
             snapshot = gateway.state  # this request keeps this snapshot to its end
-            response = await serve(request, endpoint, gateway, snapshot, record, arrived, client_key, kept)
+            exchange, parsed, route = await accept(
+                request, endpoint, gateway, snapshot, record, arrived, client_key, kept
+            )
+            ticket = await gateway.limiter.admit(
+                client_key,
+                route,
+                ticket=record.request_id,
+                tokens=lambda: endpoint.reserve(exchange, parsed, route),
+            )
+            if ticket is not None:
+                exchange.headers.update(ticket.headers)
+            response = await serve(request, endpoint, gateway, exchange, parsed, route)
         except AttemptsExhausted as exhausted:
             exc = exhausted.error
             record.attempts = exhausted.attempts
             exc.headers.update(retry_advice(exhausted))
-            record.fail(exc)
-            response = error_response(exc)
+            response = failure(exc, record, ticket)
         except GatewayError as exc:
-            record.fail(exc)
-            response = error_response(exc)
+            response = failure(exc, record, ticket)
         record.status = response.status
         if not response.prepared:  # send it now: counting and logging come after the last byte
             try:
@@ -235,7 +257,17 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         record.error = record.error or "internal_error"
         raise
     finally:
+        if ticket is not None:
+            ticket.settle(record.tokens_used)
         gateway.settle(record, time.perf_counter(), conversation=kept.conversation())
+
+
+def failure(exc: GatewayError, record: RequestRecord, ticket: Ticket | None) -> web.Response:
+    """The error response; one of a request that was admitted still tells its rate limits."""
+    record.fail(exc)
+    if ticket is not None:
+        exc.headers.update(ticket.headers)
+    return error_response(exc)
 
 
 def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
@@ -253,7 +285,7 @@ def retry_advice(exhausted: AttemptsExhausted) -> dict[str, str]:
     return advice
 
 
-async def serve(
+async def accept(
     request: web.Request,
     endpoint: Endpoint,
     gateway: Gateway,
@@ -262,7 +294,9 @@ async def serve(
     arrived: float,
     client_key: ClientKey | None,
     kept: Kept,
-) -> web.StreamResponse:
+) -> tuple[Exchange, RoutedRequest, Route]:
+    """Read and parse the request, route its model, check that the key may use it and that
+    no budget of the key's or the route's is spent."""
     payload = await read_payload(request, snapshot.config.server.max_body_bytes)
     parsed = endpoint.parse(parse_body(payload), snapshot)
     record.stream = parsed.stream
@@ -277,10 +311,24 @@ async def serve(
     record.routed = True
     gateway.metrics.inflight_of(route.model).inc()
     clock = Clock(route.limits, arrived, asyncio.get_running_loop().time)
-    exchange = Exchange(record.request_id, snapshot, record, clock, client_key, budget_headers)
+    exchange = Exchange(record.request_id, snapshot, record, clock, client_key, budget_headers, body_bytes=len(payload))
     if snapshot.config.ledger.store_messages:
         kept.prompt, kept.transcript = parsed.prompt, Transcript()
         exchange.transcript = kept.transcript
+    return exchange, parsed, route
+
+
+async def serve(
+    request: web.Request,
+    endpoint: Endpoint,
+    gateway: Gateway,
+    exchange: Exchange,
+    parsed: RoutedRequest,
+    route: Route,
+) -> web.StreamResponse:
+    """Dispatch the attempts (or convene a quorum route's council), then send the answer
+    whole or relay its stream."""
+    snapshot, record, clock = exchange.snapshot, exchange.record, exchange.clock
     if route.quorum is not None:
         return await endpoint.convene(request, gateway, exchange, parsed, route)
     try:

@@ -1,6 +1,7 @@
 """Each call of a council (a member in a round, or the judge), sent through its member's route
 as any request is: that route's weighted targets, retries, fallbacks and cooldowns
-(lifecycle.through_route), its limits, and max_tokens no more than the council's.
+(lifecycle.through_route), its limits (its rate limits too: a call over one is refused,
+and left out as a failed member), and max_tokens no more than the council's.
 
 Calls are always streamed upstream, so that a debate's members can be watched as they
 answer and `fastest` knows when an answer begins; an attempt ends, as a client's stream
@@ -28,12 +29,13 @@ from ..observability.record import CallRecord, RequestRecord, count, record_upst
 from ..pipeline.answers import answer_chunks
 from ..pipeline.clock import Clock
 from ..pipeline.exchange import open_stream
+from ..policy import Ticket
 from ..routing.dispatch import Attempt, AttemptsExhausted
 from ..routing.quorum.answers import Answer
 from ..runtime import Gateway
 from ..stream.limiter import StreamLimiter
 from ..upstream.base import UpstreamResponse
-from .attempt import prepare
+from .attempt import prepare, reserve_chat
 from .chat_request import ChatRequest
 from .lifecycle import CLIENT_CLOSED_REQUEST, Exchange, through_route
 from .spending import admit, price
@@ -136,9 +138,16 @@ class Members:
         )
         stream: MemberStream | None = None
         served_attempt: Attempt | None = None
+        ticket: Ticket | None = None  # the member route's own rate limits (the key's count the client's request)
         try:
             if route.budget is not None:  # the key's budget was held for the whole council (api.spending)
                 await admit(self.gateway, snapshot, None, route, request, len(orjson.dumps(body)), record)
+            ticket = await self.gateway.limiter.admit(
+                None,
+                route,
+                ticket=f"{parent.request_id}/{answer.role}/{answer.member}/{answer.round}",
+                tokens=lambda: reserve_chat(exchange, request, route),
+            )
             served = await through_route(
                 self.gateway, exchange, route, route.model, lambda planned: member_attempt(exchange, request, planned)
             )
@@ -156,7 +165,7 @@ class Members:
             answer.failure = exhausted.error
             record.fail(exhausted.error)
             record.status = exhausted.error.status
-        except GatewayError as exc:  # after the answer began; or refused before any attempt (a 400 of an adapter)
+        except GatewayError as exc:  # after the answer began; or refused before any attempt (a 400, a 429)
             answer.failure = exc
             record.fail(exc)
             if isinstance(exc, UpstreamError):
@@ -173,6 +182,8 @@ class Members:
                 if stream is not None:
                     await self._settle(answer, stream, record, served_attempt)
             finally:
+                if ticket is not None:
+                    ticket.settle(record.tokens_used)
                 if not answer.provider:  # it failed: the last target tried
                     answer.provider, answer.model = record.provider, record.upstream_model or ""
                 answer.duration_ms = round((time.perf_counter() - record.started) * 1000)

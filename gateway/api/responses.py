@@ -85,10 +85,17 @@ class Responses:
     def parse(self, body: dict[str, Any], snapshot: Snapshot) -> ResponsesRequest:
         return parse_responses_request(body, default_model=snapshot.config.default_model)
 
+    async def reserve(self, exchange: Exchange, request: ResponsesRequest, route: Route) -> int:
+        """The input's tokens, in the encoding of the route's first target, and its max_output_tokens."""
+        counter = exchange.snapshot.tokenizers.for_model(route.upstream_model or request.model)
+        prompt_tokens = PromptTokens(input_texts(request.body), counter, most_chars=exchange.body_bytes)
+        await prompt_tokens.ready()  # a long input is counted on a worker thread
+        return prompt_tokens() + max_output_tokens(request, route.limits)
+
     async def attempt(self, exchange: Exchange, request: ResponsesRequest, planned: Attempt) -> Reply:
         snapshot = exchange.snapshot
         limits = planned.route.limits  # a fallback route holds the request to its own limits
-        max_tokens = min(request.requested_max_tokens or limits.max_tokens, limits.max_tokens)
+        max_tokens = max_output_tokens(request, limits)
         exchange.headers["x-gateway-max-tokens"] = str(max_tokens)
         provider = snapshot.providers[planned.target.provider]
         native = provider.config.responses_api
@@ -175,6 +182,11 @@ async def begun(started: StreamStart) -> StreamStart:
         await started.aclose()
         raise
     return started
+
+
+def max_output_tokens(request: ResponsesRequest, limits: Limits) -> int:
+    """The output tokens the request may have: its own limit, held to the route's."""
+    return min(request.requested_max_tokens or limits.max_tokens, limits.max_tokens)
 
 
 def input_texts(body: dict[str, Any]) -> list[dict[str, Any]]:

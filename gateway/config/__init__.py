@@ -29,6 +29,7 @@ from .model import (
     Quorum,
     Route,
     ServerConfig,
+    StoreConfig,
     Target,
     UpstreamConfig,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "Quorum",
     "Route",
     "ServerConfig",
+    "StoreConfig",
     "Target",
     "UpstreamConfig",
     "default_config_tree",

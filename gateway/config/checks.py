@@ -32,6 +32,7 @@ from .model import (
 )
 from .quorum import check_councils, check_quorum_route
 from .secrets import mask_url, short_secrets
+from .store import check_store
 
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 LINE_BREAKS = re.compile(r"[\r\n\0]")
@@ -146,7 +147,9 @@ class ConfigChecker:
 
     def gateway(self, tree: dict[str, Any]) -> GatewayConfig | None:
         top = self.mapping(
-            tree, "", ("server", "limits", "default_model", "providers", "routes", "upstream", "auth", "ledger")
+            tree,
+            "",
+            ("server", "limits", "default_model", "providers", "routes", "upstream", "auth", "ledger", "store"),
         )
         server = self.server(top.get("server"))
         upstream = self.upstream(top.get("upstream"))
@@ -155,6 +158,7 @@ class ConfigChecker:
         routes = self.routes(top.get("routes"), providers, limits)
         default_model = self.string(top, "default_model", "") or None
         auth = check_auth(self, top.get("auth"))
+        store = check_store(self, top.get("store"))
         if not auth.required and not auth.open and not is_loopback(server.host):
             self.problem(
                 "auth",
@@ -174,6 +178,7 @@ class ConfigChecker:
             upstream=upstream,
             auth=auth,
             ledger=ledger,
+            store=store,
             warnings=tuple(self.warnings),
         )
 
@@ -249,7 +254,18 @@ class ConfigChecker:
                 node, "max_response_bytes", path, base.max_response_bytes, minimum=MIN_CAP_BYTES
             ),
             max_event_bytes=self.integer(node, "max_event_bytes", path, base.max_event_bytes, minimum=MIN_CAP_BYTES),
+            rpm=self.rate(node, "rpm", path, base.rpm),
+            tpm=self.rate(node, "tpm", path, base.tpm),
+            max_parallel=self.rate(node, "max_parallel", path, base.max_parallel),
         )
+
+    def rate(self, node: dict[str, Any], key: str, path: str, default: int | None) -> int | None:
+        """A rate limit: a positive integer; absent, `default`; `null`, none (a route may lift a global one)."""
+        if key not in node:
+            return default
+        if node[key] is None:
+            return None
+        return self.integer(node, key, path, 1)
 
     def upstream(self, node: Any) -> UpstreamConfig:
         node = self.mapping(

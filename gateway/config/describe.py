@@ -16,6 +16,7 @@ def describe(config: GatewayConfig) -> str:
         f"default model: {config.default_model or '(none: requests must name a model)'}",
         f"limits: {format_limits(limits)}",
         f"ledger: {mask_url(config.ledger.url)}" + (" (conversations kept)" if config.ledger.store_messages else ""),
+        f"rate limit store: {describe_store(config)}",
         "providers:",
     ]
     for provider in config.providers.values():
@@ -63,9 +64,22 @@ def describe_quorum(quorum: Quorum) -> str:
 
 
 def format_limits(limits: Limits) -> str:
-    """`max_tokens=N timeout=Ns ...`: every limit with its unit."""
+    """`max_tokens=N timeout=Ns ... rpm=N`: every limit with its unit; rate limits when set."""
+    rates = "".join(
+        f" {name}={value}"
+        for name, value in (("rpm", limits.rpm), ("tpm", limits.tpm), ("max_parallel", limits.max_parallel))
+        if value is not None
+    )
     return (
         f"max_tokens={limits.max_tokens} timeout={limits.timeout:g}s "
         f"first_token_timeout={limits.first_token_timeout:g}s idle_timeout={limits.idle_timeout:g}s "
-        f"connect_timeout={limits.connect_timeout:g}s"
+        f"connect_timeout={limits.connect_timeout:g}s{rates}"
     )
+
+
+def describe_store(config: GatewayConfig) -> str:
+    store = config.store
+    if not store.redis_url:
+        workers = config.server.workers
+        return "in process" if workers == 1 else f"memory shared by the {workers} workers"
+    return f"redis {mask_url(store.redis_url)} (timeout {store.timeout * 1000:g} ms, on_error {store.on_error})"

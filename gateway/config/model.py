@@ -19,7 +19,11 @@ LIMIT_KEYS = (
     "connect_timeout",
     "max_response_bytes",
     "max_event_bytes",
+    "rpm",
+    "tpm",
+    "max_parallel",
 )
+ON_STORE_ERROR = ("allow", "deny")
 MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 QUORUM_STRATEGIES = ("fastest", "vote", "synthesize", "debate")
 QUORUM_PROMPTS = ("judge", "debate", "tie_break")  # the templates gateway.yaml may override
@@ -45,6 +49,10 @@ class Limits:
     connect_timeout: float = 10.0  # seconds to get a connection: a free slot in the pool, then connect
     max_response_bytes: int = 16 * 1024 * 1024  # an upstream's whole answer, decompressed (not streamed)
     max_event_bytes: int = 1024 * 1024  # one server-sent event or line of an upstream's stream
+    # rate limits of the route, over every client's requests to it (None: unlimited)
+    rpm: int | None = None  # requests per minute (a sliding minute)
+    tpm: int | None = None  # tokens per minute, prompt and completion (a sliding minute)
+    max_parallel: int | None = None  # requests in flight at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,20 @@ class UpstreamConfig:
     dns_cache_ttl: float = 10.0  # seconds a resolved address is reused
     happy_eyeballs_delay: float = 0.25  # seconds before the next address is tried alongside (RFC 8305)
     trust_env: bool = True  # HTTP_PROXY, HTTPS_PROXY, NO_PROXY from the environment, read at start
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the rate limits' counts live (`store:`); changes take effect at restart.
+
+    No `redis_url`: in the process, or with several workers in memory they share, so the
+    limits hold for the whole gateway on this host. With one, in that Redis, shared by
+    every worker of every replica that uses it.
+    """
+
+    redis_url: str = field(default="", repr=False)  # redis:// or rediss:// (TLS); may hold a password
+    on_error: str = "allow"  # when Redis does not answer in time: allow (admit, uncounted) or deny (503)
+    timeout: float = 0.005  # seconds Redis has to answer one admission before on_error applies
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +277,7 @@ class GatewayConfig:
     upstream: UpstreamConfig = UpstreamConfig()
     auth: AuthConfig = AuthConfig()
     ledger: LedgerConfig = LedgerConfig()
+    store: StoreConfig = StoreConfig()
     warnings: tuple[str, ...] = ()  # valid but risky settings, one line each, naming the key
 
     @property

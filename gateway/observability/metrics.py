@@ -117,6 +117,20 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.rate_limited = Counter(
+            "gateway_rate_limited_total",
+            "Requests refused with 429 by a rate limit of the gateway, by the limit that refused them "
+            "(scope: key or route; limit: rpm, tpm or max_parallel).",
+            ["route", "key", "scope", "limit"],
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "gateway_rate_limit_store_errors_total",
+            "Times the rate limits' store did not answer, by step (admit, settle) and reason "
+            "(timeout, unreachable, error, full).",
+            ["step", "reason"],
+            registry=r,
+        )
         self.council_requests = Counter(
             "gateway_council_requests_total",
             "Finished requests to quorum routes, by strategy and outcome (ok, too_few_answers, judge_failed, "

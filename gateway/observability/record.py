@@ -74,6 +74,11 @@ class RequestRecord:
             return "rejected"
         return "broken" if self.error else "ok"
 
+    @property
+    def tokens_used(self) -> int:
+        """Prompt and completion tokens, as delivered (0 when nothing was)."""
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
     def usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")

@@ -271,6 +271,8 @@ def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
                 total += count_role(value, counter)
             elif key == "name" and isinstance(value, str):
                 total += TOKENS_PER_NAME + counter.count(value)
+            elif type(value) is str:  # the usual content: spares _texts' generator
+                total += counter.count(value)
             else:
                 total += sum(counter.count(text) for text in _texts(value))
     return total
@@ -284,21 +286,30 @@ class PromptTokens:
     so that calling it then never holds the event loop up.
     """
 
-    __slots__ = ("_count", "_counter", "_messages")
+    __slots__ = ("_count", "_counter", "_messages", "_most_chars")
 
-    def __init__(self, messages: list[Any], counter: TokenCounter) -> None:
+    def __init__(self, messages: list[Any], counter: TokenCounter, *, most_chars: int | None = None) -> None:
+        """`most_chars`: what the messages' text cannot be longer than (the size of the JSON body
+        they came in), when known: below INLINE_CHARS, ready() need not measure them."""
         self._messages = messages
         self._counter = counter
         self._count: int | None = None
+        self._most_chars = most_chars
 
     def __call__(self) -> int:
         if self._count is None:
             self._count = count_prompt_tokens(self._messages, self._counter)
         return self._count
 
+    @property
+    def counter(self) -> TokenCounter:
+        """The encoding the prompt is counted in."""
+        return self._counter
+
     async def ready(self) -> None:
         if self._count is None:
-            if prompt_chars(self._messages) > INLINE_CHARS:
+            long = self._most_chars is None or self._most_chars > INLINE_CHARS
+            if long and prompt_chars(self._messages) > INLINE_CHARS:
                 self._count = await asyncio.to_thread(count_prompt_tokens, self._messages, self._counter)
             else:
                 self()

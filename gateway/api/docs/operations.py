@@ -90,6 +90,24 @@ ROUTED_ERRORS = {
             "x-should-retry": {"$ref": "#/components/headers/ShouldRetry"},
         },
     },
+    "429": {
+        **error(
+            "`rate_limit_exceeded`: over a rate limit of the client's key or of the route (`rpm`, `tpm`, "
+            "`max_parallel`); the message names it."
+        ),
+        "headers": {
+            "x-request-id": {"$ref": "#/components/headers/RequestId"},
+            "retry-after": {"$ref": "#/components/headers/RateLimitRetryAfter"},
+            "retry-after-ms": {"$ref": "#/components/headers/RateLimitRetryAfterMs"},
+            "x-should-retry": {"$ref": "#/components/headers/RateLimitShouldRetry"},
+            **{
+                f"x-ratelimit-{part.lower()}-{kind}": {"$ref": f"#/components/headers/RateLimit{part}{kind.title()}"}
+                for kind in ("requests", "tokens")
+                for part in ("Limit", "Remaining", "Reset")
+            },
+        },
+    },
+    "503": error("`rate_limits_unavailable`: the rate limits' store did not answer and `store.on_error` is deny."),
     "504": error("`connect_timeout`, `first_token_timeout`, `timeout`: a limit fired before the response started."),
     "default": {
         **error(

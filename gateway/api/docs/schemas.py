@@ -305,4 +305,20 @@ HEADERS: dict[str, Any] = {
     "ShouldRetry": header("`false` once the gateway has retried itself: a client's own retries would multiply them."),
     "RetryAfter": header("Passed on from the upstream after a single attempt: seconds before trying again."),
     "WWWAuthenticate": header("`Bearer`.", required=True),
+    "RateLimitRetryAfter": header(
+        "Seconds (rounded up) until the request would fit the limit that refused it.", pattern=DIGITS
+    ),
+    "RateLimitRetryAfterMs": header("The same, in milliseconds (what the OpenAI SDKs read first).", pattern=DIGITS),
+    "RateLimitShouldRetry": header(
+        "`true`: the SDK may retry after the wait; `false` for a request larger than a limit."
+    ),
+    **{
+        f"RateLimit{part}{kind.title()}": header(text.format(kind=kind, per=per), pattern=pattern)
+        for kind, per in (("requests", "rpm"), ("tokens", "tpm"))
+        for part, text, pattern in (
+            ("Limit", "The tightest `{per}` that applies ({kind} per minute); absent under none.", DIGITS),
+            ("Remaining", "What is left of it in the sliding minute, this request counted.", DIGITS),
+            ("Reset", "Until the minute holds none of its {kind} again, as OpenAI writes it: `250ms`, `1m0.2s`.", None),
+        )
+    },
 }

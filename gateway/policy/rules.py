@@ -1,0 +1,164 @@
+"""Which rate limits a request is held to, and what the client is told about them.
+
+A request is counted against its key's `rpm`, `tpm` and `max_parallel` (auth.keys) and
+its route's (a route's own, else the global `limits:`). Requests per minute take 1,
+tokens per minute the prompt's tokens plus every choice's max_tokens (corrected to the
+real usage when the request ends), in flight 1 until it ends.
+
+Pure: rules in, meters out; readings in, headers and errors out.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from ..config import ClientKey, Route
+from ..errors import RateLimited
+from ..store.base import NEVER, UNKNOWN, Meter, Reading
+
+RPM, TPM, MAX_PARALLEL = "rpm", "tpm", "max_parallel"
+IN_FLIGHT_RETRY_MS = 1000  # what a client refused for max_parallel is told to wait: when a slot frees is not known
+HEADERS = {  # OpenAI's, for each kind of limit that has them
+    kind: (f"x-ratelimit-limit-{noun}", f"x-ratelimit-remaining-{noun}", f"x-ratelimit-reset-{noun}")
+    for kind, noun in (("rpm", "requests"), ("tpm", "tokens"))
+}
+WHAT = {
+    RPM: "requests per minute (rpm)",
+    TPM: "tokens per minute (tpm)",
+    MAX_PARALLEL: "requests in flight (max_parallel)",
+}
+
+
+class Rule(NamedTuple):
+    """One limit: whose (a key's or a route's), of which kind, and its value."""
+
+    scope: str  # "key" or "route"
+    owner: str  # the key's id, or the route's name
+    kind: str  # RPM, TPM or MAX_PARALLEL
+    limit: int
+    meter: Meter  # the rule as a store counts it; a tokens-per-minute meter's amount is set per request
+    limit_text: str  # the limit, as its header gives it
+
+    def counted(self, tokens: int) -> Meter:
+        """The meter of a request that may use `tokens`."""
+        return Meter(self.meter.name, self.limit, tokens, False) if self.kind == TPM else self.meter
+
+
+class RateLimits(Protocol):
+    """What holds rate limits: a client key, a route's limits."""
+
+    @property
+    def rpm(self) -> int | None: ...
+
+    @property
+    def tpm(self) -> int | None: ...
+
+    @property
+    def max_parallel(self) -> int | None: ...
+
+
+def rules_of(scope: str, owner: str, holder: RateLimits) -> tuple[Rule, ...]:
+    """The rules a key (scope "key") or a route's limits (scope "route") set."""
+    return tuple(
+        Rule(scope, owner, kind, limit, Meter(f"{scope}:{owner}:{kind}", limit, 1, kind == MAX_PARALLEL), str(limit))
+        for kind, limit in ((RPM, holder.rpm), (TPM, holder.tpm), (MAX_PARALLEL, holder.max_parallel))
+        if limit is not None
+    )
+
+
+def rules_for(key: ClientKey | None, route: Route) -> tuple[Rule, ...]:
+    """The rules a request by `key` (None: no keys asked for) on `route` is held to: the key's, then the route's."""
+    key_rules = rules_of("key", key.id, key) if key is not None else ()
+    return key_rules + rules_of("route", route.model, route.limits)
+
+
+class Plan(NamedTuple):
+    """The rules of a request by a key on a route, and what they need (made once for each pair)."""
+
+    rules: tuple[Rule, ...]
+    meters: tuple[Meter, ...]  # theirs; a tokens-per-minute meter's amount is set for each request
+    tokens: bool  # a tokens-per-minute rule: the request's tokens are counted, and settled
+    held: bool  # an in-flight rule: settling frees its slot
+
+    def counted(self, tokens: int) -> tuple[Meter, ...]:
+        """The meters of a request that may use `tokens`."""
+        return tuple([rule.counted(tokens) for rule in self.rules]) if self.tokens else self.meters
+
+
+def plan_for(key: ClientKey | None, route: Route) -> Plan:
+    rules = rules_for(key, route)
+    return Plan(
+        rules,
+        tuple(rule.meter for rule in rules),
+        any(rule.kind == TPM for rule in rules),
+        any(rule.kind == MAX_PARALLEL for rule in rules),
+    )
+
+
+def refusal(rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[Reading]) -> tuple[Rule, RateLimited]:
+    """The 429 for a request that did not fit, naming the limit it waits longest for (and that
+    rule); with the headers that tell the OpenAI SDK when to retry, or not to: a request
+    larger than a limit never fits."""
+    over = [index for index, reading in enumerate(readings) if reading.wait != 0]
+    worst = max(over, key=lambda index: wait_ms(readings[index]))
+    rule, meter, reading = rules[worst], meters[worst], readings[worst]
+    whose = f"{rule.scope} {rule.owner!r}"
+    if reading.wait == NEVER:
+        error = RateLimited(
+            f"Request too large for {whose} on {WHAT[rule.kind]}: limit {rule.limit}, requested {meter.amount} "
+            "(the prompt's tokens and max_tokens for every choice). Lower max_tokens or shorten the prompt."
+        )
+        error.headers["x-should-retry"] = "false"
+    else:
+        wait = round(wait_ms(reading))
+        used = "in flight" if rule.kind == MAX_PARALLEL else "used"
+        error = RateLimited(
+            f"Rate limit reached for {whose} on {WHAT[rule.kind]}: limit {rule.limit}, {used} {reading.used}, "
+            f"requested {meter.amount}. Please try again in {duration(wait)}."
+        )
+        error.headers.update(
+            {"retry-after": str(math.ceil(wait / 1000)), "retry-after-ms": str(wait), "x-should-retry": "true"}
+        )
+    error.headers.update(ratelimit_headers(rules, meters, readings, admitted=False))
+    return rule, error
+
+
+def wait_ms(reading: Reading) -> float:
+    if reading.wait == NEVER:
+        return math.inf
+    return IN_FLIGHT_RETRY_MS if reading.wait == UNKNOWN else reading.wait
+
+
+def ratelimit_headers(
+    rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[Reading], *, admitted: bool
+) -> dict[str, str]:
+    """OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens}, for the tightest
+    requests-per-minute and tokens-per-minute limit of the request (none of a kind: no headers)."""
+    tightest: dict[str, tuple[int, Rule, int]] = {}  # kind -> remaining, its rule, reset
+    for rule, meter, reading in zip(rules, meters, readings, strict=True):
+        if rule.kind in HEADERS:
+            remaining = rule.limit - reading.used - (meter.amount if admitted else 0)
+            known = tightest.get(rule.kind)
+            if known is None or remaining < known[0]:
+                tightest[rule.kind] = (remaining, rule, reading.reset)
+    headers = {}
+    for kind, (remaining, rule, reset) in tightest.items():
+        limit_header, remaining_header, reset_header = HEADERS[kind]
+        headers[limit_header] = rule.limit_text
+        headers[remaining_header] = str(max(remaining, 0))
+        headers[reset_header] = duration(reset)
+    return headers
+
+
+@functools.lru_cache(maxsize=4096)  # a minute's resets, to the millisecond, are a few hundred values
+def duration(milliseconds: float) -> str:
+    """A duration as OpenAI writes its resets: 250ms, 1s, 1.5s, 6m0s."""
+    milliseconds = max(math.ceil(milliseconds), 0)
+    if milliseconds < 1000:
+        return f"{milliseconds}ms"
+    minutes, rest = divmod(milliseconds, 60_000)
+    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    return f"{minutes}m{seconds}s" if minutes else f"{seconds}s"
