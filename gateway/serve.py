@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import signal
@@ -32,6 +33,22 @@ def open_files_allowed() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+YOUNG_OBJECTS_PER_COLLECTION = 10_000  # Python's default, 700, collects a few times per request
+
+
+def tune_collector() -> None:
+    """Set the cyclic garbage collector for serving, once the app is up.
+
+    What exists by then (config, tokenizers, the ledger's engine, the libraries) lives until
+    exit: frozen, the collector's full passes no longer scan it again and again. Fewer, larger
+    young collections do the same work for what requests leave behind. Together they took
+    about a fifth of the CPU per request off in bench/ (README, Performance).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, *gc.get_threshold()[1:])
 
 
 async def start(
@@ -90,6 +107,7 @@ async def serve(
         reuse_port=reuse_port,
         server=config.server,
     )
+    tune_collector()
     address = f"http://{config.server.host}:{port}"
     log.info("listening on %s", address, extra={"fields": {"address": address}})
     gateway = app[GATEWAY]
