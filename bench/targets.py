@@ -440,8 +440,11 @@ def package_versions(python: Path, names: tuple[str, ...]) -> dict[str, str]:
 async def start_baseline(
     work: Path, ports: Ports, baseline: Baseline, *, cpus: str, session: aiohttp.ClientSession
 ) -> Target:
-    """The gateway of the baseline's revision, started exactly as the target "gateway"."""
-    return await start_gateway(
+    """The gateway of the baseline's revision, started exactly as the target "gateway"; a revision
+    from before client keys (no gateway/server/auth.py) refuses an `auth:` section, so it runs
+    without one, and the report's notes say so."""
+    keys = (baseline.checkout / "gateway" / "server" / "auth.py").exists()
+    target = await start_gateway(
         work,
         ports,
         name="baseline",
@@ -450,7 +453,11 @@ async def start_baseline(
         session=session,
         python=str(baseline.python),
         checkout=baseline.checkout,
+        auth=keys,
     )
+    if not keys:
+        target.notes.append("auth off: this revision has no client keys, so no keys and no rate limits")
+    return target
 
 
 # LiteLLM's proxy ------------------------------------------------------------------
