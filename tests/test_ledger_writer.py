@@ -71,6 +71,45 @@ async def test_rows_go_in_batches_of_batch_rows_as_soon_as_that_many_wait(metric
     assert sample(metrics, "gateway_ledger_buffered_rows") == 0
 
 
+class SlowDatabase(FakeDatabase):
+    """Holds each write open until `release` is set, as a transaction takes time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def write(self, rows: Sequence[Row]) -> int:
+        self.writing.set()
+        await self.release.wait()
+        return await super().write(rows)
+
+
+async def test_rows_that_arrive_while_a_batch_is_written_wait_for_the_next_flush(metrics: Metrics) -> None:
+    # Under load, a flush that went on writing what arrived meanwhile would write a stream of
+    # tiny transactions, each paying a transaction's cost on the event loop.
+    database = SlowDatabase()
+    writer = Writer(database.write, LedgerConfig(batch_rows=3, flush_interval=3600), metrics)
+    task = asyncio.create_task(writer.run())
+    for number in range(3):
+        writer.add(row(number))
+    await asyncio.wait_for(database.writing.wait(), 5)
+    for number in range(3, 5):  # while the first batch is written: fewer than batch_rows new rows
+        writer.add(row(number))
+    database.release.set()
+    await asyncio.wait_for(database.written.wait(), 5)
+    for _ in range(10):  # let the task run on, as it would under load
+        await asyncio.sleep(0)
+    assert database.batches == [[f"{n:032x}" for n in range(3)]]
+    assert writer.waiting == 2
+    writer.add(row(5))  # the third new row: a batch waits, the task wakes
+    for _ in range(10):
+        await asyncio.sleep(0)
+    task.cancel()
+    assert [len(batch) for batch in database.batches] == [3, 3]
+    assert writer.waiting == 0
+
+
 async def test_while_the_database_is_down_rows_wait_up_to_the_bound_then_are_dropped_and_counted(
     metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -248,7 +248,7 @@ class LedgerConfig:
     """
 
     url: str = "sqlite:///ledger.db"  # normalized at load: sqlite:///<absolute path>, or the PostgreSQL URL
-    batch_rows: int = 500  # rows per transaction at most; a flush starts as soon as this many wait
+    batch_rows: int = 100  # rows per transaction at most (its work holds the event loop); a flush starts at this many
     flush_interval: float = 1.0  # seconds between flushes of whatever is waiting
     buffer_rows: int = 100_000  # rows kept while the database cannot be written; beyond: dropped, counted
     buffer_bytes: int = 64 * 1024 * 1024  # of stored conversations in those rows; beyond: dropped, counted

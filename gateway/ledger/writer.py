@@ -1,8 +1,10 @@
 """Rows wait in memory, off every request's path, and one task writes them in batches.
 
 A request's end only appends its row (`add`, no I/O). Every `flush_interval` seconds, or as
-soon as `batch_rows` wait, the task writes up to `batch_rows` rows in one transaction, and
-again until none wait. When a write fails (the database is down or refuses), the rows stay,
+soon as `batch_rows` wait, the task writes the rows waiting then, up to `batch_rows` rows a
+transaction; rows that arrive meanwhile wait for the next flush (a flush that chased them
+would write a stream of tiny transactions under load, each paying a transaction's fixed
+cost on the event loop). When a write fails (the database is down or refuses), the rows stay,
 the outage is logged once and counted (gateway_ledger_errors_total{operation="write"},
 gateway_ledger_up 0), and the task tries again after a doubling pause of at most RETRY_CAP
 seconds; when it succeeds, what waited is written and the recovery logged. At most
@@ -62,6 +64,7 @@ class Writer:
         self.metrics = metrics
         self._monotonic = monotonic
         self._rows: deque[Row] = deque()
+        self._taken = 0  # rows at the head of _rows that the running flush is writing
         self._bytes = 0
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -85,7 +88,7 @@ class Writer:
         self._rows.append(row)
         self._bytes += row.size
         self.metrics.ledger_buffered.inc()
-        if len(self._rows) >= self.config.batch_rows and self.failing_since is None:
+        if len(self._rows) - self._taken >= self.config.batch_rows and self.failing_since is None:
             self._wake.set()
 
     def _drop(self, count: int, why: str) -> None:
@@ -116,18 +119,23 @@ class Writer:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write every row waiting, `batch_rows` a transaction; False when the database failed
-        (what was not written still waits)."""
+        """Write every row waiting now, `batch_rows` a transaction; False when the database
+        failed (what was not written still waits). Rows added meanwhile wait for the next flush."""
         async with self._lock:
-            while self._rows:
-                batch = list(itertools.islice(self._rows, self.config.batch_rows))
-                try:
-                    await self._write_batch(batch)
-                except Exception as exc:  # the database is down or refuses: the rows wait
-                    self._failed(exc)
-                    return False
-                self._succeeded()
-            return True
+            self._taken = len(self._rows)
+            try:
+                while self._taken:
+                    batch = list(itertools.islice(self._rows, min(self._taken, self.config.batch_rows)))
+                    try:
+                        await self._write_batch(batch)
+                    except Exception as exc:  # the database is down or refuses: the rows wait
+                        self._failed(exc)
+                        return False
+                    self._taken -= len(batch)
+                    self._succeeded()
+                return True
+            finally:
+                self._taken = 0
 
     async def _write_batch(self, batch: list[Row]) -> None:
         started = time.perf_counter()
