@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 import pytest
+from ledger_rows import ledger_row
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import DataError, OperationalError
 
@@ -14,20 +15,10 @@ from gateway.config import LedgerConfig
 from gateway.ledger.rows import Row
 from gateway.ledger.writer import Writer
 from gateway.observability.metrics import Metrics
-from gateway.observability.record import RequestRecord
 
 
 def row(number: int, *, bad: bool = False) -> Row:
-    record = RequestRecord(
-        request_id=f"r{number}",
-        method="POST",
-        path="/v1/chat/completions",
-        client=None,
-        started=0.0,
-        uid=f"{number:032x}",
-        error="bad" if bad else None,
-    )
-    return Row(record, finished=1.0)
+    return ledger_row(number, error="bad" if bad else None)
 
 
 class FakeDatabase:

@@ -5,19 +5,24 @@ A batch adds its rows (a row already there, from a batch whose commit was lost w
 connection, is not added twice), their conversations, their cost to the spend of each
 scope they are charged to (key:<id>, route:<name>) for their UTC day, and releases the
 budget holds their requests made: all or nothing.
+
+The rows go in through the driver's own executemany, with a statement SQLAlchemy compiled
+once per dialect: that work runs on the event loop, and SQLAlchemy's per-row handling of an
+executemany costs several times what the driver's does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..observability.metrics import NO_KEY, UNKNOWN_KEY
@@ -51,6 +56,7 @@ class Row:
     member: str | None = None  # one upstream call of a request made of several (quorum routes)
     held: bool = False  # whether the request holds budget under its uid, released when the row is written
     conversation: tuple[str, str] | None = None  # JSON of the messages and of the answer, when they are kept
+    tried: bool = False  # a write of it failed: it may be in the database already (its commit lost)
 
     @property
     def uid(self) -> str:
@@ -132,20 +138,64 @@ def tokens(count: int | None) -> int | None:
     return None if count is None else min(max(count, 0), MOST_TOKENS)
 
 
+@dataclass(frozen=True, slots=True)
+class RowInsert:
+    """schema.requests' INSERT for one dialect, as its driver takes it: the statement (the
+    dialect's placeholders, a uid already there skipped) and, per placeholder, the column
+    and the function that turns a value into the driver's (None: as it is)."""
+
+    statement: str
+    columns: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+    def parameters(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        """One row's parameters, from Row.values()."""
+        return tuple(
+            value if process is None else process(value)
+            for process, value in zip(self.processors, map(values.__getitem__, self.columns), strict=True)
+        )
+
+
+_INSERTS: dict[str, RowInsert] = {}
+
+
+def row_insert(dialect: Dialect, columns: Sequence[str]) -> RowInsert:
+    """The INSERT of `columns` for `dialect` (SQLite or PostgreSQL), compiled once."""
+    found = _INSERTS.get(dialect.name)
+    if found is None:
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        compiled = (
+            insert(requests)
+            .on_conflict_do_nothing(index_elements=["uid"])
+            .compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
+        )
+        order = tuple(compiled.positiontup or ())
+        processors = tuple(requests.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order)
+        found = _INSERTS[dialect.name] = RowInsert(compiled.string, order, processors)
+    return found
+
+
 async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
-    """Write `rows` in the connection's transaction; returns how many were new."""
+    """Write `rows` in the connection's transaction; returns how many were new.
+
+    A row whose earlier write failed is looked for first: if that transaction's commit
+    went through before its connection broke, the row is there and is not added (nor its
+    cost) again."""
+    present: set[str] = set()
+    again = [row.uid for row in rows if row.tried]
+    if again:
+        found = await connection.execute(select(requests.c.uid).where(requests.c.uid.in_(again)))
+        present = set(found.scalars().all())
+    new = [row for row in rows if row.uid not in present]
+    columns = [row.values() for row in new]
+    if columns:
+        prepared = row_insert(connection.dialect, tuple(columns[0]))
+        await connection.exec_driver_sql(prepared.statement, [prepared.parameters(values) for values in columns])
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    columns = [row.values() for row in rows]
-    result = await connection.execute(
-        insert(requests).on_conflict_do_nothing(index_elements=["uid"]).returning(requests.c.uid),
-        columns,
-    )
-    added = set(result.scalars().all())
-    new = [row for row in rows if row.uid in added]
     talks = [
         {"uid": row.uid, "time": values["time"], "messages": row.conversation[0], "answer": row.conversation[1]}
-        for row, values in zip(rows, columns, strict=True)
-        if row.conversation is not None and row.uid in added
+        for row, values in zip(new, columns, strict=True)
+        if row.conversation is not None
     ]
     if talks:
         await connection.execute(insert(conversations).on_conflict_do_nothing(index_elements=["uid"]), talks)

@@ -129,6 +129,8 @@ class Writer:
                     try:
                         await self._write_batch(batch)
                     except Exception as exc:  # the database is down or refuses: the rows wait
+                        for row in batch:  # its commit may have gone through all the same
+                            row.tried = True
                         self._failed(exc)
                         return False
                     self._taken -= len(batch)
