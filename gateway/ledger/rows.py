@@ -156,12 +156,15 @@ class RowInsert:
         )
 
 
-_INSERTS: dict[str, RowInsert] = {}
+_INSERTS: dict[tuple[str, str, str, tuple[str, ...]], RowInsert] = {}
+LOOKUP_UIDS = 1000  # uids in one `IN (...)`: within every driver's limit on parameters
 
 
 def row_insert(dialect: Dialect, columns: Sequence[str]) -> RowInsert:
-    """The INSERT of `columns` for `dialect` (SQLite or PostgreSQL), compiled once."""
-    found = _INSERTS.get(dialect.name)
+    """The INSERT of `columns` for `dialect` (SQLite or PostgreSQL through aiosqlite or
+    asyncpg, whose placeholders are positional), compiled once."""
+    key = (dialect.name, dialect.driver, dialect.paramstyle, tuple(columns))
+    found = _INSERTS.get(key)
     if found is None:
         insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         compiled = (
@@ -169,10 +172,17 @@ def row_insert(dialect: Dialect, columns: Sequence[str]) -> RowInsert:
             .on_conflict_do_nothing(index_elements=["uid"])
             .compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
         )
-        order = tuple(compiled.positiontup or ())
+        if not compiled.positiontup:
+            raise ValueError(f"the ledger needs a driver with positional placeholders, not {dialect.paramstyle}")
+        order = tuple(compiled.positiontup)
         processors = tuple(requests.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order)
-        found = _INSERTS[dialect.name] = RowInsert(compiled.string, order, processors)
+        found = _INSERTS[key] = RowInsert(compiled.string, order, processors)
     return found
+
+
+def in_pieces(values: list[str]) -> list[list[str]]:
+    """`values` in pieces of at most LOOKUP_UIDS, for one `IN (...)` each."""
+    return [values[start : start + LOOKUP_UIDS] for start in range(0, len(values), LOOKUP_UIDS)]
 
 
 async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
@@ -183,9 +193,9 @@ async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
     cost) again."""
     present: set[str] = set()
     again = [row.uid for row in rows if row.tried]
-    if again:
-        found = await connection.execute(select(requests.c.uid).where(requests.c.uid.in_(again)))
-        present = set(found.scalars().all())
+    for piece in in_pieces(again):
+        found = await connection.execute(select(requests.c.uid).where(requests.c.uid.in_(piece)))
+        present.update(found.scalars().all())
     new = [row for row in rows if row.uid not in present]
     columns = [row.values() for row in new]
     if columns:
@@ -214,6 +224,6 @@ async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
             [{"scope": scope, "day": day, "usd": usd} for (scope, day), usd in sorted(costs.items())],
         )
     released = [row.uid for row in rows if row.held]
-    if released:
-        await connection.execute(delete(holds).where(holds.c.id.in_(released)))
+    for piece in in_pieces(released):
+        await connection.execute(delete(holds).where(holds.c.id.in_(piece)))
     return len(new)

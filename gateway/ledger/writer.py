@@ -128,9 +128,11 @@ class Writer:
                     batch = list(itertools.islice(self._rows, min(self._taken, self.config.batch_rows)))
                     try:
                         await self._write_batch(batch)
-                    except Exception as exc:  # the database is down or refuses: the rows wait
-                        for row in batch:  # its commit may have gone through all the same
+                    except BaseException as exc:  # the database is down or refuses, or the write was cut short
+                        for row in batch:  # its commit may have gone through all the same: looked for next time
                             row.tried = True
+                        if not isinstance(exc, Exception):
+                            raise
                         self._failed(exc)
                         return False
                     self._taken -= len(batch)
