@@ -26,7 +26,7 @@ from ..config.secrets import Redactor
 from ..errors import InvalidRequest, UpstreamError, UpstreamProtocolError
 from ..stream.sse import SSEEvent
 from ..upstream.base import UpstreamRequest
-from .base import USER_AGENT, UpstreamCall, error_from_document, provider_headers, upstream_error
+from .base import USER_AGENT, UpstreamCall, error_from_document, parse_json, provider_headers, upstream_error
 
 log = logging.getLogger("gateway.providers.anthropic")
 
@@ -407,13 +407,6 @@ def tool_input(value: Any) -> dict[str, Any]:
 
 def token_count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def parse_json(payload: bytes, what: str) -> Any:
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        raise UpstreamProtocolError(f"The upstream's {what} is not valid JSON.") from None
 
 
 def anthropic_error(error: dict[str, Any], redactor: Redactor, *, status: int | None = None) -> UpstreamError:

@@ -99,6 +99,14 @@ class Provider(Protocol):
         ...
 
 
+def parse_json(payload: bytes, what: str) -> Any:
+    """An upstream's body as JSON; raises UpstreamProtocolError naming `what` when it is not."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise UpstreamProtocolError(f"The upstream's {what} is not valid JSON.") from None
+
+
 def error_from_payload(status: int, payload: bytes, redactor: Redactor) -> UpstreamError:
     """An upstream's error body in OpenAI's shape; its message only, never raw HTML."""
     try:

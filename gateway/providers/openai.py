@@ -16,6 +16,7 @@ from .base import (
     UpstreamCall,
     error_from_document,
     error_from_payload,
+    parse_json,
     provider_headers,
     upstream_error,
 )
@@ -80,41 +81,32 @@ class OpenAIProvider:
         )
 
     def translate_response(self, payload: bytes) -> dict[str, Any]:
-        try:
-            completion = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
-        if not isinstance(completion, dict):
-            raise UpstreamProtocolError("The upstream's response is not a chat completion.")
-        if not isinstance(completion.get("choices"), list) and completion.get("error"):  # a success only an error
-            raise error_from_document(200, completion, self._redactor)
+        completion = self.success_document(payload, "choices", "a chat completion")
         check_completion(completion)
         return completion
 
     def translate_embeddings(self, payload: bytes) -> dict[str, Any]:
-        try:
-            document = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError("The upstream's embeddings response is not valid JSON.") from None
-        if not isinstance(document, dict):
-            raise UpstreamProtocolError("The upstream's response is not a list of embeddings.")
-        if not isinstance(document.get("data"), list) and document.get("error"):  # a success only an error
-            raise error_from_document(200, document, self._redactor)
+        document = self.success_document(payload, "data", "a list of embeddings", named="embeddings response")
         check_embeddings(document)
+        return document
+
+    def success_document(self, payload: bytes, items: str, kind: str, *, named: str = "response") -> dict[str, Any]:
+        """A success's body: a JSON object whose list `items` holds the answer. Raises
+        UpstreamProtocolError when it is not JSON (`named`: what the message calls it) or not
+        an object (`kind`: what it should be), and the upstream's own error, redacted, when
+        the body holds only that."""
+        document = parse_json(payload, named)
+        if not isinstance(document, dict):
+            raise UpstreamProtocolError(f"The upstream's response is not {kind}.")
+        if not isinstance(document.get(items), list) and document.get("error"):
+            raise error_from_document(200, document, self._redactor)
         return document
 
     def stream_translator(self) -> OpenAIStreamTranslator:
         return OpenAIStreamTranslator(self._redactor)
 
     def translate_responses(self, payload: bytes) -> dict[str, Any]:
-        try:
-            response = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise UpstreamProtocolError("The upstream's response is not valid JSON.") from None
-        if not isinstance(response, dict):
-            raise UpstreamProtocolError("The upstream's response is not a Response.")
-        if not isinstance(response.get("output"), list) and response.get("error"):  # a success only an error
-            raise error_from_document(200, response, self._redactor)
+        response = self.success_document(payload, "output", "a Response")
         if response.get("object") != "response" or not isinstance(response.get("output"), list):
             raise UpstreamProtocolError("The upstream's response is not a Response (object, output).")
         return response
