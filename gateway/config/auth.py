@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Protocol
+from typing import Any
 
 from .ledger import check_budget
 from .model import AuthConfig, ClientKey
+from .section import SectionChecker
 
 KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")  # safe in logs and as a metric label
 HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
@@ -31,27 +32,7 @@ KEY_FIELDS = ("id", "key", "models", "rpm", "tpm", "max_parallel", "budget")
 GUESSABLE = 16  # characters: a client key shorter than this is warned about
 
 
-class ConfigChecker(Protocol):
-    """What this section needs of config.checks.ConfigChecker."""
-
-    def problem(self, path: str, message: str) -> None: ...
-
-    def warning(self, path: str, message: str) -> None: ...
-
-    def mapping(self, node: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]: ...
-
-    def string(
-        self, node: dict[str, Any], key: str, path: str, default: str = "", *, required: bool = False
-    ) -> str: ...
-
-    def integer(self, node: dict[str, Any], key: str, path: str, default: int, *, minimum: int = 1) -> int: ...
-
-    def boolean(self, node: dict[str, Any], key: str, path: str, default: bool) -> bool: ...
-
-    def seconds(self, node: dict[str, Any], key: str, path: str, default: float, *, zero: bool = False) -> float: ...
-
-
-def check_auth(checker: ConfigChecker, node: Any) -> AuthConfig:
+def check_auth(checker: SectionChecker, node: Any) -> AuthConfig:
     """The typed `auth:` section; every problem is reported through `checker`, naming its key."""
     node = checker.mapping(node, "auth", ("keys", "admin_key", "open"))
     keys = node.get("keys") or []
@@ -76,7 +57,7 @@ def check_auth(checker: ConfigChecker, node: Any) -> AuthConfig:
     return AuthConfig(keys=tuple(found), admin_digest=admin, open=checker.boolean(node, "open", "auth", False))
 
 
-def client_key(checker: ConfigChecker, body: Any, path: str) -> ClientKey | None:
+def client_key(checker: SectionChecker, body: Any, path: str) -> ClientKey | None:
     body = checker.mapping(body, path, KEY_FIELDS)
     key_id = checker.string(body, "id", path, required=True)
     if key_id and not KEY_ID.fullmatch(key_id):
@@ -102,7 +83,7 @@ def client_key(checker: ConfigChecker, body: Any, path: str) -> ClientKey | None
     )
 
 
-def secret_digest(checker: ConfigChecker, node: dict[str, Any], name: str, path: str) -> bytes | None:
+def secret_digest(checker: SectionChecker, node: dict[str, Any], name: str, path: str) -> bytes | None:
     """SHA-256 of the secret at `name`, or of the digest given as sha256:<hex>; None when empty."""
     secret = checker.string(node, name, path)
     if not secret:
@@ -118,7 +99,7 @@ def secret_digest(checker: ConfigChecker, node: dict[str, Any], name: str, path:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def optional_count(checker: ConfigChecker, node: dict[str, Any], name: str, path: str) -> int | None:
+def optional_count(checker: SectionChecker, node: dict[str, Any], name: str, path: str) -> int | None:
     if node.get(name) is None:
         return None
     return checker.integer(node, name, path, 1)

@@ -19,10 +19,11 @@ import contextlib
 import math
 import re
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from .model import Budget, LedgerConfig, Price
 from .secrets import mask_url
+from .section import SectionChecker
 
 PERIOD = re.compile(r"([1-9][0-9]{0,3})d|month")  # N days (up to 9999), or the calendar month
 BUDGET_TEXT = re.compile(r"([0-9]+(?:\.[0-9]+)?)/(\S+)")  # the command line's 50/30d
@@ -31,25 +32,7 @@ DEFAULT_FILE = "ledger.db"
 BUILT_IN = "<built-in default>"  # config.load's source when there is no file
 
 
-class ConfigChecker(Protocol):
-    """What this section needs of config.checks.ConfigChecker."""
-
-    def problem(self, path: str, message: str) -> None: ...
-
-    def mapping(self, node: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]: ...
-
-    def string(
-        self, node: dict[str, Any], key: str, path: str, default: str = "", *, required: bool = False
-    ) -> str: ...
-
-    def integer(self, node: dict[str, Any], key: str, path: str, default: int, *, minimum: int = 1) -> int: ...
-
-    def seconds(self, node: dict[str, Any], key: str, path: str, default: float, *, zero: bool = False) -> float: ...
-
-    def boolean(self, node: dict[str, Any], key: str, path: str, default: bool) -> bool: ...
-
-
-def check_ledger(checker: ConfigChecker, node: Any, source: str) -> LedgerConfig:
+def check_ledger(checker: SectionChecker, node: Any, source: str) -> LedgerConfig:
     """The typed `ledger:` section; a relative SQLite path is taken from the config file's folder
     (the current folder for the built-in default)."""
     node = checker.mapping(
@@ -81,7 +64,7 @@ def check_ledger(checker: ConfigChecker, node: Any, source: str) -> LedgerConfig
     )
 
 
-def normalize_url(checker: ConfigChecker, url: str, base: Path) -> str:
+def normalize_url(checker: SectionChecker, url: str, base: Path) -> str:
     """`sqlite:///<absolute path>` for SQLite (from `sqlite:///abs`, `sqlite:////abs` or the
     relative `sqlite:path`), or the PostgreSQL URL as written."""
     if url.startswith("sqlite:"):
@@ -101,7 +84,7 @@ def normalize_url(checker: ConfigChecker, url: str, base: Path) -> str:
     return LedgerConfig().url
 
 
-def check_budget(checker: ConfigChecker, node: Any, path: str) -> Budget | None:
+def check_budget(checker: SectionChecker, node: Any, path: str) -> Budget | None:
     """`{usd, period}` at `path`, or None when absent."""
     if node is None:
         return None
@@ -113,7 +96,7 @@ def check_budget(checker: ConfigChecker, node: Any, path: str) -> Budget | None:
     return Budget(usd=usd or 0.0, period=period)
 
 
-def check_price(checker: ConfigChecker, node: Any, path: str) -> Price | None:
+def check_price(checker: SectionChecker, node: Any, path: str) -> Price | None:
     """`{input, cached_input, output}` (USD per million tokens) at `path`, or None when absent."""
     if node is None:
         return None
@@ -126,7 +109,7 @@ def check_price(checker: ConfigChecker, node: Any, path: str) -> Price | None:
 
 
 def dollars(
-    checker: ConfigChecker, node: dict[str, Any], key: str, path: str, *, required: bool = False
+    checker: SectionChecker, node: dict[str, Any], key: str, path: str, *, required: bool = False
 ) -> float | None:
     """A finite amount of USD, at least 0; None when absent (a problem when `required`)."""
     value = node.get(key)

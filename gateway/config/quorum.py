@@ -21,9 +21,10 @@ belong to each call, so to the member's route.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from .model import QUORUM_PROMPTS, QUORUM_STRATEGIES, Quorum, Route
+from .section import SectionChecker
 
 QUORUM_KEYS = ("members", "strategy", "judge", "rounds", "hedge_after", "min_answers", "prompts")
 ROUTE_KEYS = ("model", "quorum", "max_tokens", "timeout")  # what a quorum route may hold
@@ -38,23 +39,7 @@ USED_BY = {
 PROMPTS_USED_BY = {"judge": ("synthesize", "debate"), "debate": ("debate",), "tie_break": ("vote",)}
 
 
-class ConfigChecker(Protocol):
-    """What this section needs of config.checks.ConfigChecker."""
-
-    def problem(self, path: str, message: str) -> None: ...
-
-    def mapping(self, node: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]: ...
-
-    def string(
-        self, node: dict[str, Any], key: str, path: str, default: str = "", *, required: bool = False
-    ) -> str: ...
-
-    def integer(self, node: dict[str, Any], key: str, path: str, default: int, *, minimum: int = 1) -> int: ...
-
-    def seconds(self, node: dict[str, Any], key: str, path: str, default: float, *, zero: bool = False) -> float: ...
-
-
-def check_quorum_route(checker: ConfigChecker, body: dict[str, Any], path: str) -> Quorum:
+def check_quorum_route(checker: SectionChecker, body: dict[str, Any], path: str) -> Quorum:
     """The route's `quorum:` section (`path` is the route's); the route's other keys must be
     among ROUTE_KEYS. Members are checked against the table later (check_councils)."""
     for key in body:
@@ -92,7 +77,7 @@ def check_quorum_route(checker: ConfigChecker, body: dict[str, Any], path: str) 
     )
 
 
-def names(checker: ConfigChecker, value: Any, path: str) -> tuple[str, ...]:
+def names(checker: SectionChecker, value: Any, path: str) -> tuple[str, ...]:
     """`members:`: a non-empty list of distinct route names, at most MAX_MEMBERS."""
     if not isinstance(value, list) or not value or not all(isinstance(name, str) and name for name in value):
         checker.problem(path, "must be a non-empty list of route names")
@@ -105,7 +90,7 @@ def names(checker: ConfigChecker, value: Any, path: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(value))
 
 
-def prompts(checker: ConfigChecker, value: Any, path: str, strategy: str) -> dict[str, str]:
+def prompts(checker: SectionChecker, value: Any, path: str, strategy: str) -> dict[str, str]:
     """Templates by name, each holding `{answers}`, where the members' answers go."""
     node = checker.mapping(value, path, QUORUM_PROMPTS)
     found = {}
@@ -122,7 +107,7 @@ def prompts(checker: ConfigChecker, value: Any, path: str, strategy: str) -> dic
     return found
 
 
-def check_councils(checker: ConfigChecker, routes: Sequence[Route], paths: Sequence[str]) -> None:
+def check_councils(checker: SectionChecker, routes: Sequence[Route], paths: Sequence[str]) -> None:
     """Each quorum route's members and judge name other routes that are not quorum routes,
     and no route falls back to a quorum route; `paths[i]` is the key path of `routes[i]`."""
     by_name = {route.model: route for route in routes if not route.is_glob}

@@ -10,30 +10,17 @@ Without `redis_url` the counts live in the gateway's own memory (shared by its w
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from .model import ON_STORE_ERROR, StoreConfig
 from .secrets import mask_url
+from .section import SectionChecker
 
 SCHEMES = ("redis", "rediss", "unix")
 
 
-class ConfigChecker(Protocol):
-    """What this section needs of config.checks.ConfigChecker."""
-
-    def problem(self, path: str, message: str) -> None: ...
-
-    def mapping(self, node: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]: ...
-
-    def string(
-        self, node: dict[str, Any], key: str, path: str, default: str = "", *, required: bool = False
-    ) -> str: ...
-
-    def seconds(self, node: dict[str, Any], key: str, path: str, default: float, *, zero: bool = False) -> float: ...
-
-
-def check_store(checker: ConfigChecker, node: Any) -> StoreConfig:
+def check_store(checker: SectionChecker, node: Any) -> StoreConfig:
     """The typed `store:` section; a URL is only ever shown with its password masked."""
     node = checker.mapping(node, "store", ("redis_url", "on_error", "timeout"))
     defaults = StoreConfig()
