@@ -45,7 +45,8 @@ from ..routing.dispatch import Attempt, AttemptsExhausted, Served, dispatch
 from ..runtime import Gateway, Snapshot
 from ..server.errors import error_response
 from ..server.event_stream import EventStream, write_bounded
-from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
+from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED
+from ..server.records import request_record
 from ..stream.sse import DONE, encode_json
 from ..stream.tokens import PromptTokens
 from ..stream.transcript import Transcript
@@ -207,14 +208,8 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     arrived = asyncio.get_running_loop().time()  # the deadlines run on the loop's clock
     request[LOGGED] = True
     client_key = request.get(CLIENT_KEY)
-    record = RequestRecord(
-        request_id=request[REQUEST_ID],
-        method=request.method,
-        path=request.path,
-        client=request.remote,
-        started=time.perf_counter(),
-        at=gateway.wall(),
-        key=client_key.id if client_key is not None else NO_KEY,
+    record = request_record(
+        request, time.perf_counter(), at=gateway.wall(), key=client_key.id if client_key is not None else NO_KEY
     )
     kept = Kept()
     ticket: Ticket | None = None  # what the rate limits counted: settled at the end, whatever happens

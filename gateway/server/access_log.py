@@ -11,8 +11,9 @@ import time
 from aiohttp import web
 
 from ..observability.logs import AccessLog
-from ..observability.record import RequestRecord, log_other
-from .keys import LOGGED, REQUEST_ID
+from ..observability.record import log_other
+from .keys import LOGGED
+from .records import request_record
 from .types import Handler, Middleware
 
 
@@ -22,15 +23,7 @@ def access_log_middleware(access_log: AccessLog) -> Middleware:
         started = time.perf_counter()
         response = await handler(request)
         if not request.get(LOGGED):
-            record = RequestRecord(
-                request_id=request[REQUEST_ID],
-                method=request.method,
-                path=request.path,
-                client=request.remote,
-                started=started,
-                status=response.status,
-            )
-            log_other(access_log, record, time.perf_counter())
+            log_other(access_log, request_record(request, started, status=response.status), time.perf_counter())
         return response
 
     return access_line

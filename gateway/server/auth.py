@@ -26,10 +26,10 @@ from aiohttp import web
 from ..config import ClientKey
 from ..errors import InvalidAPIKey
 from ..observability.metrics import UNKNOWN_KEY
-from ..observability.record import RequestRecord
 from ..runtime import Gateway
 from .errors import error_response
-from .keys import CLIENT_KEY, GATEWAY, LOGGED, REQUEST_ID
+from .keys import CLIENT_KEY, GATEWAY, LOGGED
+from .records import request_record
 from .types import Handler, Middleware
 
 PROTECTED = ("/v1/", "/api/v1/")  # the model endpoints; the ops endpoints stay open
@@ -79,16 +79,7 @@ def auth_middleware() -> Middleware:
 def refuse(request: web.Request, gateway: Gateway, error: InvalidAPIKey) -> web.Response:
     """The 401, counted and logged as a model request of the key "unknown"."""
     request[LOGGED] = True
-    record = RequestRecord(
-        request_id=request[REQUEST_ID],
-        method=request.method,
-        path=request.path,
-        client=request.remote,
-        started=time.perf_counter(),
-        at=gateway.wall(),
-        key=UNKNOWN_KEY,
-        status=error.status,
-    )
+    record = request_record(request, time.perf_counter(), at=gateway.wall(), key=UNKNOWN_KEY, status=error.status)
     record.fail(error)
     gateway.settle(record, time.perf_counter())
     return error_response(error)
