@@ -359,19 +359,22 @@ async def test_a_400_is_a_bad_request(upstream: Upstream, claude: Gateway) -> No
     assert raised.value.status_code == 400 and "temperature" in raised.value.message
 
 
+async def ask_claude(claude: Gateway, *, stream: bool) -> None:
+    """One chat request to the route `claude`, its stream read to the end."""
+    if stream:
+        async for _ in await claude.client().chat.completions.create(model="claude", messages=MESSAGES, stream=True):
+            pass
+    else:
+        await claude.client().chat.completions.create(model="claude", messages=MESSAGES)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_status_above_599_is_a_502_that_keeps_the_message(
     upstream: Upstream, claude: Gateway, stream: bool
 ) -> None:
     upstream.handler = error_handler("overloaded_error", "Overloaded", 999)
     with pytest.raises(openai.InternalServerError) as raised:
-        if stream:
-            async for _ in await claude.client().chat.completions.create(
-                model="claude", messages=MESSAGES, stream=True
-            ):
-                pass
-        else:
-            await claude.client().chat.completions.create(model="claude", messages=MESSAGES)
+        await ask_claude(claude, stream=stream)
     assert raised.value.status_code == 502 and raised.value.code == "upstream_protocol_error"
     assert raised.value.body["message"] == (
         "The upstream sent an error with status 999, not an HTTP error status (400-599): Overloaded"
@@ -384,13 +387,7 @@ async def test_a_success_that_is_only_an_error_is_a_502_that_keeps_its_message(
 ) -> None:
     upstream.handler = error_handler("authentication_error", f"invalid x-api-key {API_KEY}", 200)
     with pytest.raises(openai.InternalServerError) as raised:
-        if stream:
-            async for _ in await claude.client().chat.completions.create(
-                model="claude", messages=MESSAGES, stream=True
-            ):
-                pass
-        else:
-            await claude.client().chat.completions.create(model="claude", messages=MESSAGES)
+        await ask_claude(claude, stream=stream)
     assert raised.value.status_code == 502 and raised.value.code == "upstream_protocol_error"
     assert raised.value.body["message"] == (
         "The upstream sent an error with status 200, not an HTTP error status (400-599): invalid x-api-key [redacted]"

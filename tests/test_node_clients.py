@@ -62,6 +62,17 @@ async def run_clients(node: str, gateway: Gateway, model: str, scenarios: tuple[
     return results
 
 
+def assert_ai_sdk_answers(results: dict[str, Any]) -> None:
+    """The AI SDK's answers to the upstream's scripted replies: the text with its usage,
+    whole and streamed, and the weather tool called, then answered, in two steps."""
+    usage = {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18}
+    assert results["generate"] == {"text": HELLO, "finishReason": "stop", "usage": usage}
+    assert results["stream"] == {"text": HELLO, "finishReason": "stop", "usage": usage}
+    for name in ("tools", "stream-tools"):
+        assert results[name]["calls"] == [{"name": "weather", "input": {"city": "Paris"}}], name
+        assert results[name]["text"] == ANSWER and results[name]["steps"] == 2, name
+
+
 def wants_tool(messages: list[dict[str, Any]], tools: Any) -> bool:
     """A fake model: it calls the tool once, then answers with what the tool said."""
     return bool(tools) and not any(message.get("role") in ("tool", "function") for message in messages)
@@ -103,12 +114,8 @@ async def test_ai_sdk_and_langchain_with_a_chat_only_upstream(
     gateway = await gateway_factory(openai_route_config(upstream.url))
     upstream.handler = chat_upstream
     results = await run_clients(node, gateway, "test-model", (*ALL, "langchain"))
-    usage = {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18}
-    assert results["generate"] == {"text": HELLO, "finishReason": "stop", "usage": usage}
-    assert results["stream"] == {"text": HELLO, "finishReason": "stop", "usage": usage}
+    assert_ai_sdk_answers(results)
     for name in ("tools", "stream-tools"):
-        assert results[name]["calls"] == [{"name": "weather", "input": {"city": "Paris"}}], name
-        assert results[name]["text"] == ANSWER and results[name]["steps"] == 2, name
         assert results[name]["usage"] == {"inputTokens": 22, "outputTokens": 14, "totalTokens": 36}, name
     assert results["langchain"]["text"] == HELLO and results["langchain"]["streamed"] == HELLO
     assert results["langchain"]["usage"]["input_tokens"] == 11 and results["langchain"]["usage"]["output_tokens"] == 7
@@ -174,12 +181,7 @@ async def test_ai_sdk_with_an_anthropic_upstream(
     )
     upstream.handler = anthropic_upstream
     results = await run_clients(node, gateway, "claude", ALL)
-    usage = {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18}
-    assert results["generate"] == {"text": HELLO, "finishReason": "stop", "usage": usage}
-    assert results["stream"] == {"text": HELLO, "finishReason": "stop", "usage": usage}
-    for name in ("tools", "stream-tools"):
-        assert results[name]["calls"] == [{"name": "weather", "input": {"city": "Paris"}}], name
-        assert results[name]["text"] == ANSWER and results[name]["steps"] == 2, name
+    assert_ai_sdk_answers(results)
 
 
 # ---------------------------------------------------------------- an upstream that serves the Responses API
