@@ -24,6 +24,7 @@ from unittest import mock
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_anthropic_e2e import ending
 
 from gateway.providers.anthropic import AnthropicStreamTranslator, completion_from_message
 from gateway.stream.sse import SSEDecoder
@@ -186,17 +187,6 @@ def thinking(index: int, *pieces: str) -> list[dict[str, Any]]:
     return block(
         index, {"type": "thinking", "thinking": ""}, [*deltas, {"type": "signature_delta", "signature": "c2ln"}]
     )
-
-
-def ending(stop_reason: str, output_tokens: int) -> list[dict[str, Any]]:
-    return [
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": output_tokens},
-        },
-        {"type": "message_stop"},
-    ]
 
 
 RECORDED: dict[str, list[dict[str, Any]]] = {

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiohttp import web
 from conftest import Gateway, GatewayFactory, Upstream
-from fakes import chunk, sse_bytes
+from fakes import chunk, sse_handler
 
 from gateway.observability.logs import JsonFormatter, TextFormatter
 
@@ -77,18 +77,6 @@ def escaped_json_answer(body: dict[str, Any], status: int):
     return handle
 
 
-def sse_answer(payloads: list[bytes]):
-    async def handle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for payload in payloads:
-            await response.write(payload)
-        await response.write_eof()
-        return response
-
-    return handle
-
-
 ANTHROPIC_START = {
     "type": "message_start",
     "message": {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": []},
@@ -97,24 +85,24 @@ WAYS = {  # how the upstream sends its error: (model, stream, handler, the clien
     "openai error status": ("test-model", False, json_answer(openai_error(), 401), 401),
     "openai error status, secrets \\u-escaped": ("test-model", False, escaped_json_answer(openai_error(), 401), 401),
     "openai error status, streamed request": ("test-model", True, json_answer(openai_error(), 401), 401),
-    "openai error event first": ("test-model", True, sse_answer(sse_bytes([openai_error(429)], done=False)), 429),
+    "openai error event first": ("test-model", True, sse_handler([openai_error(429)], done=False), 429),
     "openai error event mid-stream": (
         "test-model",
         True,
-        sse_answer(sse_bytes([chunk({"role": "assistant", "content": "Hi"}), openai_error()], done=False)),
+        sse_handler([chunk({"role": "assistant", "content": "Hi"}), openai_error()], done=False),
         200,
     ),
     "anthropic error status": ("claude", False, json_answer(anthropic_error(), 401), 401),
     "anthropic error event first": (
         "claude",
         True,
-        sse_answer([b"event: error\ndata: " + orjson.dumps(anthropic_error()) + b"\n\n"]),
+        sse_handler([b"event: error\ndata: " + orjson.dumps(anthropic_error()) + b"\n\n"], done=False),
         502,  # an error type Anthropic does not document
     ),
     "anthropic error event mid-stream": (
         "claude",
         True,
-        sse_answer(
+        sse_handler(
             [
                 b"event: message_start\ndata: " + orjson.dumps(ANTHROPIC_START) + b"\n\n",
                 b"event: content_block_start\ndata: "
@@ -128,7 +116,8 @@ WAYS = {  # how the upstream sends its error: (model, stream, handler, the clien
                 )
                 + b"\n\n",
                 b"event: error\ndata: " + orjson.dumps(anthropic_error()) + b"\n\n",
-            ]
+            ],
+            done=False,
         ),
         200,
     ),
