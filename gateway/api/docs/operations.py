@@ -61,6 +61,12 @@ def ok(description: str, content: dict[str, Any], **headers: str) -> dict[str, A
     }
 
 
+UPSTREAM_ERROR_HEADERS = {  # of an error after the gateway tried the route's upstreams
+    "x-request-id": {"$ref": "#/components/headers/RequestId"},
+    "x-gateway-attempts": {"$ref": "#/components/headers/FailedAttempts"},
+    "x-should-retry": {"$ref": "#/components/headers/ShouldRetry"},
+}
+
 AUTH_ERRORS = {
     "401": {
         **error("`invalid_api_key`: no key, or one the gateway does not know (only when it has client keys)."),
@@ -84,11 +90,7 @@ ROUTED_ERRORS = {
             "not be reached, broke the protocol, or sent more than `limits.max_response_bytes` / "
             "`limits.max_event_bytes`."
         ),
-        "headers": {
-            "x-request-id": {"$ref": "#/components/headers/RequestId"},
-            "x-gateway-attempts": {"$ref": "#/components/headers/FailedAttempts"},
-            "x-should-retry": {"$ref": "#/components/headers/ShouldRetry"},
-        },
+        "headers": UPSTREAM_ERROR_HEADERS,
     },
     "429": {
         **error(
@@ -114,12 +116,7 @@ ROUTED_ERRORS = {
             "The upstream's own error status (400-599) with its message, in OpenAI's shape (never its HTML, "
             "never a configured secret); Anthropic's error type is the code (`overloaded_error`)."
         ),
-        "headers": {
-            "x-request-id": {"$ref": "#/components/headers/RequestId"},
-            "x-gateway-attempts": {"$ref": "#/components/headers/FailedAttempts"},
-            "x-should-retry": {"$ref": "#/components/headers/ShouldRetry"},
-            "retry-after": {"$ref": "#/components/headers/RetryAfter"},
-        },
+        "headers": {**UPSTREAM_ERROR_HEADERS, "retry-after": {"$ref": "#/components/headers/RetryAfter"}},
     },
 }
 
