@@ -102,20 +102,39 @@ async def test_rows_that_arrive_while_a_batch_is_written_wait_for_the_next_flush
 
 
 async def test_the_rows_of_a_write_cut_short_are_looked_for_when_written_again(metrics: Metrics) -> None:
-    # SIGTERM cancels the writer mid-commit; the commit may still go through, so the rows must
-    # not count as new (nor their cost be added again) when the exit's flush writes them.
+    # The exit's deadline cuts a write short; its commit may still go through, so the rows must
+    # not count as new (nor their cost be added again) if they are written again.
     database = SlowDatabase()
     writer = Writer(database.write, LedgerConfig(batch_rows=10, flush_interval=3600), metrics)
     rows = [row(number) for number in range(2)]
     for item in rows:
         writer.add(item)
-    flush = asyncio.create_task(writer.flush())
+    flush = asyncio.create_task(writer.write_now())
     await asyncio.wait_for(database.writing.wait(), 5)
     flush.cancel()
     with pytest.raises(asyncio.CancelledError):
         await flush
     assert [item.tried for item in rows] == [True, True]
     assert writer.waiting == 2
+
+
+async def test_stopping_the_writer_mid_write_lets_the_write_finish(metrics: Metrics) -> None:
+    # A connection cancelled inside its transaction would be terminated with its lock held.
+    database = SlowDatabase()
+    writer = Writer(database.write, LedgerConfig(batch_rows=2, flush_interval=3600), metrics)
+    task = asyncio.create_task(writer.run())
+    rows = [row(number) for number in range(2)]
+    for item in rows:
+        writer.add(item)
+    await asyncio.wait_for(database.writing.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    database.release.set()
+    assert await asyncio.wait_for(writer.flush(), 5)  # waits for the write in flight, then finds nothing
+    assert [item.tried for item in rows] == [False, False]  # the write was never cut short
+    assert database.batches == [[f"{n:032x}" for n in range(2)]]
+    assert writer.waiting == 0
 
 
 async def test_while_the_database_is_down_rows_wait_up_to_the_bound_then_are_dropped_and_counted(

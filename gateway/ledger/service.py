@@ -102,7 +102,7 @@ class Ledger:
             await self.engine.dispose()
             return
         loop = asyncio.get_running_loop()
-        flush = loop.create_task(self.writer.flush())
+        flush = loop.create_task(self.writer.write_now())
         deadline = loop.time() + CLOSE_TIMEOUT
         cancelled = False
         while not flush.done() and loop.time() < deadline:

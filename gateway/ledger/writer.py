@@ -119,8 +119,17 @@ class Writer:
             await self.flush()
 
     async def flush(self) -> bool:
+        """Write every row waiting now (write_now); a caller cancelled meanwhile (the task's
+        own stop, a reload cut short) does not cut the write short: SQLAlchemy terminates a
+        connection cancelled inside its transaction, and aiosqlite's terminate stops its thread
+        with the sqlite connection still open and its write lock held, so every later write
+        would wait for that lock in vain."""
+        return await asyncio.shield(self.write_now())
+
+    async def write_now(self) -> bool:
         """Write every row waiting now, `batch_rows` a transaction; False when the database
-        failed (what was not written still waits). Rows added meanwhile wait for the next flush."""
+        failed (what was not written still waits). Rows added meanwhile wait for the next flush.
+        Cancelling it cuts the write short (only the exit's deadline does: Ledger.aclose)."""
         async with self._lock:
             self._taken = len(self._rows)
             try:
