@@ -7,6 +7,7 @@ The windows run on a FakeClock the tests move; nothing sleeps a minute away.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from fakes import completion, json_handler, sse_handler, text_stream
 from test_limits_e2e import wait_for
 from test_metrics import samples_now, value
 
+from gateway.api.lifecycle import BOUND_BYTES
 from gateway.stream.tokens import count_prompt_tokens
 
 SECRET = "sk-gw-team-0123456789abcdef"
@@ -164,23 +166,65 @@ async def test_the_key_and_the_route_each_hold_and_the_tightest_is_told(
     assert answer.headers["x-ratelimit-remaining-requests"] == "6"  # the key's: 3 of its 10 went to test-model
 
 
-async def test_tokens_per_minute_reserve_the_prompt_and_max_tokens_then_settle_to_the_usage(
+def body_bytes(body: dict[str, Any]) -> int:
+    """The size of `body` as post() sends it (aiohttp's json=, through json.dumps)."""
+    return len(json.dumps(body).encode())
+
+
+async def test_tokens_per_minute_reserve_a_short_bodys_bytes_and_max_tokens_then_settle_to_the_usage(
     upstream: Upstream, gateway_factory: GatewayFactory, tokenizers: Any
 ) -> None:
     upstream.handler = json_handler(completion("hi", usage=USAGE))
     gateway = await gateway_factory(limited_tree(upstream.url, key={"tpm": 1000}), clock=FakeClock())
-    reserved = prompt_tokens(tokenizers) + 400
+    reserved = body_bytes(ask(max_tokens=400)) + 400  # a short body: its bytes bound its prompt's tokens
+    assert reserved > prompt_tokens(tokenizers) + 400
     status, headers, _ = await post(gateway, ask(max_tokens=400))
     assert status == 200
     assert headers["x-ratelimit-limit-tokens"] == "1000"
     assert headers["x-ratelimit-remaining-tokens"] == str(1000 - reserved)
     status, headers, _ = await post(gateway, ask(max_tokens=400))  # the first now counts its usage: 15
     assert headers["x-ratelimit-remaining-tokens"] == str(1000 - 15 - reserved)
+    # where the bound does not fit, the prompt is counted, and the count decides
     room = 1000 - 30 - prompt_tokens(tokenizers)  # the max_tokens that just fits
     status, headers, body = await post(gateway, ask(max_tokens=room + 1))
     assert status == 429 and "used 30, requested 971." in body.decode()
     status, headers, body = await post(gateway, ask(max_tokens=room))
     assert status == 200 and headers["x-ratelimit-remaining-tokens"] == "0"
+    assert len(upstream.requests) == 3
+
+
+async def test_a_long_prompt_reserves_its_counted_tokens(
+    upstream: Upstream, gateway_factory: GatewayFactory, tokenizers: Any
+) -> None:
+    upstream.handler = json_handler(completion("hi", usage=USAGE))
+    gateway = await gateway_factory(limited_tree(upstream.url, key={"tpm": 100_000}), clock=FakeClock())
+    messages = [{"role": "user", "content": "Count every one of these words, please. " * 100}]
+    body = {"model": "test-model", "messages": messages, "max_tokens": 10}
+    assert body_bytes(body) > BOUND_BYTES
+    status, headers, _ = await post(gateway, body)
+    assert status == 200
+    assert headers["x-ratelimit-remaining-tokens"] == str(100_000 - prompt_tokens(tokenizers, messages) - 10)
+
+
+def test_a_short_bodys_bytes_are_never_fewer_than_its_tokens(tokenizers: Any) -> None:
+    """The bound most_tokens reserves: JSON bodies with little structure around much text, of
+    every script, empty messages, names and content parts."""
+    texts = ["", "a", " ", "hello world", "naïve café", "日本語のテキスト", "😀" * 7, "\u0000\t\n", "x" * 500]
+    cases = [[{"role": "user", "content": text}] for text in texts] + [
+        [{"role": "user"}] * 5,
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "name": "ann", "content": "日本"}],
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "😀" * 50}, {"type": "image_url", "image_url": {"url": "x"}}],
+            }
+        ],
+    ]
+    counter = tokenizers.for_model("test-model")
+    for messages in cases:
+        for body in ({"model": "m", "messages": messages}, {"messages": messages}):
+            compact = len(orjson.dumps(body))
+            assert count_prompt_tokens(messages, counter) <= compact, messages
 
 
 async def test_a_request_larger_than_a_tokens_limit_is_refused_for_good(
@@ -200,11 +244,13 @@ async def test_a_request_larger_than_a_tokens_limit_is_refused_for_good(
     assert value(found, "gateway_requests_total", code="429") == 1  # the SDK did not retry
 
 
-async def until_remaining_tokens(gateway: Gateway, expected: int, *, tpm: int, reserve: int) -> None:
-    """The next admission's remaining tokens: what the last requests settled to, seen by a cheap request."""
-    status, headers, _ = await post(gateway, {"model": "demo", "messages": MESSAGES, "max_tokens": 1})
+async def until_remaining_tokens(gateway: Gateway, expected: int, *, tpm: int) -> None:
+    """The next admission's remaining tokens: what the last requests settled to, seen by a cheap
+    request (which reserves its body's bytes and its max_tokens of 1)."""
+    body = {"model": "demo", "messages": MESSAGES, "max_tokens": 1}
+    status, headers, _ = await post(gateway, body)
     assert status == 200
-    assert int(headers["x-ratelimit-remaining-tokens"]) == tpm - expected - reserve
+    assert int(headers["x-ratelimit-remaining-tokens"]) == tpm - expected - (body_bytes(body) + 1)
 
 
 @pytest.mark.parametrize(
@@ -247,8 +293,7 @@ async def test_every_outcome_settles_to_its_real_usage(
         "delivered": prompt + (2 if case == "cut to max_tokens" else 3),
         "nothing": 0,
     }[settled_to]
-    demo_reserve = prompt_tokens(tokenizers) + 1
-    await until_remaining_tokens(gateway, expected, tpm=tpm, reserve=demo_reserve)
+    await until_remaining_tokens(gateway, expected, tpm=tpm)
 
 
 async def test_a_client_gone_mid_stream_settles_to_what_it_was_sent(
@@ -267,7 +312,7 @@ async def test_a_client_gone_mid_stream_settles_to_what_it_was_sent(
             break
     await stream.close()
     await wait_for(lambda: upstream.disconnects)  # the gateway noticed the client left, and settled
-    await until_remaining_tokens(gateway, prompt_tokens(tokenizers) + 2, tpm=tpm, reserve=prompt_tokens(tokenizers) + 1)
+    await until_remaining_tokens(gateway, prompt_tokens(tokenizers) + 2, tpm=tpm)
 
 
 async def test_max_parallel_holds_a_slot_until_the_request_ends(
@@ -353,7 +398,7 @@ async def test_a_council_is_admitted_once_for_its_key_and_each_call_for_its_memb
     status, headers, payload = await post(gateway, body)
     assert status == 200
     assert headers["x-ratelimit-limit-requests"] == "10" and headers["x-ratelimit-remaining-requests"] == "9"
-    reserved = count_prompt_tokens(MESSAGES, tokenizers.for_model("council")) + 20
+    reserved = body_bytes(body) + 20  # the client's request: a short body reserves its bytes
     assert headers["x-ratelimit-remaining-tokens"] == str(100_000 - reserved)
     status, headers, payload = await post(gateway, body)  # the first settled to its three calls: 3 x (10 + 1)
     assert headers["x-ratelimit-remaining-requests"] == "8"

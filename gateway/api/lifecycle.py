@@ -57,6 +57,7 @@ from .spending import admit, price
 JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
 INTERNAL_ERROR = 500
+BOUND_BYTES = 2048  # a body up to this size reserves its bytes as prompt tokens, not its count: see most_tokens
 T = TypeVar("T")
 
 
@@ -224,6 +225,7 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
                 route,
                 ticket=record.request_id,
                 tokens=lambda: endpoint.reserve(exchange, parsed, route),
+                most_tokens=most_tokens(exchange, parsed, route),
             )
             if ticket is not None:
                 exchange.headers.update(ticket.headers)
@@ -255,6 +257,17 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         if ticket is not None:
             ticket.settle(record.tokens_used)
         gateway.settle(record, time.perf_counter(), conversation=kept.conversation())
+
+
+def most_tokens(exchange: Exchange, parsed: RoutedRequest, route: Route) -> int | None:
+    """A bound of the tokens the request may use that costs nothing to know, for a body of up
+    to BOUND_BYTES: its bytes as prompt tokens (a token of a byte-level BPE is at least one
+    byte of text, and the JSON around the text outweighs the few tokens a message adds) and
+    its completion cap. None for a larger body (its prompt is counted: the bound would hold
+    too much of a tokens-per-minute limit while it runs) or one whose size is not known."""
+    if exchange.body_bytes is None or exchange.body_bytes > BOUND_BYTES:
+        return None
+    return exchange.body_bytes + parsed.completion_cap(route.limits)
 
 
 def failure(exc: GatewayError, record: RequestRecord, ticket: Ticket | None) -> web.Response:

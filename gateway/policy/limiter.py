@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from ..config import ClientKey, Route
 from ..errors import LimitsUnavailable
 from ..observability.metrics import NO_KEY, Metrics
-from ..store.base import Meter, Store, StoreError
-from .rules import TPM, Plan, plan_for, ratelimit_headers, refusal
+from ..store.base import Meter, Store, StoreError, Verdict
+from .rules import Plan, plan_for, ratelimit_headers, refusal
 
 log = logging.getLogger("gateway.limits")
 
@@ -41,21 +41,56 @@ class RateLimiter:
         self._plans: dict[tuple[int, int], tuple[ClientKey | None, Route, Plan]] = {}  # by the ids of both
 
     async def admit(
-        self, key: ClientKey | None, route: Route, *, ticket: str, tokens: Callable[[], Awaitable[int]]
+        self,
+        key: ClientKey | None,
+        route: Route,
+        *,
+        ticket: str,
+        tokens: Callable[[], Awaitable[int]],
+        most_tokens: int | None = None,
     ) -> Ticket | None:
         """The request's ticket, to settle when it ends; None when no limit applies to it, or
         when the store failed and on_error is allow (then it goes uncounted).
 
-        `tokens` counts the most the request may use (awaited only when a tokens-per-minute
-        limit applies). Raises RateLimited over a limit, LimitsUnavailable when the store
-        failed and on_error is deny."""
+        `tokens` counts the most the request may use, prompt and completion (awaited only
+        when a tokens-per-minute limit applies). `most_tokens`, when given, is a bound of that
+        count that costs nothing to know (the body's bytes as prompt tokens: a token is at
+        least a byte): it is reserved instead, and the count is made only when the bound does
+        not fit a tokens-per-minute limit. Never over-admits: the bound is never less than
+        the count, and a request the bound does not fit is admitted or refused on its count.
+
+        Raises RateLimited over a limit, LimitsUnavailable when the store failed and on_error
+        is deny."""
         plan = self.plan_for(key, route)
         if not plan.rules:
             return None
-        reserved = await tokens() if plan.tokens else 0
+        if not plan.tokens:
+            reserved = 0
+        elif most_tokens is not None:
+            reserved = most_tokens
+        else:
+            reserved = await tokens()
         meters = plan.counted(reserved)
+        verdict = await self.count(meters, ticket)
+        if verdict is not None and not verdict.admitted and most_tokens is not None and plan.over_tokens(verdict):
+            counted = await tokens()
+            if counted < reserved:  # the bound was too coarse: ask again with the count
+                reserved, meters = counted, plan.counted(counted)
+                verdict = await self.count(meters, ticket)
+        if verdict is None:
+            return None
+        if not verdict.admitted:
+            rule, error = refusal(plan, meters, verdict.readings)
+            self.metrics.rate_limited.labels(route.model, key.id if key else NO_KEY, rule.scope, rule.kind).inc()
+            raise error
+        headers = ratelimit_headers(plan, meters, verdict.readings)
+        return Ticket(self, plan, meters, verdict.bucket, ticket, reserved, headers)
+
+    async def count(self, meters: Sequence[Meter], ticket: str) -> Verdict | None:
+        """The store's verdict; None when it failed and on_error is allow. Raises
+        LimitsUnavailable when it failed and on_error is deny."""
         try:
-            verdict = await self.store.admit(meters, ticket=ticket)
+            return await self.store.admit(meters, ticket=ticket)
         except StoreError as exc:
             self.store_failed(exc, step="admit")
             if self.on_error == "deny":
@@ -63,12 +98,6 @@ class RateLimiter:
                     "The gateway cannot check its rate limits right now (store.on_error: deny); try again shortly."
                 ) from None
             return None
-        if not verdict.admitted:
-            rule, error = refusal(plan.rules, meters, verdict.readings)
-            self.metrics.rate_limited.labels(route.model, key.id if key else NO_KEY, rule.scope, rule.kind).inc()
-            raise error
-        headers = ratelimit_headers(plan.rules, meters, verdict.readings, admitted=True)
-        return Ticket(self, plan, meters, verdict.bucket, ticket, reserved, headers)
 
     def plan_for(self, key: ClientKey | None, route: Route) -> Plan:
         """The rules of a request by `key` on `route`, made once for each key and route of a config."""
@@ -120,7 +149,9 @@ class Ticket:
         0 when nothing was) and free the in-flight slots. Never blocks."""
         change = used_tokens - self.reserved if self.plan.tokens else 0
         if change or self.plan.held:
-            changes = [change if rule.kind == TPM else 0 for rule in self.plan.rules]
+            changes = [0] * len(self.meters)
+            for index in self.plan.token_rules:
+                changes[index] = change
             self.limiter.store.settle(
                 self.meters, changes, ticket=self.id, bucket=self.bucket, on_error=self.limiter.settle_failed
             )

@@ -17,7 +17,7 @@ from typing import NamedTuple, Protocol
 
 from ..config import ClientKey, Route
 from ..errors import RateLimited
-from ..store.base import NEVER, UNKNOWN, Meter, Reading
+from ..store.base import NEVER, UNKNOWN, Meter, Reading, Verdict
 
 RPM, TPM, MAX_PARALLEL = "rpm", "tpm", "max_parallel"
 IN_FLIGHT_RETRY_MS = 1000  # what a client refused for max_parallel is told to wait: when a slot frees is not known
@@ -82,10 +82,21 @@ class Plan(NamedTuple):
     meters: tuple[Meter, ...]  # theirs; a tokens-per-minute meter's amount is set for each request
     tokens: bool  # a tokens-per-minute rule: the request's tokens are counted, and settled
     held: bool  # an in-flight rule: settling frees its slot
+    token_rules: tuple[int, ...]  # the indexes of the tokens-per-minute rules
+    headed: tuple[tuple[str, tuple[int, ...]], ...]  # each kind with OpenAI headers, and the indexes of its rules
 
     def counted(self, tokens: int) -> tuple[Meter, ...]:
         """The meters of a request that may use `tokens`."""
-        return tuple([rule.counted(tokens) for rule in self.rules]) if self.tokens else self.meters
+        if not self.tokens:
+            return self.meters
+        meters = list(self.meters)
+        for index in self.token_rules:
+            meters[index] = self.rules[index].counted(tokens)
+        return tuple(meters)
+
+    def over_tokens(self, verdict: Verdict) -> bool:
+        """Whether a refusal was for a tokens-per-minute limit (among others, perhaps)."""
+        return any(verdict.readings[index].wait != 0 for index in self.token_rules)
 
 
 def plan_for(key: ClientKey | None, route: Route) -> Plan:
@@ -95,16 +106,22 @@ def plan_for(key: ClientKey | None, route: Route) -> Plan:
         tuple(rule.meter for rule in rules),
         any(rule.kind == TPM for rule in rules),
         any(rule.kind == MAX_PARALLEL for rule in rules),
+        tuple(index for index, rule in enumerate(rules) if rule.kind == TPM),
+        tuple(
+            (kind, indexes)
+            for kind in HEADERS
+            if (indexes := tuple(index for index, rule in enumerate(rules) if rule.kind == kind))
+        ),
     )
 
 
-def refusal(rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[Reading]) -> tuple[Rule, RateLimited]:
+def refusal(plan: Plan, meters: Sequence[Meter], readings: Sequence[Reading]) -> tuple[Rule, RateLimited]:
     """The 429 for a request that did not fit, naming the limit it waits longest for (and that
     rule); with the headers that tell the OpenAI SDK when to retry, or not to: a request
     larger than a limit never fits."""
     over = [index for index, reading in enumerate(readings) if reading.wait != 0]
     worst = max(over, key=lambda index: wait_ms(readings[index]))
-    rule, meter, reading = rules[worst], meters[worst], readings[worst]
+    rule, meter, reading = plan.rules[worst], meters[worst], readings[worst]
     whose = f"{rule.scope} {rule.owner!r}"
     if reading.wait == NEVER:
         error = RateLimited(
@@ -122,7 +139,7 @@ def refusal(rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[R
         error.headers.update(
             {"retry-after": str(math.ceil(wait / 1000)), "retry-after-ms": str(wait), "x-should-retry": "true"}
         )
-    error.headers.update(ratelimit_headers(rules, meters, readings, admitted=False))
+    error.headers.update(ratelimit_headers(plan, meters, readings, admitted=False))
     return rule, error
 
 
@@ -133,23 +150,22 @@ def wait_ms(reading: Reading) -> float:
 
 
 def ratelimit_headers(
-    rules: Sequence[Rule], meters: Sequence[Meter], readings: Sequence[Reading], *, admitted: bool
+    plan: Plan, meters: Sequence[Meter], readings: Sequence[Reading], *, admitted: bool = True
 ) -> dict[str, str]:
     """OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens}, for the tightest
-    requests-per-minute and tokens-per-minute limit of the request (none of a kind: no headers)."""
-    tightest: dict[str, tuple[int, Rule, int]] = {}  # kind -> remaining, its rule, reset
-    for rule, meter, reading in zip(rules, meters, readings, strict=True):
-        if rule.kind in HEADERS:
-            remaining = rule.limit - reading.used - (meter.amount if admitted else 0)
-            known = tightest.get(rule.kind)
-            if known is None or remaining < known[0]:
-                tightest[rule.kind] = (remaining, rule, reading.reset)
+    requests-per-minute and tokens-per-minute limit of the request (none of a kind: no headers).
+    `admitted`: the remaining count takes the request's own amount off."""
     headers = {}
-    for kind, (remaining, rule, reset) in tightest.items():
+    for kind, indexes in plan.headed:
+        remaining, tightest = None, 0
+        for index in indexes:
+            left = plan.rules[index].limit - readings[index].used - (meters[index].amount if admitted else 0)
+            if remaining is None or left < remaining:
+                remaining, tightest = left, index
         limit_header, remaining_header, reset_header = HEADERS[kind]
-        headers[limit_header] = rule.limit_text
-        headers[remaining_header] = str(max(remaining, 0))
-        headers[reset_header] = duration(reset)
+        headers[limit_header] = plan.rules[tightest].limit_text
+        headers[remaining_header] = str(max(remaining or 0, 0))
+        headers[reset_header] = duration(readings[tightest].reset)
     return headers
 
 
