@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from gateway.config import LedgerConfig
 from gateway.ledger.engine import HEAD, create_engine, head_version, migrate
-from gateway.ledger.rows import Row, write_rows
+from gateway.ledger.rows import REQUEST_COLUMNS, Row, row_insert, write_rows
 from gateway.ledger.schema import metadata, requests, spend
 
 
@@ -35,11 +35,16 @@ async def test_the_migrations_build_the_tables_the_code_uses_and_run_once(ledger
 
 async def test_a_batch_written_again_after_a_lost_commit_adds_no_row_and_no_cost_twice(ledger_url: str) -> None:
     # The writer marks the rows of a failed write `tried`: its commit may have gone through
-    # before the connection broke, and the batch is written again.
+    # before the connection broke, and the batch is written again. Rows prepared when queued
+    # and rows prepared by the write are stored alike.
     engine = create_engine(LedgerConfig(url=ledger_url))
     try:
         await migrate(engine)
         first = [priced_row(number) for number in range(3)]
+        insert = row_insert(engine.dialect, REQUEST_COLUMNS)
+        for row in first[:2]:  # as Ledger.record queues them; the others are prepared by the write
+            assert tuple(row.values()) == REQUEST_COLUMNS
+            row.prepare(insert)
         async with engine.begin() as connection:
             assert await write_rows(connection, first) == 3
         for row in first:

@@ -7,8 +7,10 @@ scope they are charged to (key:<id>, route:<name>) for their UTC day, and releas
 budget holds their requests made: all or nothing.
 
 The rows go in through the driver's own executemany, with a statement SQLAlchemy compiled
-once per dialect: that work runs on the event loop, and SQLAlchemy's per-row handling of an
-executemany costs several times what the driver's does.
+once per dialect (SQLAlchemy's per-row handling of an executemany costs several times what
+the driver's does). Each row's parameters are made when it is queued (`Row.prepare`), a few
+microseconds after each request, rather than for the whole batch at its flush, which so
+holds the event loop in shorter stretches.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..observability.record import RequestRecord
 from .schema import conversations, holds, requests, spend
 
 DAY = 86400  # seconds
-ROW_BYTES = 512  # what a row without a conversation holds in memory, roughly
+ROW_BYTES = 1024  # what a row without a conversation holds in memory with its parameters, roughly
 MOST_TOKENS = 2**31 - 1  # an upstream's count above this (a 32-bit column) is stored as this
 
 
@@ -57,6 +59,11 @@ class Row:
     held: bool = False  # whether the request holds budget under its uid, released when the row is written
     conversation: tuple[str, str] | None = None  # JSON of the messages and of the answer, when they are kept
     tried: bool = False  # a write of it failed: it may be in the database already (its commit lost)
+    parameters: tuple[Any, ...] | None = None  # its INSERT's, in the driver's form, once prepared
+
+    def prepare(self, insert: RowInsert) -> None:
+        """Make the row's parameters for `insert` now (the INSERT of REQUEST_COLUMNS)."""
+        self.parameters = insert.parameters(self.values())
 
     @property
     def uid(self) -> str:
@@ -85,7 +92,7 @@ class Row:
         return tuple(found)
 
     def values(self) -> dict[str, Any]:
-        """The row's columns of schema.requests."""
+        """The row's columns of schema.requests (REQUEST_COLUMNS)."""
         record = self.record
         ttft = None if record.first_token_at is None else round((record.first_token_at - record.started) * 1000, 3)
         return {
@@ -112,6 +119,32 @@ class Row:
             "attempts": record.attempts,
             "truncated": record.truncated,
         }
+
+
+REQUEST_COLUMNS = (
+    "uid",
+    "time",
+    "day",
+    "request_id",
+    "member",
+    "path",
+    "key_id",
+    "route",
+    "provider",
+    "upstream_model",
+    "stream",
+    "status",
+    "outcome",
+    "error",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "duration_ms",
+    "ttft_ms",
+    "attempts",
+    "truncated",
+)  # the columns a row writes: Row.values()' keys
 
 
 def row_from(
@@ -197,14 +230,14 @@ async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
         found = await connection.execute(select(requests.c.uid).where(requests.c.uid.in_(piece)))
         present.update(found.scalars().all())
     new = [row for row in rows if row.uid not in present]
-    columns = [row.values() for row in new]
-    if columns:
-        prepared = row_insert(connection.dialect, tuple(columns[0]))
-        await connection.exec_driver_sql(prepared.statement, [prepared.parameters(values) for values in columns])
+    if new:
+        prepared = row_insert(connection.dialect, REQUEST_COLUMNS)
+        parameters = [row.parameters or prepared.parameters(row.values()) for row in new]
+        await connection.exec_driver_sql(prepared.statement, parameters)
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     talks = [
-        {"uid": row.uid, "time": values["time"], "messages": row.conversation[0], "answer": row.conversation[1]}
-        for row, values in zip(new, columns, strict=True)
+        {"uid": row.uid, "time": row.values()["time"], "messages": row.conversation[0], "answer": row.conversation[1]}
+        for row in new
         if row.conversation is not None
     ]
     if talks:

@@ -24,7 +24,7 @@ from ..errors import GatewayError
 from ..observability.metrics import Metrics
 from . import budgets, keys, reports
 from .engine import create_engine, migrate
-from .rows import Row, write_rows
+from .rows import REQUEST_COLUMNS, Row, row_insert, write_rows
 from .writer import Writer, reason
 
 log = logging.getLogger("gateway.ledger")
@@ -55,6 +55,7 @@ class Ledger:
         self.metrics = metrics
         self.clock = clock
         self.engine: AsyncEngine = create_engine(config)
+        self.insert = row_insert(self.engine.dialect, REQUEST_COLUMNS)
         self.writer = Writer(self._write, config, metrics)
         self.keys = keys.KeyCache()
         self.holds = budgets.HoldQueue(self.engine, clock)
@@ -130,7 +131,8 @@ class Ledger:
             return await write_rows(connection, rows)
 
     def record(self, row: Row) -> None:
-        """Queue a finished request's row; never waits."""
+        """Queue a finished request's row, its parameters made now (rows.Row.prepare); never waits."""
+        row.prepare(self.insert)
         self.writer.add(row)
 
     async def flush(self) -> bool:
