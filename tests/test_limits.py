@@ -8,7 +8,7 @@ import random
 import pytest
 from fakes import chunk, completion, logprob_stream, logprobs, text_stream, usage_chunk
 
-from gateway.stream.limiter import StreamLimiter, TextCount, limit_completion
+from gateway.stream.limiter import PENDING_DELTAS, StreamLimiter, TextCount, limit_completion
 from gateway.stream.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
 from gateway.upstream.mock import reply_tokens
 
@@ -376,3 +376,18 @@ def test_counting_late_or_early_gives_the_same_count(counter: TiktokenCounter, t
             out = stream_through(limiter, text_stream(random_deltas(text, seed)))
             assert content_of(out) == text and not limiter.truncated
             assert limiter.completion_tokens == full, (limit, seed)
+
+
+def test_a_long_stream_of_small_deltas_holds_few_uncounted_and_counts_exactly(counter: TiktokenCounter) -> None:
+    """Each delta held uncounted costs memory for as long as the stream is open: a long answer
+    in one-word chunks, the shape of a model's stream, never holds more than PENDING_DELTAS."""
+    text = " ".join(TEXTS) * 20
+    limiter = StreamLimiter(max_tokens=100_000, counter=counter, choices=1, prompt_tokens=lambda: 0)
+    most_held, out = 0, []
+    for item in text_stream(random_deltas(text, 7)):
+        limited = limiter.limit(item)
+        if limited is not None:
+            out.append(limited)
+        most_held = max(most_held, *(len(budget.pending) for budget in limiter.choices.values()))
+    assert most_held <= PENDING_DELTAS
+    assert content_of(out) == text and limiter.completion_tokens == counter.count(text)

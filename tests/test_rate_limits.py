@@ -23,7 +23,8 @@ from test_limits_e2e import wait_for
 from test_metrics import samples_now, value
 
 from gateway.api.lifecycle import BOUND_BYTES
-from gateway.stream.tokens import count_prompt_tokens
+from gateway.api.responses import input_texts
+from gateway.stream.tokens import count_input_tokens, count_prompt_tokens
 
 SECRET = "sk-gw-team-0123456789abcdef"
 MESSAGES = [{"role": "user", "content": "How many tokens is this prompt?"}]
@@ -207,8 +208,8 @@ async def test_a_long_prompt_reserves_its_counted_tokens(
 
 
 def test_a_short_bodys_bytes_are_never_fewer_than_its_tokens(tokenizers: Any) -> None:
-    """The bound most_tokens reserves: JSON bodies with little structure around much text, of
-    every script, empty messages, names and content parts."""
+    """The bound most_tokens reserves, for every endpoint's count: JSON bodies with little
+    structure around much text, of every script, empty messages, names and content parts."""
     texts = ["", "a", " ", "hello world", "naïve café", "日本語のテキスト", "😀" * 7, "\u0000\t\n", "x" * 500]
     cases = [[{"role": "user", "content": text}] for text in texts] + [
         [{"role": "user"}] * 5,
@@ -220,11 +221,19 @@ def test_a_short_bodys_bytes_are_never_fewer_than_its_tokens(tokenizers: Any) ->
             }
         ],
     ]
+    cases.append([{}] * 20)  # no role: only the per-message tokens
     counter = tokenizers.for_model("test-model")
     for messages in cases:
         for body in ({"model": "m", "messages": messages}, {"messages": messages}):
-            compact = len(orjson.dumps(body))
-            assert count_prompt_tokens(messages, counter) <= compact, messages
+            assert count_prompt_tokens(messages, counter) <= len(orjson.dumps(body)), messages
+    for text in texts:  # the Responses API's input and instructions, and embeddings' input
+        for body in (
+            {"input": text},
+            {"input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}], "instructions": text},
+        ):
+            assert count_prompt_tokens(input_texts(body), counter) <= len(orjson.dumps(body)), body
+        for inputs in (text, [text, text], [[1, 2, 3]], [[7] * 50]):
+            assert count_input_tokens(inputs, counter) <= len(orjson.dumps({"input": inputs})), inputs
 
 
 async def test_a_request_larger_than_a_tokens_limit_is_refused_for_good(

@@ -29,6 +29,7 @@ CHUNK_FIELDS = frozenset(  # what every chunk of a stream has: a chunk of these 
 )
 OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still change
 PENDING_BYTES = 16 * 1024  # deltas left uncounted at most, per choice: they are counted once past it
+PENDING_DELTAS = 32  # and as many deltas: each held costs ~120 bytes of objects, a long stream's RSS
 UNLIMITED = 1 << 62
 
 
@@ -90,7 +91,8 @@ class ChoiceBudget:
     its open tail, which then holds at most one token a byte: so while the tokens
     counted, plus that slack, plus the bytes not yet counted stay within the limit, no
     delta can need a cut. Those deltas wait in `pending`, and tiktoken runs only when
-    the limit comes near or when a count is asked for. `room` is what is left of that
+    the limit comes near, when a count is asked for, or when PENDING_DELTAS (or
+    PENDING_BYTES) wait. `room` is what is left of that
     bound: limit - used - slack - the pending deltas' bytes.
     """
 
@@ -114,8 +116,8 @@ class ChoiceBudget:
             self.room -= size
             self.pending.append((key, delta))
             self.pending_bytes += size
-            if self.pending_bytes > PENDING_BYTES:  # count as it comes: memory and each count stay bounded
-                self.settle(counter)
+            if self.pending_bytes > PENDING_BYTES or len(self.pending) >= PENDING_DELTAS:
+                self.settle(counter)  # count as it comes: memory and each count stay bounded
             return delta
         self.settle(counter)
         text = self.texts.get(key)
