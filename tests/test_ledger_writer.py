@@ -163,6 +163,22 @@ async def test_while_the_database_is_down_rows_wait_up_to_the_bound_then_are_dro
     assert sample(metrics, "gateway_ledger_up") == 1
 
 
+async def test_buffer_bytes_bounds_the_conversations_waiting_not_the_rows(metrics: Metrics) -> None:
+    database = FakeDatabase()
+    database.down = True
+    writer = Writer(database.write, LedgerConfig(buffer_rows=100, buffer_bytes=1000), metrics)
+    for number in range(50):  # rows without a conversation count against buffer_rows alone
+        writer.add(row(number))
+    talk = ledger_row(50)
+    talk.conversation = ("x" * 400, "y" * 400)
+    writer.add(talk)
+    too_much = ledger_row(51)
+    too_much.conversation = ("x" * 101, "y" * 100)  # one character past the 1,000
+    writer.add(too_much)
+    writer.add(row(52))
+    assert writer.waiting == 52 and sample(metrics, "gateway_ledger_dropped_rows_total") == 1
+
+
 async def test_a_row_the_database_refuses_is_dropped_alone(metrics: Metrics) -> None:
     database = FakeDatabase()
     writer = Writer(database.write, LedgerConfig(batch_rows=10), metrics)

@@ -22,7 +22,7 @@ from fakes import completion, json_handler, sse_handler, text_stream
 from test_limits_e2e import wait_for
 from test_metrics import samples_now, value
 
-from gateway.api.lifecycle import BOUND_BYTES
+from gateway.api.lifecycle import BOUND_BYTES, PROMPT_FRAMING
 from gateway.api.responses import input_texts
 from gateway.stream.tokens import count_input_tokens, count_prompt_tokens
 
@@ -177,7 +177,7 @@ async def test_tokens_per_minute_reserve_a_short_bodys_bytes_and_max_tokens_then
 ) -> None:
     upstream.handler = json_handler(completion("hi", usage=USAGE))
     gateway = await gateway_factory(limited_tree(upstream.url, key={"tpm": 1000}), clock=FakeClock())
-    reserved = body_bytes(ask(max_tokens=400)) + 400  # a short body: its bytes bound its prompt's tokens
+    reserved = body_bytes(ask(max_tokens=400)) + PROMPT_FRAMING + 400  # a short body: its bytes bound its prompt
     assert reserved > prompt_tokens(tokenizers) + 400
     status, headers, _ = await post(gateway, ask(max_tokens=400))
     assert status == 200
@@ -225,15 +225,17 @@ def test_a_short_bodys_bytes_are_never_fewer_than_its_tokens(tokenizers: Any) ->
     counter = tokenizers.for_model("test-model")
     for messages in cases:
         for body in ({"model": "m", "messages": messages}, {"messages": messages}):
-            assert count_prompt_tokens(messages, counter) <= len(orjson.dumps(body)), messages
-    for text in texts:  # the Responses API's input and instructions, and embeddings' input
-        for body in (
+            assert count_prompt_tokens(messages, counter) <= len(orjson.dumps(body)) + PROMPT_FRAMING, messages
+    bodies: list[dict[str, Any]] = [{}, {"a": 1}]  # with default_model, a Responses body may hold no input at all
+    for text in texts:  # the Responses API's input and instructions
+        bodies += [
             {"input": text},
             {"input": [{"role": "user", "content": [{"type": "input_text", "text": text}]}], "instructions": text},
-        ):
-            assert count_prompt_tokens(input_texts(body), counter) <= len(orjson.dumps(body)), body
-        for inputs in (text, [text, text], [[1, 2, 3]], [[7] * 50]):
-            assert count_input_tokens(inputs, counter) <= len(orjson.dumps({"input": inputs})), inputs
+        ]
+    for body in bodies:
+        assert count_prompt_tokens(input_texts(body), counter) <= len(orjson.dumps(body)) + PROMPT_FRAMING, body
+    for inputs in (*texts, [*texts], [[1, 2, 3]], [[7] * 50]):  # embeddings' input
+        assert count_input_tokens(inputs, counter) <= len(orjson.dumps({"input": inputs})) + PROMPT_FRAMING, inputs
 
 
 async def test_a_request_larger_than_a_tokens_limit_is_refused_for_good(
@@ -259,7 +261,7 @@ async def until_remaining_tokens(gateway: Gateway, expected: int, *, tpm: int) -
     body = {"model": "demo", "messages": MESSAGES, "max_tokens": 1}
     status, headers, _ = await post(gateway, body)
     assert status == 200
-    assert int(headers["x-ratelimit-remaining-tokens"]) == tpm - expected - (body_bytes(body) + 1)
+    assert int(headers["x-ratelimit-remaining-tokens"]) == tpm - expected - (body_bytes(body) + PROMPT_FRAMING + 1)
 
 
 @pytest.mark.parametrize(
@@ -407,7 +409,7 @@ async def test_a_council_is_admitted_once_for_its_key_and_each_call_for_its_memb
     status, headers, payload = await post(gateway, body)
     assert status == 200
     assert headers["x-ratelimit-limit-requests"] == "10" and headers["x-ratelimit-remaining-requests"] == "9"
-    reserved = body_bytes(body) + 20  # the client's request: a short body reserves its bytes
+    reserved = body_bytes(body) + PROMPT_FRAMING + 20  # the client's request: a short body reserves its bytes
     assert headers["x-ratelimit-remaining-tokens"] == str(100_000 - reserved)
     status, headers, payload = await post(gateway, body)  # the first settled to its three calls: 3 x (10 + 1)
     assert headers["x-ratelimit-remaining-requests"] == "8"

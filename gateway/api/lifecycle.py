@@ -58,6 +58,7 @@ JSON = "application/json"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away before its response
 INTERNAL_ERROR = 500
 BOUND_BYTES = 2048  # a body up to this size reserves its bytes as prompt tokens, not its count: see most_tokens
+PROMPT_FRAMING = 16  # tokens a prompt's count adds beyond its text: the Responses API's 11 are the most
 T = TypeVar("T")
 
 
@@ -262,12 +263,13 @@ async def run(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
 def most_tokens(exchange: Exchange, parsed: RoutedRequest, route: Route) -> int | None:
     """A bound of the tokens the request may use that costs nothing to know, for a body of up
     to BOUND_BYTES: its bytes as prompt tokens (a token of a byte-level BPE is at least one
-    byte of text, and the JSON around the text outweighs the few tokens a message adds) and
-    its completion cap. None for a larger body (its prompt is counted: the bound would hold
-    too much of a tokens-per-minute limit while it runs) or one whose size is not known."""
+    byte of text) plus PROMPT_FRAMING (the tokens the count adds for each message and the
+    reply, which a tiny body's JSON may not outweigh: the Responses API counts `{}` as 11),
+    and its completion cap. None for a larger body (its prompt is counted: the bound would
+    hold too much of a tokens-per-minute limit while it runs) or one whose size is not known."""
     if exchange.body_bytes is None or exchange.body_bytes > BOUND_BYTES:
         return None
-    return exchange.body_bytes + parsed.completion_cap(route.limits)
+    return exchange.body_bytes + PROMPT_FRAMING + parsed.completion_cap(route.limits)
 
 
 def failure(exc: GatewayError, record: RequestRecord, ticket: Ticket | None) -> web.Response:

@@ -32,7 +32,6 @@ from ..observability.record import RequestRecord
 from .schema import conversations, holds, requests, spend
 
 DAY = 86400  # seconds
-ROW_BYTES = 1024  # what a row without a conversation holds in memory with its parameters, roughly
 MOST_TOKENS = 2**31 - 1  # an upstream's count above this (a 32-bit column) is stored as this
 
 
@@ -50,8 +49,8 @@ def route_scope(route: str) -> str:
 class Row:
     """One request waiting to be written (schema.requests), and what writing it settles.
 
-    It keeps the request's record as it ended: the columns are made when the batch is
-    written, off the request's path."""
+    It keeps the request's record as it ended; its columns' parameters are made when it is
+    queued (`prepare`), after its response has gone."""
 
     record: RequestRecord
     finished: float  # time.perf_counter() at the request's end
@@ -70,13 +69,19 @@ class Row:
         return self.record.uid
 
     @property
+    def arrived(self) -> dt.datetime:
+        """When the request arrived, in UTC (the `time` column)."""
+        return dt.datetime.fromtimestamp(self.record.at, dt.UTC)
+
+    @property
     def day(self) -> int:
         return int(self.record.at // DAY)
 
     @property
     def size(self) -> int:
-        """Bytes of memory the row holds while it waits, roughly."""
-        return ROW_BYTES + (sum(map(len, self.conversation)) if self.conversation else 0)
+        """The characters of its conversation, when kept: what ledger.buffer_bytes bounds (the
+        rows themselves are bounded by ledger.buffer_rows)."""
+        return sum(map(len, self.conversation)) if self.conversation else 0
 
     @property
     def scopes(self) -> tuple[str, ...]:
@@ -97,7 +102,7 @@ class Row:
         ttft = None if record.first_token_at is None else round((record.first_token_at - record.started) * 1000, 3)
         return {
             "uid": record.uid,
-            "time": dt.datetime.fromtimestamp(record.at, dt.UTC),
+            "time": self.arrived,
             "day": self.day,
             "request_id": record.request_id,
             "member": self.member,
@@ -236,7 +241,7 @@ async def write_rows(connection: AsyncConnection, rows: Sequence[Row]) -> int:
         await connection.exec_driver_sql(prepared.statement, parameters)
     insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     talks = [
-        {"uid": row.uid, "time": row.values()["time"], "messages": row.conversation[0], "answer": row.conversation[1]}
+        {"uid": row.uid, "time": row.arrived, "messages": row.conversation[0], "answer": row.conversation[1]}
         for row in new
         if row.conversation is not None
     ]

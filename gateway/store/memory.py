@@ -35,9 +35,6 @@ SLOTS = 4096  # meters a table holds: three kinds for each key and route with li
 REMEMBERED = 100_000  # names whose slot is remembered (they come from the config: keys and routes)
 
 
-Cells = list[int] | memoryview
-
-
 def table_cells(*, workers: int, slots: int = SLOTS) -> int:
     """Cells (8 bytes each) of a table for `workers` processes."""
     return slots * (HEADER + max(SPAN, workers))
@@ -47,9 +44,7 @@ class MeterTable:
     """The admission and settling of meters over a table's cells. Not thread-safe: the caller
     holds whatever lock the cells need (none in one process; a file lock between workers)."""
 
-    def __init__(self, cells: Cells, *, worker: int = 0, workers: int = 1) -> None:
-        """`cells`: table_cells() of them, zeroed: a list (one process: its reads make no new
-        objects, about a fifth faster than a mapping's) or 64-bit cells of a shared mapping."""
+    def __init__(self, cells: memoryview, *, worker: int = 0, workers: int = 1) -> None:
         self.cells = cells
         self.width = max(SPAN, workers)
         self.stride = HEADER + self.width
