@@ -114,6 +114,7 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
                 config, loader, tokenizers, access_log, reuse_port=True, shared=shared, worker=worker
             ),
             metrics_dir=metrics_dir,
+            on_death=shared.recover,  # a worker that died holding the table's lock frees it
         )
     finally:
         holder.close()

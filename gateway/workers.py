@@ -42,10 +42,18 @@ def reserve_port(host: str, port: int) -> tuple[socket.socket, int]:
     return holder, holder.getsockname()[1]
 
 
-def supervise(count: int, work: Callable[[int], int], *, metrics_dir: str | None) -> int:
+def supervise(
+    count: int,
+    work: Callable[[int], int],
+    *,
+    metrics_dir: str | None,
+    on_death: Callable[[int], object] | None = None,
+) -> int:
     """Run `work(slot)` in `count` forked processes until SIGTERM/SIGINT; returns the exit status.
 
-    `slot` is the worker's number, 0 to count - 1; a worker that replaces a dead one gets its slot."""
+    `slot` is the worker's number, 0 to count - 1; a worker that replaces a dead one gets its slot.
+    `on_death(pid)` runs when a worker has died, before another starts in its place (to free
+    what it held that the kernel does not)."""
     children: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
     stopping = False
     quick_deaths = 0
@@ -98,6 +106,8 @@ def supervise(count: int, work: Callable[[int], int], *, metrics_dir: str | None
             log.error(
                 "worker %d exited with %d; starting another", pid, code, extra={"fields": {"pid": pid, "code": code}}
             )
+            if on_death is not None:
+                on_death(pid)
             quick_deaths = quick_deaths + 1 if time.monotonic() - started < CRASH_WINDOW else 0
             if quick_deaths >= 2:
                 log.error("workers keep dying at start; stopping the gateway")

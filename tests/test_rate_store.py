@@ -7,6 +7,7 @@ script; these cases, and a random run compared step by step, hold the two to eac
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -241,6 +242,64 @@ async def test_workers_share_one_table_and_a_new_worker_frees_what_a_dead_one_he
     finally:
         await first.aclose()
         await second.aclose()
+
+
+def died_holding_the_lock(table: SharedTable, *, said_so: bool) -> int:
+    """The pid of a forked worker that took the table's lock and died holding it: having
+    written its pid in the owner cell (`said_so`), or just before it could."""
+    pid = os.fork()
+    if pid == 0:  # the child does nothing but this, then leaves without cleaning up
+        try:
+            if said_so:
+                held = LocalStore.shared(table, worker=1)._locked()
+                held.__enter__()  # `held` stays referenced: collecting it would run its release
+            else:
+                table.lock.acquire()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+@pytest.mark.parametrize("said_so", [True, False])
+async def test_the_supervisor_frees_the_lock_of_a_worker_that_died_holding_it(
+    said_so: bool, clock: FakeClock, request: pytest.FixtureRequest
+) -> None:
+    table = SharedTable.create(2)
+    request.addfinalizer(table.remove)
+    store = LocalStore.shared(table, worker=0, clock=clock)
+    try:
+        dead = died_holding_the_lock(table, said_so=said_so)
+        assert not table.lock.acquire(timeout=0.05)  # the kernel freed nothing
+        if said_so:  # another worker's death: not its lock to free (with no pid said, any death frees it)
+            assert not table.recover(os.getpid())
+        assert table.recover(dead)
+        assert (await store.admit([rpm(2)], ticket="a")).admitted
+        assert not table.recover(dead)  # a lock that is free stays as it is
+        assert (await store.admit([rpm(2)], ticket="b")).admitted
+    finally:
+        await store.aclose()
+
+
+async def test_a_lock_that_stays_taken_is_a_store_failure_not_a_hang(
+    clock: FakeClock, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.store import local
+
+    monkeypatch.setattr(local, "LOCK_WAIT", 0.05)
+    table = SharedTable.create(2)
+    request.addfinalizer(table.remove)
+    store = LocalStore.shared(table, worker=0, clock=clock)
+    failures: list[StoreError] = []
+    try:
+        died_holding_the_lock(table, said_so=False)  # and no supervisor to free it
+        with pytest.raises(StoreError) as failed:
+            await store.admit([rpm(2)], ticket="a")
+        assert failed.value.reason == "timeout"
+        store.settle([rpm(2)], [0], ticket="a", bucket=0, on_error=failures.append)  # never raises
+        assert [failure.reason for failure in failures] == ["timeout"]
+    finally:
+        await store.aclose()
 
 
 def test_a_full_table_takes_over_idle_slots_and_says_when_none_is_left() -> None:
