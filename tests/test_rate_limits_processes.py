@@ -8,6 +8,8 @@ clock (or the host's), so each test stays well within one minute.
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -189,3 +191,28 @@ def test_redis_stopped_mid_load_then_restarted(
         time.sleep(0.1)
     counted = gateway.ask()
     assert counted.status_code == 200 and int(counted.headers["x-ratelimit-remaining-requests"]) < 100_000 - 1
+
+
+def test_a_worker_killed_under_load_is_replaced_and_the_shared_limits_go_on(
+    tmp_path: Path, gateways: list[Running]
+) -> None:
+    """A worker that dies (perhaps holding the shared table's lock, which the kernel does not
+    free) is replaced, and every worker keeps admitting at once: none waits on the lock."""
+    gateway = Running(tmp_path, "workers", config_text(rpm=100_000), "--workers", "2")
+    gateways.append(gateway)
+    started = next(line for line in gateway.lines if line["message"].startswith("started 2 workers"))
+    victim = started["pids"][0]
+    under_load(gateway, lambda: os.kill(victim, signal.SIGKILL))
+    deadline = time.monotonic() + 10
+    while not any(f"worker {victim} exited" in line["message"] for line in gateway.lines):
+        assert time.monotonic() < deadline, "the supervisor saw the worker die"
+        time.sleep(0.02)
+    answers, slowest = [], 0.0
+    while len({response.headers["x-request-id"][:12] for response in answers}) < 2:  # the replacement too
+        assert time.monotonic() < deadline + 10, "both workers answer again"
+        began = time.monotonic()
+        answers.append(gateway.ask())
+        slowest = max(slowest, time.monotonic() - began)
+    assert {response.status_code for response in answers} == {200}
+    assert slowest < 1.0  # LOCK_WAIT: no admission waited for a lock nobody would free
+    assert "gateway_rate_limit_store_errors_total{" not in gateway.metrics()
