@@ -126,30 +126,7 @@ class Row:
         }
 
 
-REQUEST_COLUMNS = (
-    "uid",
-    "time",
-    "day",
-    "request_id",
-    "member",
-    "path",
-    "key_id",
-    "route",
-    "provider",
-    "upstream_model",
-    "stream",
-    "status",
-    "outcome",
-    "error",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_tokens",
-    "cost_usd",
-    "duration_ms",
-    "ttft_ms",
-    "attempts",
-    "truncated",
-)  # the columns a row writes: Row.values()' keys
+REQUEST_COLUMNS = tuple(column.name for column in requests.columns if column.name != "id")  # Row.values()' keys
 
 
 def row_from(

@@ -80,10 +80,14 @@ class Plan(NamedTuple):
 
     rules: tuple[Rule, ...]
     meters: tuple[Meter, ...]  # theirs; a tokens-per-minute meter's amount is set for each request
-    tokens: bool  # a tokens-per-minute rule: the request's tokens are counted, and settled
     held: bool  # an in-flight rule: settling frees its slot
     token_rules: tuple[int, ...]  # the indexes of the tokens-per-minute rules
     headed: tuple[tuple[str, tuple[int, ...]], ...]  # each kind with OpenAI headers, and the indexes of its rules
+
+    @property
+    def tokens(self) -> bool:
+        """A tokens-per-minute rule: the request's tokens are counted, and settled."""
+        return bool(self.token_rules)
 
     def counted(self, tokens: int) -> tuple[Meter, ...]:
         """The meters of a request that may use `tokens`."""
@@ -104,7 +108,6 @@ def plan_for(key: ClientKey | None, route: Route) -> Plan:
     return Plan(
         rules,
         tuple(rule.meter for rule in rules),
-        any(rule.kind == TPM for rule in rules),
         any(rule.kind == MAX_PARALLEL for rule in rules),
         tuple(index for index, rule in enumerate(rules) if rule.kind == TPM),
         tuple(
