@@ -8,6 +8,7 @@ import random
 import pytest
 from fakes import chunk, completion, logprob_stream, logprobs, text_stream, usage_chunk
 
+from gateway.errors import UpstreamProtocolError
 from gateway.stream.limiter import PENDING_DELTAS, StreamLimiter, TextCount, limit_completion
 from gateway.stream.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
 from gateway.upstream.mock import reply_tokens
@@ -151,7 +152,7 @@ def test_upstream_usage_is_passed_on_when_nothing_was_cut(counter: TiktokenCount
 def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
     text = TEXTS[0]
     body = completion(text, usage={"prompt_tokens": 5, "completion_tokens": 50, "total_tokens": 55}, choices=2)
-    assert limit_completion(body, max_tokens=5, counter=counter, prompt_tokens=lambda: 0) == (True, True)
+    assert limit_completion(body, max_tokens=5, counter=counter, prompt_tokens=lambda: 0, choices=2) == (True, True)
     for choice in body["choices"]:
         assert choice["finish_reason"] == "length" and counter.count(choice["message"]["content"]) in (4, 5)
     assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
@@ -170,19 +171,28 @@ def test_non_streaming_cut_and_usage(counter: TiktokenCounter) -> None:
 
 
 @pytest.mark.parametrize(
-    "usage",
+    ("usage", "prompt"),
     [
-        {"prompt_tokens": "7", "completion_tokens": 2, "total_tokens": 9},
-        {"prompt_tokens": 7, "completion_tokens": 2.0, "total_tokens": 9},
-        {"prompt_tokens": 7, "completion_tokens": 2},
-        {"prompt_tokens": 7, "completion_tokens": True, "total_tokens": 8},
+        ({"prompt_tokens": "7", "completion_tokens": 2, "total_tokens": 9}, 12),
+        ({"prompt_tokens": 7, "completion_tokens": 2.0, "total_tokens": 9}, 12),
+        ({"prompt_tokens": 7, "completion_tokens": 2}, 12),
+        ({"prompt_tokens": 7, "completion_tokens": True, "total_tokens": 8}, 12),
+        ({"prompt_tokens": -5, "completion_tokens": 2, "total_tokens": -3}, 12),
+        ({"prompt_tokens": 2**31, "completion_tokens": 2, "total_tokens": 2**31 + 2}, 12),
+        ({"prompt_tokens": 7, "completion_tokens": -2, "total_tokens": 5}, 7),
+        ({"prompt_tokens": 7, "completion_tokens": 101, "total_tokens": 108}, 7),
+        ({"prompt_tokens": 7, "completion_tokens": 10**12, "total_tokens": 10**12 + 7}, 7),
     ],
-    ids=["a string", "a float", "no total", "a boolean"],
-)
-def test_an_upstream_usage_of_the_wrong_shape_is_replaced_by_the_gateways_count(
-    counter: TiktokenCounter, usage: dict
+    ids=["a string", "a float", "no total", "a boolean", "negative prompt", "prompt over 2**31 - 1",
+         "negative completion", "completion over max_tokens", "a trillion"],
+)  # fmt: skip
+def test_an_upstream_usage_no_answer_could_have_is_replaced_by_the_gateways_count(
+    counter: TiktokenCounter, usage: dict, prompt: int
 ) -> None:
-    own = {"prompt_tokens": 12, "completion_tokens": counter.count("Hi there"), "total_tokens": 12 + 2}
+    """What the gateway counts replaces what cannot be true: the completion always, the prompt
+    (12 here) unless the upstream's (7) could be true."""
+    completion_tokens = counter.count("Hi there")
+    own = {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}
     limiter = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
     stream_through(limiter, [*text_stream(["Hi", " there"]), {**usage_chunk(0, 0), "usage": usage}])
     assert limiter.usage() == own
@@ -190,6 +200,26 @@ def test_an_upstream_usage_of_the_wrong_shape_is_replaced_by_the_gateways_count(
     body = completion("Hi there", usage=usage)
     assert limit_completion(body, max_tokens=100, counter=counter, prompt_tokens=lambda: 12) == (False, True)
     assert body["usage"] == own
+
+
+def test_usage_as_large_as_every_choices_max_tokens_is_believed(counter: TiktokenCounter) -> None:
+    usage = {"prompt_tokens": 7, "completion_tokens": 200, "total_tokens": 207}  # a reasoning model's hidden tokens
+    limiter = StreamLimiter(max_tokens=100, counter=counter, choices=2, prompt_tokens=lambda: 12)
+    stream_through(limiter, [*text_stream(["Hi"], choices=2), {**usage_chunk(0, 0), "usage": usage}])
+    assert limiter.usage() == usage
+
+
+@pytest.mark.parametrize("index", [1, 5, -1], ids=["one more", "far beyond", "negative"])
+def test_a_choice_the_request_did_not_ask_for_is_a_protocol_error(counter: TiktokenCounter, index: int) -> None:
+    limiter = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
+    stream_through(limiter, text_stream(["Hi"]))
+    with pytest.raises(UpstreamProtocolError, match=f"index {index}; the request asked for 1"):
+        limiter.limit(chunk({"content": "more"}, index=index))
+
+    body = completion("Hi there", choices=3)
+    body["choices"][2]["index"] = index if index < 0 else index + 1  # n=2 asked for: indexes 0 and 1
+    with pytest.raises(UpstreamProtocolError, match="asked for 2"):
+        limit_completion(body, max_tokens=100, counter=counter, prompt_tokens=lambda: 12, choices=2)
 
 
 def entries_of(chunks: list[dict], key: str = "content") -> list[str]:

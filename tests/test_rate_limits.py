@@ -24,7 +24,7 @@ from test_metrics import samples_now, value
 
 from gateway.api.lifecycle import BOUND_BYTES, PROMPT_FRAMING
 from gateway.api.responses import input_texts
-from gateway.stream.tokens import count_input_tokens, count_prompt_tokens
+from gateway.stream.tokens import PromptTokens, count_input_tokens, count_prompt_tokens, prompt_extras
 
 SECRET = "sk-gw-team-0123456789abcdef"
 MESSAGES = [{"role": "user", "content": "How many tokens is this prompt?"}]
@@ -207,6 +207,32 @@ async def test_a_long_prompt_reserves_its_counted_tokens(
     assert headers["x-ratelimit-remaining-tokens"] == str(100_000 - prompt_tokens(tokenizers, messages) - 10)
 
 
+@pytest.mark.parametrize("where", ["tools", "response_format", "an unknown field"])
+async def test_what_a_model_reads_besides_the_messages_counts_against_tpm(
+    upstream: Upstream, gateway_factory: GatewayFactory, tokenizers: Any, where: str
+) -> None:
+    """Tools, a JSON schema, or a field only the upstream knows: billed as prompt, so reserved as prompt."""
+    upstream.handler = json_handler(completion("hi", usage=USAGE))
+    gateway = await gateway_factory(limited_tree(upstream.url, key={"tpm": 2000}), clock=FakeClock())
+    big = "lorem ipsum dolor sit amet " * 1000  # about 5,000 tokens
+    extra = {
+        "tools": {"tools": [{"type": "function", "function": {"name": "f", "description": big, "parameters": {}}}]},
+        "response_format": {
+            "response_format": {"type": "json_schema", "json_schema": {"name": "s", "description": big}}
+        },
+        "an unknown field": {"documents": [{"text": big}]},
+    }[where]
+    status, _, payload = await post(gateway, ask(max_tokens=5, **extra))
+    assert status == 429 and orjson.loads(payload)["error"]["message"].startswith("Request too large for key 'team'")
+    assert upstream.requests == []
+
+    tools = [{"type": "function", "function": {"name": "f", "description": "weather " * 400}}]  # over BOUND_BYTES
+    assert body_bytes(ask(max_tokens=5, tools=tools)) > BOUND_BYTES
+    status, headers, _ = await post(gateway, ask(max_tokens=5, tools=tools))
+    counted = prompt_tokens(tokenizers) + tokenizers.for_model("test-model").count(orjson.dumps(tools).decode())
+    assert status == 200 and headers["x-ratelimit-remaining-tokens"] == str(2000 - counted - 5)
+
+
 def test_a_short_bodys_bytes_are_never_fewer_than_its_tokens(tokenizers: Any) -> None:
     """The bound most_tokens reserves, for every endpoint's count: JSON bodies with little
     structure around much text, of every script, empty messages, names and content parts."""
@@ -234,6 +260,11 @@ def test_a_short_bodys_bytes_are_never_fewer_than_its_tokens(tokenizers: Any) ->
         ]
     for body in bodies:
         assert count_prompt_tokens(input_texts(body), counter) <= len(orjson.dumps(body)) + PROMPT_FRAMING, body
+    for text in texts:  # with what a model reads besides the messages, counted as their JSON
+        tool = {"type": "function", "function": {"name": "f", "description": text, "parameters": {"minimum": 1e2}}}
+        body = {"model": "m", "messages": [{"role": "user", "content": text}], "tools": [tool], "x": [text]}
+        counted = PromptTokens(body["messages"], counter, extras=prompt_extras(body))()
+        assert counted <= len(orjson.dumps(body)) + PROMPT_FRAMING, body
     for inputs in (*texts, [*texts], [[1, 2, 3]], [[7] * 50]):  # embeddings' input
         assert count_input_tokens(inputs, counter) <= len(orjson.dumps({"input": inputs})) + PROMPT_FRAMING, inputs
 

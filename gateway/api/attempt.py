@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..config import Limits, Route
 from ..providers import Provider, UpstreamCall
 from ..routing.dispatch import Attempt
-from ..stream.tokens import PromptTokens, TokenCounter
+from ..stream.tokens import PromptTokens, TokenCounter, prompt_extras
 from ..upstream.base import Transport
 from .chat_request import ChatRequest
 from .lifecycle import Exchange
@@ -41,6 +41,7 @@ def prepare(exchange: Exchange, request: ChatRequest, planned: Attempt) -> Prepa
         stream=request.stream,
         request_id=exchange.request_id,
         target=planned.target,
+        choices=request.choices,
     )
     counter = snapshot.tokenizers.for_model(call.model)
     exchange.clock.start_attempt(asyncio.get_running_loop().time(), limits)
@@ -64,7 +65,9 @@ def prompt_tokens(exchange: Exchange, request: ChatRequest, counter: TokenCounte
     admission against a tokens-per-minute limit, and for its usage)."""
     counted = exchange.prompt_tokens
     if counted is None or counted.counter is not counter:
-        counted = PromptTokens(request.body["messages"], counter, most_chars=exchange.body_bytes)
+        counted = PromptTokens(
+            request.body["messages"], counter, most_chars=exchange.body_bytes, extras=prompt_extras(request.body)
+        )
         exchange.prompt_tokens = counted
     return counted
 

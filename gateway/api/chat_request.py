@@ -14,6 +14,7 @@ from ..errors import InvalidRequest
 from .parsing import model_of, positive_int, stream_of
 
 TOKEN_LIMIT_FIELDS = ("max_completion_tokens", "max_tokens")
+MOST_CHOICES = 128  # n's maximum in OpenAI's CreateChatCompletionRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +61,8 @@ def parse_chat_request(body: dict[str, Any], *, default_model: str | None) -> Ch
     choices = body.get("n")
     if choices is None:
         choices = 1
-    elif not positive_int(choices):
-        raise InvalidRequest("'n' must be a positive integer.", param="n")
+    elif not positive_int(choices) or choices > MOST_CHOICES:
+        raise InvalidRequest(f"'n' must be an integer from 1 to {MOST_CHOICES}.", param="n")
 
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):

@@ -33,7 +33,7 @@ from ..runtime import Gateway, Snapshot
 from ..stream.limiter import StreamLimiter
 from ..stream.responses_limiter import ResponsesLimiter, limit_response
 from ..stream.responses_state import chat_usage
-from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter
+from ..stream.tokens import INLINE_CHARS, PromptTokens, TokenCounter, prompt_extras
 from ..upstream.base import Transport
 from .lifecycle import Exchange, NotForQuorumRoutes, Reply, StreamStart
 from .parsing import model_of, positive_int, stream_of
@@ -88,7 +88,9 @@ class Responses:
     async def reserve(self, exchange: Exchange, request: ResponsesRequest, route: Route) -> int:
         """The input's tokens, in the encoding of the route's first target, and its max_output_tokens."""
         counter = exchange.snapshot.tokenizers.for_model(route.upstream_model or request.model)
-        prompt_tokens = PromptTokens(input_texts(request.body), counter, most_chars=exchange.body_bytes)
+        prompt_tokens = PromptTokens(
+            input_texts(request.body), counter, most_chars=exchange.body_bytes, extras=prompt_extras(request.body)
+        )
         await prompt_tokens.ready()  # a long input is counted on a worker thread
         return prompt_tokens() + max_output_tokens(request, route.limits)
 
@@ -125,7 +127,7 @@ async def translate(exchange: Exchange, request: ResponsesRequest, target: Targe
     """The request as chat completions; the answer as a Response or the Responses events."""
     provider, call, clock = target.provider, target.call, exchange.clock
     transport = target.transport
-    prompt_tokens = PromptTokens(call.body["messages"], target.counter)
+    prompt_tokens = PromptTokens(call.body["messages"], target.counter, extras=prompt_extras(call.body))
     base = base_response(request.body, model=call.model, max_output_tokens=call.max_tokens)
     if not call.stream:
         limited = await complete_limited(
@@ -145,7 +147,8 @@ async def forward(exchange: Exchange, request: ResponsesRequest, target: Target)
     provider, call, clock = target.provider, target.call, exchange.clock
     transport = target.transport
     upstream_request = provider.responses_request(call)
-    prompt_tokens = PromptTokens(input_texts(request.body), target.counter)  # when the upstream gives no usage
+    # when the upstream gives no usage
+    prompt_tokens = PromptTokens(input_texts(request.body), target.counter, extras=prompt_extras(request.body))
     if not call.stream:
         payload = await fetch(provider, transport, upstream_request, clock)
         response = provider.translate_responses(payload)

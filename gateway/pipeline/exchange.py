@@ -166,7 +166,11 @@ async def complete_limited(
     payload = await fetch(provider, transport, provider.build_request(call), clock)
     completion = provider.translate_response(payload)
     limit = functools.partial(
-        limit_completion, max_tokens=call.max_tokens, counter=counter, prompt_tokens=prompt_tokens
+        limit_completion,
+        max_tokens=call.max_tokens,
+        counter=counter,
+        prompt_tokens=prompt_tokens,
+        choices=call.choices,
     )
     if len(payload) > INLINE_BYTES:  # a long answer is counted on a worker thread, not on the event loop
         if isinstance(prompt_tokens, PromptTokens):

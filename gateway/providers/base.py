@@ -44,6 +44,7 @@ class UpstreamCall:
     stream: bool
     request_id: str
     target: Target | None = None  # the route's target being tried (deployment, api_version)
+    choices: int = 1  # the answers asked for (chat completions' n), each held to max_tokens
 
 
 class StreamTranslator(Protocol):

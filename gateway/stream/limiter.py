@@ -17,8 +17,9 @@ their types again, as it runs on every chunk.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
+from ..errors import UpstreamProtocolError
 from .tokens import PromptTokens, TokenCounter, tail_start
 
 TEXT_FIELDS = ("content", "refusal")
@@ -31,6 +32,7 @@ OPEN_PIECES = 2  # pieces at the end of a text that a later delta may still chan
 PENDING_BYTES = 16 * 1024  # deltas left uncounted at most, per choice: they are counted once past it
 PENDING_DELTAS = 32  # and as many deltas: each held costs ~120 bytes of objects, a long stream's RSS
 UNLIMITED = 1 << 62
+MOST_TOKENS = 2**31 - 1  # no request's count comes near it (the ledger's token columns hold no more)
 
 
 class TextCount:
@@ -287,6 +289,7 @@ class StreamLimiter:
         index = choice["index"]
         budget = self.choices.get(index)
         if budget is None:
+            check_index(index, self.expected_choices)
             budget = self.choices[index] = ChoiceBudget(self.max_tokens)
         delta = choice.get("delta")
         if budget.finished:  # only annotations may follow the end (Azure's last content-filter results)
@@ -312,14 +315,19 @@ class StreamLimiter:
     async def usage_ready(self) -> None:
         """Count what usage() will need that could be long (the prompt) on a worker thread, so
         that usage() never holds the event loop up."""
-        if (self.upstream_usage is None or self.truncated) and isinstance(self._prompt_tokens, PromptTokens):
+        counted = self._upstream_usage_holds() or believable_count((self.upstream_usage or {}).get("prompt_tokens"))
+        if not counted and isinstance(self._prompt_tokens, PromptTokens):
             await self._prompt_tokens.ready()
 
     def usage(self) -> dict[str, Any]:
-        """The upstream's figures when it sent them and nothing was cut, else the gateway's own."""
-        if self.upstream_usage is not None and not self.truncated:
+        """The upstream's figures when it sent believable ones and nothing was cut, else the
+        gateway's own (with the upstream's prompt count, when that one is believable)."""
+        if self.upstream_usage is not None and self._upstream_usage_holds():
             return self.upstream_usage
         return own_usage(self.upstream_usage, self._prompt_tokens, self.completion_tokens)
+
+    def _upstream_usage_holds(self) -> bool:
+        return not self.truncated and believable_usage(self.upstream_usage, self.max_tokens * self.expected_choices)
 
     @property
     def completion_tokens(self) -> int:
@@ -349,10 +357,13 @@ def limit_completion(
     max_tokens: int,
     counter: TokenCounter,
     prompt_tokens: Callable[[], int],
+    choices: int = 1,
 ) -> tuple[bool, bool]:
-    """Cut a `chat.completion` in place to max_tokens per choice and make its usage true.
+    """Cut a `chat.completion` in place to max_tokens per choice (of the `choices` asked for)
+    and make its usage true.
 
-    Returns whether anything was cut, and whether anything changed at all.
+    Returns whether anything was cut, and whether anything changed at all. Raises
+    UpstreamProtocolError for a choice the request did not ask for.
     """
     truncated = False
     budgets = []
@@ -360,6 +371,7 @@ def limit_completion(
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             continue
+        check_index(choice.get("index"), choices)
         budget = ChoiceBudget(max_tokens)
         limit_delta(message, budget, counter)
         if budget.cut:
@@ -369,7 +381,7 @@ def limit_completion(
                 limit_logprobs(choice["logprobs"], budget)
         budgets.append(budget)
     usage = completion.get("usage")
-    if valid_usage(usage) and not truncated:
+    if not truncated and believable_usage(usage, max_tokens * choices):
         return False, False
     completion_tokens = sum(budget.settle(counter, final=True) for budget in budgets)
     completion["usage"] = own_usage(usage if valid_usage(usage) else None, prompt_tokens, completion_tokens)
@@ -377,9 +389,35 @@ def limit_completion(
 
 
 def valid_usage(usage: Any) -> bool:
-    """Whether an upstream's usage is one a client can read: its three counts integers.
-    Any other is replaced by the gateway's own count."""
+    """Whether an upstream's usage has OpenAI's shape (`CompletionUsage`): its three counts
+    integers. Any other is replaced by the gateway's own count."""
     return type(usage) is dict and all(type(usage.get(name)) is int for name in USAGE_COUNTS)
+
+
+def believable_count(count: Any) -> TypeGuard[int]:
+    """A token count that could be true: an integer from 0 to MOST_TOKENS."""
+    return type(count) is int and 0 <= count <= MOST_TOKENS
+
+
+def check_index(index: Any, choices: int) -> None:
+    """Raises UpstreamProtocolError unless `index` is one of the `choices` a request asked for
+    (n): more would go round every choice's max_tokens."""
+    if not 0 <= index < choices:
+        raise UpstreamProtocolError(
+            f"The upstream sent a choice with index {index}; the request asked for {choices} "
+            f"(n), indexes 0 to {choices - 1}."
+        )
+
+
+def believable_usage(usage: Any, most_completion: int) -> bool:
+    """Whether an upstream's usage (OpenAI's `CompletionUsage`) could be true of an answer held
+    to `most_completion` tokens (max_tokens for each choice: the gateway always sends it on):
+    its three counts integers from 0 to MOST_TOKENS, the completion within that bound. Any
+    other is replaced by the gateway's own count: figures no answer could have must not
+    reach the client, the metrics, the ledger or a tokens-per-minute limit."""
+    if type(usage) is not dict or not all(believable_count(usage.get(name)) for name in USAGE_COUNTS):
+        return False
+    return bool(usage["completion_tokens"] <= most_completion)
 
 
 def own_usage(
@@ -395,8 +433,7 @@ def own_usage(
     which the cut replaced, so none of them is a part of the new one.
     """
     usage = {key: value for key, value in upstream.items() if key != "completion_tokens_details"} if upstream else {}
-    prompt = usage.get("prompt_tokens")
-    if type(prompt) is not int:
-        prompt = prompt_tokens()
+    reported = usage.get("prompt_tokens")
+    prompt = reported if believable_count(reported) else prompt_tokens()
     usage.update(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
     return usage

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import GatewayError
-from .limiter import ChoiceBudget, own_usage
+from .limiter import ChoiceBudget, believable_count, believable_usage, own_usage
 from .responses_state import TERMINAL, ResponseState, chat_usage, encode_event, responses_usage
 from .tokens import PromptTokens, TokenCounter
 
@@ -36,6 +36,7 @@ class ResponsesLimiter:
 
     def __init__(self, *, max_tokens: int, counter: TokenCounter, prompt_tokens: Callable[[], int]) -> None:
         self.counter = counter
+        self.max_tokens = max_tokens
         self.budget = ChoiceBudget(max_tokens)
         self.state = ResponseState()
         self.truncated = False
@@ -72,6 +73,9 @@ class ResponsesLimiter:
             self.all_finished = True
             response = event.get("response")
             self.upstream_usage = chat_usage(response.get("usage") if isinstance(response, dict) else None)
+            if self.upstream_usage is not None and not self._upstream_usage_holds() and isinstance(response, dict):
+                response["usage"] = responses_usage(self.usage())  # figures no answer could have: the gateway's own
+                self.changed = True
         self.state.observe(event)
         return event
 
@@ -80,15 +84,19 @@ class ResponsesLimiter:
         return self.budget.delivered
 
     async def usage_ready(self) -> None:
-        if (self.upstream_usage is None or self.truncated) and isinstance(self._prompt_tokens, PromptTokens):
+        counted = self._upstream_usage_holds() or believable_count((self.upstream_usage or {}).get("prompt_tokens"))
+        if not counted and isinstance(self._prompt_tokens, PromptTokens):
             await self._prompt_tokens.ready()
 
     def usage(self) -> dict[str, Any]:
-        """The upstream's figures when it sent them and nothing was cut, else the gateway's own
-        (in chat completions' names, for the request's record)."""
-        if self.upstream_usage is not None and not self.truncated:
+        """The upstream's figures when it sent believable ones and nothing was cut, else the
+        gateway's own (in chat completions' names, for the request's record)."""
+        if self.upstream_usage is not None and self._upstream_usage_holds():
             return self.upstream_usage
         return own_usage(self.upstream_usage, self._prompt_tokens, self.budget.settle(self.counter, final=True))
+
+    def _upstream_usage_holds(self) -> bool:
+        return not self.truncated and believable_usage(self.upstream_usage, self.max_tokens)
 
     # ------------------------------------------------------------ the stream's output stage
 
@@ -126,7 +134,7 @@ def limit_response(
         if isinstance(item, dict):
             limit_item(item, len(kept) - 1, budget, counter)
     usage = chat_usage(response.get("usage"))
-    if not budget.cut and usage is not None:
+    if not budget.cut and believable_usage(usage, max_tokens):
         return False, False
     if budget.cut:
         response.update(output=kept, status="incomplete", incomplete_details={"reason": "max_output_tokens"})

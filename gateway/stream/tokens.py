@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+import orjson
 import regex
 import tiktoken
 from tiktoken.model import MODEL_PREFIX_TO_ENCODING, MODEL_TO_ENCODING
@@ -278,6 +279,23 @@ def count_prompt_tokens(messages: list[Any], counter: TokenCounter) -> int:
     return total
 
 
+NOT_PROMPT = frozenset(  # request fields (chat completions' and the Responses API's) no model reads as its prompt
+    (
+        "model", "messages", "input", "instructions", "stream_options", "metadata", "user", "logit_bias",
+        "modalities", "service_tier", "reasoning_effort", "reasoning", "prompt_cache_key", "safety_identifier",
+        "verbosity", "stop", "include", "truncation", "previous_response_id", "conversation", "audio", "tool_choice",
+    )
+)  # fmt: skip
+
+
+def prompt_extras(body: dict[str, Any]) -> list[Any]:
+    """What a model reads with a request's messages (or input): its tools and functions, a
+    response_format's (or text.format's) JSON schema, and any field the gateway does not know
+    to be a setting (an OpenAI-compatible server may read it). Their JSON is counted as
+    prompt tokens, as upstreams bill them; numbers, booleans and nulls are settings."""
+    return [value for key, value in body.items() if key not in NOT_PROMPT and isinstance(value, (str, list, dict))]
+
+
 class PromptTokens:
     """A request's prompt tokens, counted when first asked for and then kept (a stream's
     usage chunk and its metrics may both ask; an upstream that reports usage spares it).
@@ -286,20 +304,36 @@ class PromptTokens:
     so that calling it then never holds the event loop up.
     """
 
-    __slots__ = ("_count", "_counter", "_messages", "_most_chars")
+    __slots__ = ("_count", "_counter", "_extras", "_messages", "_most_chars")
 
-    def __init__(self, messages: list[Any], counter: TokenCounter, *, most_chars: int | None = None) -> None:
+    def __init__(
+        self,
+        messages: list[Any],
+        counter: TokenCounter,
+        *,
+        most_chars: int | None = None,
+        extras: list[Any] | None = None,
+    ) -> None:
         """`most_chars`: what the messages' text cannot be longer than (the size of the JSON body
-        they came in), when known: below INLINE_CHARS, ready() need not measure them."""
+        they came in), when known: below INLINE_CHARS, ready() need not measure them.
+        `extras`: the request's other parts a model reads (prompt_extras), counted as their JSON."""
         self._messages = messages
         self._counter = counter
         self._count: int | None = None
         self._most_chars = most_chars
+        self._extras: str | list[Any] | None = extras or None
 
     def __call__(self) -> int:
         if self._count is None:
             self._count = count_prompt_tokens(self._messages, self._counter)
+            if self._extras:
+                self._count += self._counter.count(self._extras_text())
         return self._count
+
+    def _extras_text(self) -> str:
+        if not isinstance(self._extras, str):
+            self._extras = orjson.dumps(self._extras).decode() if self._extras else ""
+        return self._extras
 
     @property
     def counter(self) -> TokenCounter:
@@ -309,8 +343,8 @@ class PromptTokens:
     async def ready(self) -> None:
         if self._count is None:
             long = self._most_chars is None or self._most_chars > INLINE_CHARS
-            if long and prompt_chars(self._messages) > INLINE_CHARS:
-                self._count = await asyncio.to_thread(count_prompt_tokens, self._messages, self._counter)
+            if long and prompt_chars(self._messages) + len(self._extras_text()) > INLINE_CHARS:
+                await asyncio.to_thread(self)
             else:
                 self()
 

@@ -19,7 +19,7 @@ import orjson
 
 from ..config import ProviderConfig
 from ..stream.sse import DONE, encode_json
-from ..stream.tokens import PromptTokens, TokenCounter, Tokenizers
+from ..stream.tokens import PromptTokens, TokenCounter, Tokenizers, prompt_extras
 from .base import UpstreamRequest
 from .mock_embeddings import EmbeddingsResponse, embeddings_response
 
@@ -47,7 +47,7 @@ class MockTransport:
         reply = self._replies.get(counter.name)
         if reply is None:
             reply = self._replies[counter.name] = reply_tokens(counter, self._text)
-        prompt = PromptTokens(body.get("messages") or [], counter)
+        prompt = PromptTokens(body.get("messages") or [], counter, extras=prompt_extras(body))
         await prompt.ready()  # a long prompt is counted on a worker thread
         return MockResponse(body, prompt(), reply, self._interval)
 
