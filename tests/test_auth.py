@@ -5,6 +5,7 @@ Through the real `openai` SDK: its AuthenticationError (401) and PermissionDenie
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from pathlib import Path
@@ -64,6 +65,23 @@ async def test_a_request_with_no_key_is_a_401_that_says_how_to_send_one(keyed: G
             error = (await response.json())["error"]
             assert response.status == 401 and response.headers["WWW-Authenticate"] == "Bearer"
     assert error["code"] == "invalid_api_key" and "Authorization: Bearer" in error["message"]
+
+
+@pytest.mark.parametrize("header", [b"Authorization: Bearer \xff\xfe\xfd", b"api-key: \xff\xfe\xc3"])
+async def test_a_key_that_is_not_utf8_is_a_401_not_a_500(keyed: Gateway, upstream: Upstream, header: bytes) -> None:
+    host, port = keyed.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n%s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 2\r\nConnection: close\r\n\r\n{}" % header
+        )
+        answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == b"401" and orjson.loads(body)["error"]["code"] == "invalid_api_key"
+    assert not upstream.requests
 
 
 async def test_azures_api_key_header_and_a_hashed_key_work(keyed: Gateway) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import aiohttp
 import orjson
@@ -94,3 +95,27 @@ async def test_a_wrong_method_names_the_allowed_ones(routed: Gateway) -> None:
     async with aiohttp.ClientSession() as http, http.get(f"{routed.url}/v1/chat/completions") as response:
         status, error, allow = response.status, (await response.json())["error"], response.headers["Allow"]
     assert status == 405 and "POST" in allow and "use POST" in error["message"]
+
+
+@pytest.mark.parametrize("n", [0, 129, 1_000_000])
+async def test_n_beyond_openais_range_is_a_400_before_any_upstream(upstream: Upstream, routed: Gateway, n: int) -> None:
+    """OpenAI allows n from 1 to 128: a tiny request must not ask for a million answers."""
+    upstream.handler = json_handler(completion("never"))
+    status, answer = await post_raw(routed, orjson.dumps({"model": "test-model", "messages": MESSAGES, "n": n}))
+    assert status == 400 and answer["error"]["param"] == "n" and "from 1 to 128" in answer["error"]["message"]
+    assert not upstream.requests
+
+
+async def test_a_body_that_does_not_decode_as_its_content_encoding_says_is_a_400(
+    upstream: Upstream, routed: Gateway
+) -> None:
+    upstream.handler = json_handler(completion("fine"))
+    url, body = f"{routed.url}/v1/chat/completions", orjson.dumps({"model": "test-model", "messages": MESSAGES})
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=gzip.compress(body), headers=headers) as response:
+            assert response.status == 200  # a gzipped body is read
+        async with http.post(url, data=b"not gzip at all", headers=headers) as response:
+            status, error = response.status, (await response.json())["error"]
+    assert status == 400 and error["code"] == "invalid_body" and error["type"] == "invalid_request_error"
+    assert len(upstream.requests) == 1

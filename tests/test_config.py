@@ -193,10 +193,11 @@ def test_rate_limits_are_global_defaults_a_route_replaces_or_lifts() -> None:
     assert (unlimited.limits.rpm, unlimited.limits.tpm, unlimited.limits.max_parallel) == (None, None, None)
     assert (plain.limits.rpm, plain.limits.tpm) == (600, 100000)
     assert parse({"providers": {"d": {"kind": "mock"}}}).limits.rpm is None  # no limit unless one is set
-    bad = {**tree, "routes": [{"model": "a", "provider": "d", "rpm": 0, "tpm": "many"}]}
+    bad = {**tree, "routes": [{"model": "a", "provider": "d", "rpm": 0, "tpm": "many", "max_parallel": 2**63}]}
     assert problems(bad) == [
         "gw.yaml: routes[0].rpm: must be at least 1, got 0",
         "gw.yaml: routes[0].tpm: must be an integer, got 'many'",
+        f"gw.yaml: routes[0].max_parallel: must be at most 2**53 (9007199254740992), got {2**63}",
     ]
 
 

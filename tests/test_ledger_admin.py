@@ -83,6 +83,7 @@ async def test_bad_admin_input_is_a_400_naming_the_field(
     for body, param in (
         ({"id": "bad id"}, "id"),
         ({"id": "a", "rpm": 0}, "rpm"),
+        ({"id": "a", "tpm": 2**63}, "tpm"),  # beyond what a database column holds: a 400, not a 503
         ({"id": "a", "models": "gpt"}, "models"),
         ({"id": "a", "budget": {"usd": -1}}, "budget.usd"),
         ({"id": "a", "budget": {"usd": 1, "period": "1w"}}, "budget.period"),

@@ -146,6 +146,27 @@ async def test_a_request_head_sent_slowly_is_hung_up_on(routed_tree: GatewayFact
         stream.close()
 
 
+async def test_a_body_that_stops_arriving_gets_a_408_in_time(routed_tree: GatewayFactory, upstream: Upstream) -> None:
+    """A head that promises 100 bytes and a body that stops after 9: the answer comes after
+    server.request_body_timeout, not whenever the client gives up, and nothing reaches an upstream."""
+    gateway = await routed_tree({"request_body_timeout": 0.3})
+    reader, writer = await connect(gateway.url)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"model":'
+    )
+    started = asyncio.get_running_loop().time()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    assert asyncio.get_running_loop().time() - started >= 0.3
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
+    body = await reader.readexactly(length)
+    assert head.startswith(b"HTTP/1.1 408") and orjson.loads(body)["error"]["code"] == "request_timeout"
+    assert not upstream.requests
+    writer.close()
+
+
 async def test_an_idle_keep_alive_connection_is_closed_after_keepalive_timeout(routed_tree: GatewayFactory) -> None:
     gateway = await routed_tree({"keepalive_timeout": 0.5})
     reader, writer = await connect(gateway.url)

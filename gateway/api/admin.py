@@ -16,14 +16,13 @@ when the config sets no admin key, each answers 404 as if it did not exist.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from ..config import ClientKey
+from ..config import ClientKey, key_digest
 from ..errors import InvalidAPIKey, InvalidRequest, NotFound
 from ..ledger import keys as stored
 from ..ledger import reports
@@ -52,7 +51,7 @@ def admin_only(handle: AdminHandler) -> Callable[[web.Request], Awaitable[web.Re
         if expected is None:
             raise NotFound(f"No endpoint at {request.path}.")
         secret = presented_key(request)
-        if secret is None or not hmac.compare_digest(hashlib.sha256(secret.encode()).digest(), expected):
+        if secret is None or not hmac.compare_digest(key_digest(secret), expected):
             raise InvalidAPIKey(presented=secret is not None)
         return await handle(request, gateway)
 
@@ -82,9 +81,9 @@ def shown(record: KeyRecord | ClientKey, *, source: str) -> dict[str, Any]:
 
 
 async def create_key(request: web.Request, gateway: Gateway) -> web.Response:
-    body = await request_body(request)
+    body = await request_body(request, gateway.state.config.server)
     secret = stored.new_secret()
-    record = new_key(body, stored.digest_of(secret))
+    record = new_key(body, key_digest(secret))
     if config_key(gateway, record.id) is not None:
         raise KeyExists(f"The key {record.id!r} is defined in gateway.yaml.", param="id")
     ledger = gateway.ledger
@@ -126,7 +125,7 @@ async def get_key(request: web.Request, gateway: Gateway) -> web.Response:
 
 async def change_key(request: web.Request, gateway: Gateway) -> web.Response:
     key_id = request.match_info["key_id"]
-    changes = key_changes(await request_body(request))
+    changes = key_changes(await request_body(request, gateway.state.config.server))
     refuse_config_key(gateway, key_id)
     ledger = gateway.ledger
     changed = await ledger.ask(lambda engine: stored.update_key(engine, key_id, changes, ledger.now()))

@@ -12,25 +12,21 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..config import Budget
+from ..config import MOST_INTEGER, Budget, ServerConfig
 from ..config.auth import KEY_ID
 from ..config.ledger import PERIOD
 from ..errors import InvalidRequest
 from ..ledger.keys import KeyRecord
-from .parsing import parse_body
+from .parsing import parse_body, read_payload
 
 LIMITS = ("rpm", "tpm", "max_parallel")
 KEY_FIELDS = ("id", "models", *LIMITS, "budget")
 CHANGEABLE = ("models", *LIMITS, "budget")
 
 
-async def request_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object the request carries (the app bounds its size: server.max_body_bytes)."""
-    try:
-        payload = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise InvalidRequest("The request body is too large.") from None
-    return parse_body(payload)
+async def request_body(request: web.Request, server: ServerConfig) -> dict[str, Any]:
+    """The JSON object the request carries, read within the server's bounds (parsing.read_payload)."""
+    return parse_body(await read_payload(request, server))
 
 
 def new_key(body: dict[str, Any], digest: bytes) -> KeyRecord:
@@ -89,8 +85,8 @@ def count(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidRequest(f"'{name}' must be a positive integer, or null (no limit).", param=name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MOST_INTEGER:
+        raise InvalidRequest(f"'{name}' must be an integer from 1 to 2**53, or null (no limit).", param=name)
     return value
 
 

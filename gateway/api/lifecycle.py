@@ -32,7 +32,6 @@ from ..errors import (
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
-    PayloadTooLarge,
     UpstreamError,
     UpstreamStatusError,
 )
@@ -51,7 +50,7 @@ from ..stream.sse import DONE, encode_json
 from ..stream.tokens import PromptTokens
 from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
-from .parsing import parse_body
+from .parsing import parse_body, read_payload
 from .spending import admit, price
 
 JSON = "application/json"
@@ -307,7 +306,7 @@ async def accept(
 ) -> tuple[Exchange, RoutedRequest, Route]:
     """Read and parse the request, route its model, check that the key may use it and that
     no budget of the key's or the route's is spent."""
-    payload = await read_payload(request, snapshot.config.server.max_body_bytes)
+    payload = await read_payload(request, snapshot.config.server)
     parsed = endpoint.parse(parse_body(payload), snapshot)
     record.stream = parsed.stream
     route = snapshot.table.resolve(parsed.model)
@@ -434,13 +433,3 @@ async def relay(
     finally:
         response.stop_streaming()  # no more pings
     return response
-
-
-async def read_payload(request: web.Request, limit: int) -> bytes:
-    """The request's body, at most `limit` bytes; raises PayloadTooLarge (413) past it."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None

@@ -1,18 +1,47 @@
-"""A request body as the gateway first reads it: a JSON object, or a 400 that says what is wrong;
-and the fields every model endpoint reads the same way (model, stream)."""
+"""A request body as the gateway first reads it: its bytes, within the server's bounds; a JSON
+object, or a 400 that says what is wrong; and the fields every model endpoint reads the same way
+(model, stream)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import orjson
+from aiohttp import web
 
-from ..errors import InvalidRequest
+from ..config import ServerConfig
+from ..errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # never in a model name; unsafe in headers and logs
 MAX_DEPTH = 254  # arrays and objects inside each other; orjson encodes no deeper for the upstream
 TOO_DEEP = f"The request body is nested more than {MAX_DEPTH} levels deep."
+
+
+async def read_payload(request: web.Request, server: ServerConfig) -> bytes:
+    """The request's body: at most `server.max_body_bytes` (PayloadTooLarge, 413, past it),
+    within `server.request_body_timeout` seconds (RequestTimeout, 408: a client that stalls
+    mid-body is answered then, not whenever it gives up),
+    decoded as its Content-Encoding says (InvalidRequest, 400, invalid_body, when it does not)."""
+    limit = server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
+    try:
+        async with asyncio.timeout(server.request_body_timeout):
+            return await request.read()
+    except TimeoutError:  # aiohttp then reads (and drops) what more comes for its lingering time, and closes
+        raise RequestTimeout(
+            f"The request body did not arrive within {server.request_body_timeout:g} s (server.request_body_timeout)."
+        ) from None
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None
+    except web.RequestPayloadError:  # its Content-Encoding (gzip, deflate, br) does not decode, or its framing broke
+        raise InvalidRequest(
+            "The request body could not be read: it does not decode as its Content-Encoding says, or its "
+            "chunked framing is broken.",
+            code="invalid_body",
+        ) from None
 
 
 def parse_body(payload: bytes) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import sys
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..config import Budget, ClientKey, GatewayConfig
+from ..config import Budget, ClientKey, GatewayConfig, key_digest
 from ..config.auth import KEY_ID
 from ..ledger import keys as stored
 from ..ledger.keys import KeyExists, KeyRecord
@@ -31,7 +31,7 @@ async def create(
     secret = stored.new_secret()
     record = KeyRecord(
         id=key_id,
-        digest=stored.digest_of(secret),
+        digest=key_digest(secret),
         models=tuple(models) if models else None,
         rpm=limits.get("rpm"),
         tpm=limits.get("tpm"),

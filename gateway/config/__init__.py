@@ -9,10 +9,12 @@ auth.py      the `auth:` section: client keys and the admin key
 ledger.py    the `ledger:` section, budgets and prices
 """
 
+from .auth import key_digest
 from .load import ENV_OVERRIDES, default_config_tree, find_config_path, load_config, parse_config
 from .model import (
     ANTHROPIC_VERSION,
     LIMIT_KEYS,
+    MOST_INTEGER,
     PROVIDER_KINDS,
     QUORUM_PROVIDER,
     QUORUM_STRATEGIES,
@@ -38,6 +40,7 @@ __all__ = [
     "ANTHROPIC_VERSION",
     "ENV_OVERRIDES",
     "LIMIT_KEYS",
+    "MOST_INTEGER",
     "PROVIDER_KINDS",
     "QUORUM_PROVIDER",
     "QUORUM_STRATEGIES",
@@ -59,6 +62,7 @@ __all__ = [
     "UpstreamConfig",
     "default_config_tree",
     "find_config_path",
+    "key_digest",
     "load_config",
     "parse_config",
 ]

@@ -96,7 +96,14 @@ def secret_digest(checker: SectionChecker, node: dict[str, Any], name: str, path
         return None
     if len(secret) < GUESSABLE:
         checker.warning(f"{path}.{name}", f"a key of only {len(secret)} characters is easy to guess")
-    return hashlib.sha256(secret.encode()).digest()
+    return key_digest(secret)
+
+
+def key_digest(secret: str) -> bytes:
+    """SHA-256 of a key's secret, as it is held and looked up. A presented key that is not
+    valid UTF-8 (aiohttp keeps a header's undecodable bytes as surrogates) gets a digest
+    too, one no configured key has: it is refused as unknown, never an error."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
 
 
 def optional_count(checker: SectionChecker, node: dict[str, Any], name: str, path: str) -> int | None:

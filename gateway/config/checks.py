@@ -18,6 +18,7 @@ from .model import (
     DEFAULT_BASE_URLS,
     LIMIT_KEYS,
     MAX_TOKENS_FIELDS,
+    MOST_INTEGER,
     OPENAI_API_HOST,
     PROVIDER_KINDS,
     RESPONSES_API_KINDS,
@@ -116,6 +117,9 @@ class ConfigChecker:
         if value < minimum:
             self.problem(key_path, f"must be at least {minimum}, got {value}")
             return default
+        if value > MOST_INTEGER:
+            self.problem(key_path, f"must be at most 2**53 ({MOST_INTEGER}), got {value}")
+            return default
         return value
 
     def seconds(self, node: dict[str, Any], key: str, path: str, default: float, *, zero: bool = False) -> float:
@@ -209,6 +213,7 @@ class ConfigChecker:
                 "send_timeout",
                 "keepalive_timeout",
                 "request_head_timeout",
+                "request_body_timeout",
                 "max_connections",
             ),
         )
@@ -235,6 +240,7 @@ class ConfigChecker:
             send_timeout=self.seconds(node, "send_timeout", "server", defaults.send_timeout),
             keepalive_timeout=self.seconds(node, "keepalive_timeout", "server", defaults.keepalive_timeout),
             request_head_timeout=self.seconds(node, "request_head_timeout", "server", defaults.request_head_timeout),
+            request_body_timeout=self.seconds(node, "request_body_timeout", "server", defaults.request_body_timeout),
             max_connections=self.integer(node, "max_connections", "server", defaults.max_connections),
         )
 

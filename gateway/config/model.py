@@ -11,6 +11,7 @@ DEFAULT_BASE_URLS = {"anthropic": "https://api.anthropic.com"}
 OPENAI_API_HOST = "api.openai.com"  # a provider there serves the Responses API itself (responses_api defaults on)
 RESPONSES_API_KINDS = ("openai", "azure")  # the kinds whose upstream may serve the Responses API
 ANTHROPIC_VERSION = "2023-06-01"
+MOST_INTEGER = 2**53  # JSON's exact integers: a count or limit beyond is a mistake, and no database column holds it
 LIMIT_KEYS = (
     "max_tokens",
     "timeout",
@@ -69,6 +70,7 @@ class ServerConfig:
     send_timeout: float = 120.0  # seconds a client may leave 64 KiB of a response unread before it is cut off
     keepalive_timeout: float = 75.0  # seconds an idle client connection is kept between requests (as nginx)
     request_head_timeout: float = 10.0  # seconds a new connection has to send a complete request head
+    request_body_timeout: float = 60.0  # seconds a request's body has to arrive, once its head has
     max_connections: int = 10000  # client connections open at once; beyond: 503 (and no more than files allow)
 
 

@@ -12,7 +12,6 @@ in the ledger's rows); creating its id again gives it a new secret.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -46,10 +45,6 @@ class KeyExists(GatewayError):
 def new_secret() -> str:
     """A new client key's secret: `sk-gw-` and 43 characters of base64url."""
     return SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
-
-
-def digest_of(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)

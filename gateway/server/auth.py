@@ -16,14 +16,13 @@ and none given out means no one may call).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections.abc import Mapping
 
 from aiohttp import web
 
-from ..config import ClientKey
+from ..config import ClientKey, key_digest
 from ..errors import InvalidAPIKey
 from ..observability.metrics import UNKNOWN_KEY
 from ..runtime import Gateway
@@ -47,7 +46,7 @@ def presented_key(request: web.Request) -> str | None:
 
 def find_key(secret: str, *sources: Mapping[bytes, ClientKey]) -> ClientKey | None:
     """The key whose secret this is, by its SHA-256 digest, in the first of `sources` that has it."""
-    digest = hashlib.sha256(secret.encode()).digest()
+    digest = key_digest(secret)
     for keys in sources:
         key = keys.get(digest)
         if key is not None and hmac.compare_digest(key.digest, digest):

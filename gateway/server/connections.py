@@ -28,7 +28,7 @@ from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger("gateway")
 
-STATUS_CODES = {400: "invalid_http_request", 413: "payload_too_large", 431: "headers_too_large"}
+STATUS_CODES = {400: "invalid_http_request", 413: "payload_too_large"}
 
 
 @dataclass(frozen=True, slots=True)
