@@ -18,6 +18,7 @@ from . import __version__
 from .commands import SUBCOMMANDS
 from .config import ConfigError, GatewayConfig, load_config
 from .config.describe import describe
+from .errors import CannotListen, cannot_listen
 from .observability.logs import AccessLog, configure_logging
 from .store import SharedTable
 from .stream.tokens import Tokenizers, encodings_for
@@ -104,7 +105,11 @@ def run(config: GatewayConfig, *, loader: Callable[[], GatewayConfig], access_lo
 
     if workers == 1:
         return serve_until_stopped(config, loader, tokenizers, access_log, reuse_port=False)
-    holder, port = reserve_port(config.server.host, config.server.port)
+    try:
+        holder, port = reserve_port(config.server.host, config.server.port)
+    except OSError as exc:
+        print(cannot_listen(config.server.host, config.server.port, exc), file=sys.stderr)
+        return 1
     config = dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
     shared = SharedTable.create(workers)  # the rate limits' counts, for the whole process group
     try:
@@ -176,6 +181,9 @@ def serve_until_stopped(
             uvloop.run(main_task())
     except asyncio.CancelledError:
         pass
+    except CannotListen as exc:
+        print(exc, file=sys.stderr)
+        return 1
     finally:
         access_log.flush()
     return 0

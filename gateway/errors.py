@@ -281,3 +281,13 @@ def openai_error_type(status: int) -> str:
     if status in (503, 529):
         return "service_unavailable_error"
     return "invalid_request_error" if 400 <= status < 500 else "server_error"
+
+
+class CannotListen(Exception):
+    """The gateway cannot bind its address (in use, not this host's, or a port that needs privileges)."""
+
+
+def cannot_listen(host: str, port: int, error: OSError) -> CannotListen:
+    """The one line a user reads when the gateway cannot start listening."""
+    hint = " (is another gateway or server running there? set PORT or server.port)" if port else ""
+    return CannotListen(f"cannot listen on {host}:{port}: {error.strerror or error}{hint}")

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import GatewayConfig, ServerConfig
+from .errors import cannot_listen
 from .observability.logs import AccessLog
 from .runtime import ConfigLoader
 from .server.connections import ConnectionLimits, GatewayRunner
@@ -80,7 +81,11 @@ async def start(
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port or None)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()  # the app's client session and ledger, opened at its start-up
+        raise cannot_listen(host, port, exc) from exc
     return runner, runner.addresses[0][1]
 
 

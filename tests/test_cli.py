@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import openai
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -241,3 +243,24 @@ def gateway_cli_check(config: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path, workers: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(FAST_MOCK)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "--config", str(config), "--port", str(port), "--workers", workers],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"cannot listen on 127.0.0.1:{port}: ") and "in use" in last.lower()
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
