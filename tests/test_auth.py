@@ -107,6 +107,20 @@ async def test_a_model_outside_the_keys_list_is_a_403_and_is_not_listed(keyed: G
     assert everything == ["claude", "demo", "test-model"]
 
 
+async def test_a_model_a_glob_route_serves_is_found_by_id_for_the_keys_that_may_use_it(
+    upstream: Upstream, gateway_factory: GatewayFactory
+) -> None:
+    tree = keyed_tree(upstream.url)
+    tree["routes"].append({"model": "gpt-*", "provider": "up"})
+    gateway = await gateway_factory(tree)
+    found = await client(gateway, ADMIN_LIKE).models.retrieve("gpt-4o")  # the batch key may use every route
+    assert (found.id, found.owned_by) == ("gpt-4o", "up")
+    assert "gpt-4o" not in [model.id for model in (await client(gateway, ADMIN_LIKE).models.list()).data]
+    for key, model in ((SEARCH, "gpt-4o"), (ADMIN_LIKE, "llama-3")):  # not the search key's; no route at all
+        with pytest.raises(openai.NotFoundError):
+            await client(gateway, key).models.retrieve(model)
+
+
 async def test_health_ready_and_metrics_need_no_key(keyed: Gateway) -> None:
     async with aiohttp.ClientSession() as http:
         for path in ("/health", "/ready", "/metrics", "/health/upstreams"):

@@ -1,6 +1,7 @@
 """GET /v1/models and /v1/models/{id}: the exact route names, as OpenAI's model list.
 
-Glob routes are not listed: they name no one model.
+Glob routes are not listed: they name no one model. A model one of them routes is found by
+/v1/models/{id} all the same, as chat completions would route it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
-    """One model object, or 404 `model_not_found` (also for a route the key may not use)."""
+    """One model object, for the route a request for it would take (an exact route's, or a glob
+    route's); 404 `model_not_found` when none would, or the key may not use it."""
     snapshot = request.app[GATEWAY].state
     model = request.match_info["model"]
-    for route in visible_routes(request, snapshot):
-        if route.model == model:
-            return web.json_response(model_object(snapshot, route), dumps=dumps)
-    raise ModelNotFound(model)
+    route = snapshot.table.resolve(model)
+    key = request.get(CLIENT_KEY)
+    if route is None or (key is not None and not key.allows(model, route.model)):
+        raise ModelNotFound(model)
+    return web.json_response(model_object(snapshot, route, model), dumps=dumps)
 
 
 def visible_routes(request: web.Request, snapshot: Snapshot) -> list[Route]:
@@ -40,11 +43,12 @@ def visible_routes(request: web.Request, snapshot: Snapshot) -> list[Route]:
     return routes if key is None else [route for route in routes if key.allows(route.model)]
 
 
-def model_object(snapshot: Snapshot, route: Route) -> dict[str, Any]:
-    """OpenAI's `Model`: created is when the config was loaded (seconds since the epoch). A quorum
-    route's also says how its council sits, `quorum: {"strategy", "members"}` (the playground
-    shows a debate from it); SDKs ignore a field they do not know."""
-    model = {"id": route.model, "object": "model", "created": snapshot.loaded_at, "owned_by": route.provider}
+def model_object(snapshot: Snapshot, route: Route, name: str | None = None) -> dict[str, Any]:
+    """OpenAI's `Model` for `name` (the route's own name when not given): created is when the
+    config was loaded (seconds since the epoch). A quorum route's also says how its council
+    sits, `quorum: {"strategy", "members"}` (the playground shows a debate from it); SDKs
+    ignore a field they do not know."""
+    model = {"id": name or route.model, "object": "model", "created": snapshot.loaded_at, "owned_by": route.provider}
     if route.quorum is not None:
         model["quorum"] = {"strategy": route.quorum.strategy, "members": list(route.quorum.members)}
     return model
