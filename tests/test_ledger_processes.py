@@ -365,3 +365,23 @@ async def test_the_commands_give_out_and_revoke_keys_while_the_gateway_runs(
     assert migrated.returncode == 0 and "up to date" in migrated.stdout
     assert command(config, "keys", "revoke", "team-b").returncode == 1
     assert gateway.stop() == 0
+
+
+def test_an_id_gateway_yaml_names_is_not_given_out_and_an_old_clash_can_be_revoked(tmp_path: Path) -> None:
+    """A file key left out while its secret is unset still holds its id: the database gets no
+    second key of that id. One made before this check is revoked from the database."""
+    ledger = tmp_path / "ledger.db"
+    base = "providers: {demo: {kind: mock}}\nroutes:\n  - {model: demo, provider: demo}\n"
+    naming = tmp_path / "naming.yaml"
+    naming.write_text(
+        base
+        + f"ledger: {{url: 'sqlite://{ledger}'}}\nauth: {{keys: [{{id: default, key: '${{GW_UNSET_KEY_XYZ:-}}'}}]}}\n"
+    )
+    refused = command(naming, "keys", "create", "--id", "default")
+    assert refused.returncode == 1 and "'default' is named in gateway.yaml (auth.keys)" in refused.stderr
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(base + f"ledger: {{url: 'sqlite://{ledger}'}}\n")
+    assert command(plain, "keys", "create", "--id", "default").returncode == 0  # as before the check
+    revoked = command(naming, "keys", "revoke", "default")
+    assert revoked.returncode == 0 and "gateway.yaml names 'default' too" in revoked.stderr
+    assert "default" not in command(plain, "keys", "list").stdout

@@ -84,8 +84,8 @@ async def create_key(request: web.Request, gateway: Gateway) -> web.Response:
     body = await request_body(request, gateway.state.config.server)
     secret = stored.new_secret()
     record = new_key(body, key_digest(secret))
-    if config_key(gateway, record.id) is not None:
-        raise KeyExists(f"The key {record.id!r} is defined in gateway.yaml.", param="id")
+    if record.id in gateway.state.config.auth.named:  # a key left out for an empty secret comes back with it
+        raise KeyExists(f"The key {record.id!r} is named in gateway.yaml (auth.keys).", param="id")
     ledger = gateway.ledger
     created = await ledger.ask(lambda engine: stored.create_key(engine, record, ledger.now()))
     ledger.keys.put(created)

@@ -26,8 +26,8 @@ async def create(
     if not KEY_ID.fullmatch(key_id):
         print("gateway keys: --id must be 1 to 64 letters, digits and . _ : @ -", file=sys.stderr)
         return 2
-    if any(key.id == key_id for key in config.auth.keys):
-        raise KeyExists(f"The key {key_id!r} is defined in gateway.yaml.")
+    if key_id in config.auth.named:  # a key left out for an empty secret comes back with it: one id, one key
+        raise KeyExists(f"The key {key_id!r} is named in gateway.yaml (auth.keys).")
     secret = stored.new_secret()
     record = KeyRecord(
         id=key_id,
@@ -63,11 +63,14 @@ async def show_all(engine: AsyncEngine, config: GatewayConfig) -> int:
 
 
 async def revoke(engine: AsyncEngine, config: GatewayConfig, key_id: str) -> int:
-    if any(key.id == key_id for key in config.auth.keys):
-        print(f"gateway keys: {key_id!r} is defined in gateway.yaml: remove it there", file=sys.stderr)
-        return 1
+    """Revoke the database's key `key_id`; one gateway.yaml names too (made before the check at
+    creation) is revoked in the database all the same, and the file's is left to the file."""
+    in_file = key_id in config.auth.named
     if not await stored.revoke_key(engine, key_id, dt.datetime.now(dt.UTC)):
-        print(f"gateway keys: no active key {key_id!r}", file=sys.stderr)
+        where = "is defined in gateway.yaml: remove it there" if in_file else "is not an active key"
+        print(f"gateway keys: {key_id!r} {where}", file=sys.stderr)
         return 1
+    if in_file:
+        print(f"gateway keys: gateway.yaml names {key_id!r} too; its key there stays until removed", file=sys.stderr)
     print(f"key {key_id!r} revoked: every gateway on this ledger refuses it within seconds")
     return 0

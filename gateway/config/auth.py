@@ -42,6 +42,7 @@ def check_auth(checker: SectionChecker, node: Any) -> AuthConfig:
     found: list[ClientKey] = []
     ids: dict[str, int] = {}
     digests: dict[bytes, int] = {}
+    named = frozenset(body["id"] for body in keys if isinstance(body, dict) and isinstance(body.get("id"), str))
     for index, body in enumerate(keys):
         key = client_key(checker, body, f"auth.keys[{index}]")
         if key is None:
@@ -54,7 +55,9 @@ def check_auth(checker: SectionChecker, node: Any) -> AuthConfig:
         digests.setdefault(key.digest, index)
         found.append(key)
     admin = secret_digest(checker, node, "admin_key", "auth")
-    return AuthConfig(keys=tuple(found), admin_digest=admin, open=checker.boolean(node, "open", "auth", False))
+    return AuthConfig(
+        keys=tuple(found), admin_digest=admin, open=checker.boolean(node, "open", "auth", False), named=named
+    )
 
 
 def client_key(checker: SectionChecker, body: Any, path: str) -> ClientKey | None:

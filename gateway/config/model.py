@@ -231,6 +231,7 @@ class AuthConfig:
     keys: tuple[ClientKey, ...] = ()
     admin_digest: bytes | None = field(default=None, repr=False)  # SHA-256 of auth.admin_key
     open: bool = False  # stated on purpose: no keys, on any address
+    named: frozenset[str] = frozenset()  # every id auth.keys names, a key left out for its empty secret too
 
     @property
     def required(self) -> bool:
