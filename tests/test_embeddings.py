@@ -287,6 +287,8 @@ async def test_keys_guard_embeddings_and_the_request_is_counted_and_logged(
     line = next(line for line in reversed(lines) if line["path"] == "/v1/embeddings")
     assert line["path"] == "/v1/embeddings" and line["status"] == 200 and line["key"] == "rag"
     assert line["prompt_tokens"] == result.usage.prompt_tokens and line["stream"] is False
+    assert line["cost_usd"] == 0.0 and line["completion_tokens"] == 0  # the mock costs nothing, as for chat
+    assert value(found, "gateway_unpriced_requests_total", route="demo") == 0
 
 
 # ---------------------------------------------------------------- LangChain

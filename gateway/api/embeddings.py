@@ -123,7 +123,8 @@ class Embeddings:
         payload = await fetch(provider, snapshot.transports[planned.target.provider], upstream_request, clock)
         answer = provider.translate_embeddings(payload)
         prompt_tokens = await input_tokens(answer.get("usage"), request.body.get("input"), snapshot, call.model)
-        return Completed(body=payload, usage={"prompt_tokens": prompt_tokens}, truncated=False)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens}  # priced as one
+        return Completed(body=payload, usage=usage, truncated=False)
 
     async def convene(
         self, request: web.Request, gateway: Gateway, exchange: Exchange, parsed: Any, route: Route
