@@ -411,3 +411,21 @@ def test_verify_false_loads_with_a_warning_naming_the_key() -> None:
     assert config.warnings == ("gw.yaml: providers.lab.verify: false: the upstream's TLS certificate is not verified",)
     tree["providers"]["lab"]["verify"] = True
     assert parse(tree).warnings == ()
+
+
+def test_a_config_that_would_answer_nothing_useful_is_warned_about() -> None:
+    """Valid, but a user would not mean it: no routes at all, a default_model no route serves,
+    a mock given an upstream's base_url and api_key."""
+    assert parse({}).warnings == ("gw.yaml: routes: none: every model request will be a 404 (model_not_found)",)
+    tree = {
+        "default_model": "nope",
+        "providers": {"d": {"kind": "mock", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-0123456789abcdef"}},
+        "routes": [{"model": "demo", "provider": "d"}, {"model": "gpt-*", "provider": "d"}],
+    }
+    assert parse(tree).warnings == (
+        "gw.yaml: providers.d.base_url: a mock provider calls no upstream: this is not used",
+        "gw.yaml: providers.d.api_key: a mock provider calls no upstream: this is not used",
+        "gw.yaml: default_model: 'nope' is no route's: a request that names no model will be a 404",
+    )
+    for served in ("demo", "gpt-4o"):  # an exact route's name, or a glob's match
+        assert parse({**tree, "default_model": served, "providers": {"d": {"kind": "mock"}}}).warnings == ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import ipaddress
 import os
 import re
@@ -161,6 +162,12 @@ class ConfigChecker:
         providers = self.providers(top.get("providers"))
         routes = self.routes(top.get("routes"), providers, limits)
         default_model = self.string(top, "default_model", "") or None
+        if not routes:
+            self.warning("routes", "none: every model request will be a 404 (model_not_found)")
+        elif default_model and not any(routes_model(route, default_model) for route in routes):
+            self.warning(
+                "default_model", f"{default_model!r} is no route's: a request that names no model will be a 404"
+            )
         auth = check_auth(self, top.get("auth"))
         store = check_store(self, top.get("store"))
         if not auth.required and not auth.open and not is_loopback(server.host):
@@ -378,6 +385,10 @@ class ConfigChecker:
                 f"{path}.tokens_per_second", f"must be a number of at least 0 (0: as fast as possible), got {rate!r}"
             )
             rate = 0
+        if kind == "mock":
+            for unused in ("base_url", "api_key"):
+                if node.get(unused):
+                    self.warning(f"{path}.{unused}", "a mock provider calls no upstream: this is not used")
         reply = self.string(node, "reply", path)
         if "reply" in node and kind != "mock":
             self.problem(f"{path}.reply", "only a mock provider has a canned reply")
@@ -584,3 +595,8 @@ def _has_host_and_port(url: str) -> bool:
     except ValueError:
         return False
     return bool(parts.hostname)
+
+
+def routes_model(route: Route, model: str) -> bool:
+    """Whether `route` serves `model` (its name, or its glob's match, as routing.table resolves)."""
+    return fnmatch.fnmatchcase(model, route.model) if route.is_glob else route.model == model
