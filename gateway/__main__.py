@@ -26,7 +26,15 @@ from .workers import prepare_multiprocess_metrics, reserve_port, supervise
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible LLM gateway.")
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="An OpenAI-compatible LLM gateway. Without a command, it serves.",
+        epilog="commands (each has its own --help):\n"
+        "  gateway keys {create,list,revoke}   client keys in the ledger's database\n"
+        "  gateway usage                       requests, tokens and spend, from the ledger\n"
+        "  gateway db migrate                  bring the ledger's schema up to date",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--config", help="gateway.yaml to use (default: $GATEWAY_CONFIG, else ./gateway.yaml, else built in)"
     )

@@ -264,3 +264,12 @@ def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path, workers: str) -> N
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"cannot listen on 127.0.0.1:{port}: ") and "in use" in last.lower()
     assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
+
+
+def test_help_names_every_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    for command in ("gateway keys {create,list,revoke}", "gateway usage", "gateway db migrate"):
+        assert command in result.stdout

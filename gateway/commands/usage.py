@@ -15,7 +15,7 @@ async def show(engine: AsyncEngine, start: dt.datetime, by: str) -> int:
     data = await reports.usage(engine, start, end, by)
     rows = [
         [
-            str(item["group"]),
+            "-" if item["group"] is None else str(item["group"]),  # a request with no model (or none routed)
             f"{item['requests']:,}",
             f"{item['prompt_tokens']:,}",
             f"{item['completion_tokens']:,}",
