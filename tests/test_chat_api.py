@@ -276,6 +276,10 @@ async def test_cors_preflight_and_headers(upstream: Upstream, gateway_factory: G
         ) as response:
             assert response.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
             await response.read()
+        exposed = {name.strip() for name in response.headers["Access-Control-Expose-Headers"].split(",")}
+        # what the OpenAI SDK reads in a browser to retry, and the rate limits' and budget's headers
+        assert {"retry-after", "retry-after-ms", "x-should-retry", "x-request-id"} <= exposed
+        assert {"x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "x-gateway-budget-remaining"} <= exposed
 
 
 # ------------------------------------------------------------------ errors

@@ -15,7 +15,21 @@ from .errors import error_response
 from .keys import REQUEST_ID
 from .types import Handler, Middleware
 
-EXPOSED_HEADERS = "x-request-id, x-gateway-max-tokens, x-gateway-provider, x-gateway-upstream-model, x-gateway-attempts"
+# what a browser's script may read: the SDKs' retry advice, the rate limits, and the gateway's own
+EXPOSED_HEADERS = ", ".join(
+    (
+        "x-request-id",
+        "x-gateway-max-tokens",
+        "x-gateway-provider",
+        "x-gateway-upstream-model",
+        "x-gateway-attempts",
+        "x-gateway-budget-remaining",
+        "retry-after",
+        "retry-after-ms",
+        "x-should-retry",
+        *(f"x-ratelimit-{what}-{noun}" for noun in ("requests", "tokens") for what in ("limit", "remaining", "reset")),
+    )
+)
 
 
 def cors_middleware(origins: tuple[str, ...]) -> Middleware:
