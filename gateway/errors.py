@@ -90,6 +90,17 @@ class ModelNotAllowed(GatewayError):
         super().__init__(f"The key {key_id!r} may not use the model {model!r}.", param="model")
 
 
+class AdminKeyRequired(GatewayError):
+    """A client key on an admin endpoint (403: the SDKs raise PermissionDeniedError)."""
+
+    status = 403
+    type = "invalid_request_error"
+    code = "admin_key_required"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"The admin endpoints need the admin key (auth.admin_key); {key_id!r} is a client key.")
+
+
 class ModelNotFound(GatewayError):
     status = 404
     type = "invalid_request_error"

@@ -189,6 +189,25 @@ async def test_a_key_revoked_on_one_gateway_is_refused_by_another_on_the_same_le
     assert time.monotonic() - revoked_at < 2  # key_refresh is 0.1 s here; 1 s by default
 
 
+async def test_a_client_key_on_an_admin_endpoint_is_told_it_needs_the_admin_key(
+    upstream: Upstream, gateway_factory: GatewayFactory, tmp_path: Path
+) -> None:
+    gateway = await gateway_factory(ledger_tree(upstream, f"sqlite://{tmp_path}/l.db"))
+    async with aiohttp.ClientSession() as http:
+        for key, status, code in (
+            (CLIENT, 403, "admin_key_required"),
+            ("sk-nobody-0123456789", 401, "invalid_api_key"),
+        ):
+            headers = {"Authorization": f"Bearer {key}"}
+            async with http.get(f"{gateway.url}/admin/keys", headers=headers) as response:
+                assert response.status == status and (await response.json())["error"]["code"] == code
+    tree = ledger_tree(upstream, f"sqlite://{tmp_path}/l2.db")
+    del tree["auth"]["admin_key"]
+    off = await gateway_factory(tree)
+    status, answer = await admin(off, "GET", "/admin/keys")
+    assert status == 404 and "once auth.admin_key is set" in answer["error"]["message"]
+
+
 async def test_a_reload_writes_the_rows_waiting(
     upstream: Upstream, gateway_factory: GatewayFactory, ledger_url: str, tmp_path: Path
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config import ClientKey, key_digest
-from ..errors import InvalidAPIKey, InvalidRequest, NotFound
+from ..errors import AdminKeyRequired, InvalidAPIKey, InvalidRequest, NotFound
 from ..ledger import keys as stored
 from ..ledger import reports
 from ..ledger.budgets import Charge
@@ -31,7 +31,7 @@ from ..ledger.keys import KeyExists, KeyRecord
 from ..ledger.rows import key_scope
 from ..policy import budgets
 from ..runtime import Gateway
-from ..server.auth import presented_key
+from ..server.auth import find_key, presented_key
 from ..server.errors import dumps
 from ..server.keys import GATEWAY
 from .admin_input import key_changes, new_key, parse_time, request_body
@@ -47,11 +47,15 @@ def admin_only(handle: AdminHandler) -> Callable[[web.Request], Awaitable[web.Re
 
     async def checked(request: web.Request) -> web.Response:
         gateway = request.app[GATEWAY]
-        expected = gateway.state.config.auth.admin_digest
+        snapshot = gateway.state
+        expected = snapshot.config.auth.admin_digest
         if expected is None:
-            raise NotFound(f"No endpoint at {request.path}.")
+            raise NotFound(f"No endpoint at {request.path}: the admin endpoints answer once auth.admin_key is set.")
         secret = presented_key(request)
         if secret is None or not hmac.compare_digest(key_digest(secret), expected):
+            client_key = find_key(secret, snapshot.keys, gateway.ledger.keys.by_digest) if secret else None
+            if client_key is not None:
+                raise AdminKeyRequired(client_key.id)
             raise InvalidAPIKey(presented=secret is not None)
         return await handle(request, gateway)
 
