@@ -181,7 +181,7 @@ async def test_budgets_and_prices_are_checked_at_load(tmp_path: Any) -> None:
     assert absolute.ledger.url == "sqlite:///etc/gw/ledger.db"
 
 
-async def test_the_admin_endpoints_404_without_an_admin_key_and_401_without_the_key(
+async def test_the_admin_endpoints_404_without_an_admin_key_401_without_a_key_403_with_a_client_key(
     upstream: Upstream, gateway_factory: GatewayFactory, tmp_path: Any
 ) -> None:
     tree = budget_tree(upstream, f"sqlite://{tmp_path}/l.db")
@@ -201,6 +201,7 @@ async def test_the_admin_endpoints_404_without_an_admin_key_and_401_without_the_
         for method, path in paths:
             async with http.request(method, f"{unkeyed.url}{path}", headers={"Authorization": f"Bearer {ADMIN}"}) as r:
                 assert r.status == 404 and (await r.json())["error"]["type"] == "invalid_request_error", path
-            for headers in ({}, {"Authorization": f"Bearer {CLIENT}"}):
-                async with http.request(method, f"{keyed.url}{path}", headers=headers) as r:
-                    assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_api_key", path
+            async with http.request(method, f"{keyed.url}{path}") as r:
+                assert r.status == 401 and (await r.json())["error"]["code"] == "invalid_api_key", path
+            async with http.request(method, f"{keyed.url}{path}", headers={"Authorization": f"Bearer {CLIENT}"}) as r:
+                assert r.status == 403 and (await r.json())["error"]["code"] == "admin_key_required", path
