@@ -111,11 +111,12 @@ async def test_the_request_is_forwarded_intact_and_the_answer_passes_through_byt
     assert sent["headers"]["Authorization"] == f"Bearer {UPSTREAM_KEY}"
 
 
-async def test_the_upstream_model_name_is_sent_and_the_tokens_are_counted_when_it_gives_none(
-    upstream: Upstream, gateway_factory: GatewayFactory, tokenizers: Tokenizers
+@pytest.mark.parametrize("reported", [None, -1, 10**12], ids=["none", "negative", "more than the input's bytes"])
+async def test_the_upstream_model_name_is_sent_and_the_tokens_are_counted_when_it_gives_none_that_could_be_true(
+    upstream: Upstream, gateway_factory: GatewayFactory, tokenizers: Tokenizers, reported: int | None
 ) -> None:
     gateway = await gateway_factory(openai_route_config(upstream.url, upstream_model="text-embedding-3-small"))
-    upstream.handler = json_handler(embeddings_body([[0.1, 0.2]], prompt_tokens=None))
+    upstream.handler = json_handler(embeddings_body([[0.1, 0.2]], prompt_tokens=reported))
     await gateway.client().embeddings.create(model="test-model", input="How many tokens is this?")
     assert orjson.loads(upstream.requests[0]["body"])["model"] == "text-embedding-3-small"
     found = samples(await fetch_metrics(gateway))
@@ -198,6 +199,20 @@ async def test_an_answer_that_is_not_embeddings_is_a_502(
     with pytest.raises(openai.APIStatusError) as raised:
         await routed.client().embeddings.create(model="test-model", input="x")
     assert raised.value.status_code == 502 and raised.value.code == code
+
+
+@pytest.mark.parametrize("indexes", [[0], [0, 1, 2], [0, 0], [1, 2]], ids=["one short", "one more", "twice", "from 1"])
+async def test_an_answer_without_one_embedding_for_each_input_is_a_502(
+    upstream: Upstream, routed: Gateway, indexes: list[int]
+) -> None:
+    """A client pairs vectors with its inputs by index: a missing or extra one must not pass."""
+    body = embeddings_body([[0.1]] * len(indexes))
+    for item, index in zip(body["data"], indexes, strict=True):
+        item["index"] = index
+    upstream.handler = json_handler(body)
+    with pytest.raises(openai.APIStatusError) as raised:
+        await routed.client().embeddings.create(model="test-model", input=["first", "second"])
+    assert raised.value.status_code == 502 and "embeddings for 2 inputs" in raised.value.message
 
 
 async def test_a_slow_upstream_is_cut_off_at_the_routes_timeout(

@@ -17,11 +17,12 @@ from typing import Any
 from aiohttp import web
 
 from ..config import Limits, Route
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, UpstreamProtocolError
 from ..pipeline.exchange import Completed, fetch
 from ..providers import UpstreamCall
 from ..routing.dispatch import Attempt
 from ..runtime import Gateway, Snapshot
+from ..stream.limiter import believable_count
 from ..stream.tokens import INLINE_CHARS, count_input_tokens, input_chars
 from .lifecycle import Exchange, NotForQuorumRoutes, Reply
 from .parsing import model_of, positive_int
@@ -122,7 +123,10 @@ class Embeddings:
         clock.start_attempt(asyncio.get_running_loop().time(), planned.route.limits)
         payload = await fetch(provider, snapshot.transports[planned.target.provider], upstream_request, clock)
         answer = provider.translate_embeddings(payload)
-        prompt_tokens = await input_tokens(answer.get("usage"), request.body.get("input"), snapshot, call.model)
+        inputs = request.body.get("input")
+        check_one_each(answer["data"], inputs)
+        most = most_input_tokens(inputs, exchange.body_bytes)
+        prompt_tokens = await input_tokens(answer.get("usage"), inputs, snapshot, call.model, most=most)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens}  # priced as one
         return Completed(body=payload, usage=usage, truncated=False)
 
@@ -133,11 +137,41 @@ class Embeddings:
         raise NotForQuorumRoutes(route.model, "/v1/embeddings")
 
 
-async def input_tokens(usage: Any, inputs: Any, snapshot: Snapshot, model: str) -> int:
-    """The upstream's count of the input tokens when it gave one, else the gateway's own (a long
-    input is counted on a worker thread)."""
+def input_count(inputs: Any) -> int:
+    """How many inputs an embeddings `input` holds: a string or one token array is one."""
+    if isinstance(inputs, list) and inputs and not all(isinstance(item, int) for item in inputs):
+        return len(inputs)
+    return 1
+
+
+def check_one_each(data: list[Any], inputs: Any) -> None:
+    """Raises UpstreamProtocolError unless the answer has one embedding for each input, indexed
+    0 to N - 1: a client pairs them by index, and a missing one would pair them wrongly."""
+    expected = input_count(inputs)
+    if sorted(item["index"] for item in data) != list(range(expected)):
+        raise UpstreamProtocolError(
+            f"The upstream answered {len(data)} embeddings for {expected} inputs, or not indexed 0 to {expected - 1}."
+        )
+
+
+TOKENS_AROUND_AN_INPUT = 4  # what a tokenizer may add to each input (begin and end markers): BERT's add 2
+
+
+def most_input_tokens(inputs: Any, body_bytes: int | None) -> int | None:
+    """The most tokens any tokenizer could make of an embeddings `input` sent in a body of
+    `body_bytes`: a token is at least a byte of text (or one of a token array, each at least a
+    digit in the JSON), plus TOKENS_AROUND_AN_INPUT for each input. None when not known."""
+    if body_bytes is None:
+        return None
+    return body_bytes + TOKENS_AROUND_AN_INPUT * input_count(inputs)
+
+
+async def input_tokens(usage: Any, inputs: Any, snapshot: Snapshot, model: str, *, most: int | None = None) -> int:
+    """The upstream's count of the input tokens when it gave one that could be true (from 0 to
+    `most`), else the gateway's own (a long input is counted on a worker thread): a count no
+    input could have must not reach a tokens-per-minute limit, a budget or the ledger."""
     counted = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if isinstance(counted, int) and not isinstance(counted, bool) and counted >= 0:
+    if believable_count(counted) and (most is None or counted <= most):
         return counted
     counter = snapshot.tokenizers.for_model(model)
     if input_chars(inputs) > INLINE_CHARS:
