@@ -237,6 +237,20 @@ async def test_a_stream_ending_without_message_stop_still_has_its_usage(upstream
     assert [(usage.prompt_tokens, usage.completion_tokens) for usage in usages] == [(1230, 3)]
 
 
+async def test_a_stream_whose_usage_has_no_input_tokens_reports_the_gateways_count(
+    upstream: Upstream, claude: Gateway
+) -> None:
+    """Not a prompt of 0 tokens, which would pass for a count: the gateway's own, as without streaming."""
+    events = text_stream(["Sunny."], output_tokens=3)
+    events[0]["message"]["usage"] = {"output_tokens": 1}
+    upstream.handler = stream_handler(events)
+    stream = await claude.client().chat.completions.create(
+        model="claude", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    _, _, [usage] = await collect(stream)
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+
+
 # ---------------------------------------------------------------- tools
 
 

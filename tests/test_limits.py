@@ -10,7 +10,14 @@ from fakes import chunk, completion, logprob_stream, logprobs, text_stream, usag
 
 from gateway.errors import UpstreamProtocolError
 from gateway.stream.limiter import PENDING_DELTAS, StreamLimiter, TextCount, limit_completion
-from gateway.stream.tokens import ApproximateCounter, TiktokenCounter, Tokenizers, count_prompt_tokens
+from gateway.stream.tokens import (
+    PROMPT_SLACK,
+    ApproximateCounter,
+    PromptTokens,
+    TiktokenCounter,
+    Tokenizers,
+    count_prompt_tokens,
+)
 from gateway.upstream.mock import reply_tokens
 
 TEXTS = [
@@ -207,6 +214,48 @@ def test_usage_as_large_as_every_choices_max_tokens_is_believed(counter: Tiktoke
     limiter = StreamLimiter(max_tokens=100, counter=counter, choices=2, prompt_tokens=lambda: 12)
     stream_through(limiter, [*text_stream(["Hi"], choices=2), {**usage_chunk(0, 0), "usage": usage}])
     assert limiter.usage() == usage
+
+
+def test_a_prompt_count_beyond_what_the_bodys_bytes_allow_is_replaced_unless_it_holds_media(
+    counter: TiktokenCounter,
+) -> None:
+    """A token is at least a byte of text: a 60-byte body's prompt is not 5,000 tokens, unless
+    an image (whose tokens are not its bytes) is in it."""
+    text_only = [{"role": "user", "content": "Hi there"}]
+    with_image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]
+    for messages, believed in ((text_only, False), (with_image, True)):
+        prompt = PromptTokens(messages, counter, most_chars=60)
+        usage = {"prompt_tokens": 60 + PROMPT_SLACK + 1, "completion_tokens": 2, "total_tokens": 60 + PROMPT_SLACK + 3}
+        body = completion("Hi", usage=dict(usage))
+        limit_completion(body, max_tokens=100, counter=counter, prompt_tokens=prompt)
+        assert (body["usage"]["prompt_tokens"] == usage["prompt_tokens"]) is believed
+        if not believed:
+            assert body["usage"]["prompt_tokens"] == prompt() == count_prompt_tokens(messages, counter)
+
+
+def test_reasoning_counted_outside_max_tokens_is_believed(counter: TiktokenCounter) -> None:
+    """DeepSeek's reasoner: max_tokens bounds the answer; its chain of thought is billed as completion too."""
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 900,
+        "total_tokens": 910,
+        "completion_tokens_details": {"reasoning_tokens": 890},
+    }
+    body = completion("Hi there", usage=usage)
+    assert limit_completion(body, max_tokens=100, counter=counter, prompt_tokens=lambda: 12) == (False, False)
+    assert body["usage"] == usage
+    limiter = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
+    stream_through(limiter, [*text_stream(["Hi"]), {**usage_chunk(0, 0), "usage": usage}])
+    assert limiter.usage() == usage
+    predicted = {**usage, "completion_tokens_details": {"rejected_prediction_tokens": 800}}  # billed as completion
+    assert (
+        limit_completion(completion("Hi", usage=predicted), max_tokens=100, counter=counter, prompt_tokens=lambda: 1)[1]
+        is False
+    )
+    usage["completion_tokens_details"] = {"reasoning_tokens": 10}  # 900 is not 100 of answer and 10 of reasoning
+    limiter = StreamLimiter(max_tokens=100, counter=counter, choices=1, prompt_tokens=lambda: 12)
+    stream_through(limiter, [*text_stream(["Hi"]), {**usage_chunk(0, 0), "usage": usage}])
+    assert limiter.usage()["completion_tokens"] == counter.count("Hi")
 
 
 @pytest.mark.parametrize("index", [1, 5, -1], ids=["one more", "far beyond", "negative"])

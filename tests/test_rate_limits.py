@@ -22,7 +22,7 @@ from fakes import completion, json_handler, sse_handler, text_stream
 from test_limits_e2e import wait_for
 from test_metrics import samples_now, value
 
-from gateway.api.lifecycle import BOUND_BYTES, PROMPT_FRAMING
+from gateway.api.lifecycle import BOUND_BYTES, PROMPT_FRAMING, prompt_bound
 from gateway.api.responses import input_texts
 from gateway.stream.tokens import PromptTokens, count_input_tokens, count_prompt_tokens, prompt_extras
 
@@ -262,9 +262,12 @@ def test_a_short_bodys_bytes_are_never_fewer_than_its_tokens(tokenizers: Any) ->
         assert count_prompt_tokens(input_texts(body), counter) <= len(orjson.dumps(body)) + PROMPT_FRAMING, body
     for text in texts:  # with what a model reads besides the messages, counted as their JSON
         tool = {"type": "function", "function": {"name": "f", "description": text, "parameters": {"minimum": 1e2}}}
-        body = {"model": "m", "messages": [{"role": "user", "content": text}], "tools": [tool], "x": [text]}
-        counted = PromptTokens(body["messages"], counter, extras=prompt_extras(body))()
-        assert counted <= len(orjson.dumps(body)) + PROMPT_FRAMING, body
+        extras = {"tools": [tool], "x": [text]}, {"x": [1e15] * 390}  # orjson writes 1e15 as 1000000000000000.0
+        for extra in extras:
+            body = {"model": "m", "messages": [{"role": "user", "content": text}], **extra}
+            sent = orjson.dumps(body).replace(b"1000000000000000.0", b"1e15")  # as a client may write it
+            counted = PromptTokens(body["messages"], counter, extras=prompt_extras(body))()
+            assert counted <= prompt_bound(len(sent), body), body
     for inputs in (*texts, [*texts], [[1, 2, 3]], [[7] * 50]):  # embeddings' input
         assert count_input_tokens(inputs, counter) <= len(orjson.dumps({"input": inputs})) + PROMPT_FRAMING, inputs
 

@@ -47,7 +47,7 @@ from ..server.event_stream import EventStream, write_bounded
 from ..server.keys import CLIENT_KEY, GATEWAY, LOGGED
 from ..server.records import request_record
 from ..stream.sse import DONE, encode_json
-from ..stream.tokens import PromptTokens
+from ..stream.tokens import PromptTokens, extras_json, prompt_extras
 from ..stream.transcript import Transcript
 from ..upstream.base import UpstreamResponse
 from .parsing import parse_body, read_payload
@@ -74,6 +74,11 @@ class RoutedRequest(Protocol):
     @property
     def prompt(self) -> Any:
         """What the client asked the model (chat: its messages), kept when ledger.store_messages is on."""
+        ...
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request's JSON body, as it came."""
         ...
 
     def completion_cap(self, limits: Limits) -> int:
@@ -268,7 +273,15 @@ def most_tokens(exchange: Exchange, parsed: RoutedRequest, route: Route) -> int 
     hold too much of a tokens-per-minute limit while it runs) or one whose size is not known."""
     if exchange.body_bytes is None or exchange.body_bytes > BOUND_BYTES:
         return None
-    return exchange.body_bytes + PROMPT_FRAMING + parsed.completion_cap(route.limits)
+    return prompt_bound(exchange.body_bytes, parsed.body) + parsed.completion_cap(route.limits)
+
+
+def prompt_bound(body_bytes: int, body: dict[str, Any]) -> int:
+    """A bound of a request's prompt tokens that needs no counting: its body's bytes plus
+    PROMPT_FRAMING, plus the bytes of its extras (stream.tokens.prompt_extras) as the upstream
+    gets them, which are counted as prompt too: orjson may write a number longer than the
+    client did (1e15 as 1000000000000000.0)."""
+    return body_bytes + PROMPT_FRAMING + len(extras_json(prompt_extras(body)))
 
 
 def failure(exc: GatewayError, record: RequestRecord, ticket: Ticket | None) -> web.Response:

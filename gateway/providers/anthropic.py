@@ -367,7 +367,11 @@ def finish_reason(stop_reason: Any) -> str:
 
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's usage from Anthropic's: the prompt counts cache writes and reads too."""
+    """OpenAI's usage from Anthropic's: the prompt counts cache writes and reads too. Without
+    input_tokens or output_tokens it holds neither count, so that the gateway counts them
+    (stream.limiter), rather than a 0 that would pass for one."""
+    if not all(type(usage.get(name)) is int for name in ("input_tokens", "output_tokens")):
+        return {}
     prompt = sum(token_count(usage.get(name)) for name in INPUT_TOKEN_FIELDS)
     completion = token_count(usage.get("output_tokens"))
     result: dict[str, Any] = {

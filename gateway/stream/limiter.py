@@ -33,6 +33,7 @@ PENDING_BYTES = 16 * 1024  # deltas left uncounted at most, per choice: they are
 PENDING_DELTAS = 32  # and as many deltas: each held costs ~120 bytes of objects, a long stream's RSS
 UNLIMITED = 1 << 62
 MOST_TOKENS = 2**31 - 1  # no request's count comes near it (the ledger's token columns hold no more)
+MOST_REASONING = 2**20  # reasoning tokens believed beyond max_tokens: 32 times DeepSeek's longest chain of thought
 
 
 class TextCount:
@@ -315,7 +316,8 @@ class StreamLimiter:
     async def usage_ready(self) -> None:
         """Count what usage() will need that could be long (the prompt) on a worker thread, so
         that usage() never holds the event loop up."""
-        counted = self._upstream_usage_holds() or believable_count((self.upstream_usage or {}).get("prompt_tokens"))
+        reported = (self.upstream_usage or {}).get("prompt_tokens")
+        counted = self._upstream_usage_holds() or believable_prompt(reported, self._prompt_tokens)
         if not counted and isinstance(self._prompt_tokens, PromptTokens):
             await self._prompt_tokens.ready()
 
@@ -327,7 +329,9 @@ class StreamLimiter:
         return own_usage(self.upstream_usage, self._prompt_tokens, self.completion_tokens)
 
     def _upstream_usage_holds(self) -> bool:
-        return not self.truncated and believable_usage(self.upstream_usage, self.max_tokens * self.expected_choices)
+        return not self.truncated and believable_usage(
+            self.upstream_usage, self.max_tokens * self.expected_choices, most_prompt(self._prompt_tokens)
+        )
 
     @property
     def completion_tokens(self) -> int:
@@ -381,7 +385,7 @@ def limit_completion(
                 limit_logprobs(choice["logprobs"], budget)
         budgets.append(budget)
     usage = completion.get("usage")
-    if not truncated and believable_usage(usage, max_tokens * choices):
+    if not truncated and believable_usage(usage, max_tokens * choices, most_prompt(prompt_tokens)):
         return False, False
     completion_tokens = sum(budget.settle(counter, final=True) for budget in budgets)
     completion["usage"] = own_usage(usage if valid_usage(usage) else None, prompt_tokens, completion_tokens)
@@ -409,15 +413,43 @@ def check_index(index: Any, choices: int) -> None:
         )
 
 
-def believable_usage(usage: Any, most_completion: int) -> bool:
+def believable_usage(usage: Any, most_completion: int, most_prompt: int | None = None) -> bool:
     """Whether an upstream's usage (OpenAI's `CompletionUsage`) could be true of an answer held
-    to `most_completion` tokens (max_tokens for each choice: the gateway always sends it on):
-    its three counts integers from 0 to MOST_TOKENS, the completion within that bound. Any
-    other is replaced by the gateway's own count: figures no answer could have must not
-    reach the client, the metrics, the ledger or a tokens-per-minute limit."""
+    to `most_completion` tokens (max_tokens for each choice: the gateway always sends it on) to
+    a prompt of at most `most_prompt` (None: not known): its three counts integers from 0 to
+    MOST_TOKENS, within those bounds. Any other is replaced by the gateway's own count: figures
+    no request could have must not reach the client, the metrics, the ledger, a
+    tokens-per-minute limit or a budget."""
     if type(usage) is not dict or not all(believable_count(usage.get(name)) for name in USAGE_COUNTS):
         return False
-    return bool(usage["completion_tokens"] <= most_completion)
+    prompt_fits = most_prompt is None or usage["prompt_tokens"] <= most_prompt
+    return bool(prompt_fits and usage["completion_tokens"] <= most_completion + beyond_max_tokens(usage))
+
+
+BEYOND_MAX_TOKENS = ("reasoning_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens")
+
+
+def beyond_max_tokens(usage: dict[str, Any]) -> int:
+    """The completion tokens an upstream may count outside max_tokens, as its
+    completion_tokens_details reports them, each up to MOST_REASONING: reasoning (DeepSeek's
+    reasoner: max_tokens bounds the answer, its chain of thought may add 32K) and a predicted
+    output's tokens (OpenAI bills them as completion)."""
+    details = usage.get("completion_tokens_details")
+    if type(details) is not dict:
+        return 0
+    counts = (details.get(name) for name in BEYOND_MAX_TOKENS)
+    return sum(count for count in counts if believable_count(count) and count <= MOST_REASONING)
+
+
+def most_prompt(prompt_tokens: Callable[[], int]) -> int | None:
+    """The most prompt tokens the request could have (PromptTokens.most), when known."""
+    return prompt_tokens.most if isinstance(prompt_tokens, PromptTokens) else None
+
+
+def believable_prompt(count: Any, prompt_tokens: Callable[[], int]) -> TypeGuard[int]:
+    """Whether an upstream's prompt count could be true of the request `prompt_tokens` counts."""
+    most = most_prompt(prompt_tokens)
+    return believable_count(count) and (most is None or count <= most)
 
 
 def own_usage(
@@ -434,6 +466,6 @@ def own_usage(
     """
     usage = {key: value for key, value in upstream.items() if key != "completion_tokens_details"} if upstream else {}
     reported = usage.get("prompt_tokens")
-    prompt = reported if believable_count(reported) else prompt_tokens()
+    prompt = reported if believable_prompt(reported, prompt_tokens) else prompt_tokens()
     usage.update(prompt_tokens=prompt, completion_tokens=completion_tokens, total_tokens=prompt + completion_tokens)
     return usage

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import GatewayError
-from .limiter import ChoiceBudget, believable_count, believable_usage, own_usage
+from .limiter import ChoiceBudget, believable_prompt, believable_usage, most_prompt, own_usage
 from .responses_state import TERMINAL, ResponseState, chat_usage, encode_event, responses_usage
 from .tokens import PromptTokens, TokenCounter
 
@@ -84,7 +84,8 @@ class ResponsesLimiter:
         return self.budget.delivered
 
     async def usage_ready(self) -> None:
-        counted = self._upstream_usage_holds() or believable_count((self.upstream_usage or {}).get("prompt_tokens"))
+        reported = (self.upstream_usage or {}).get("prompt_tokens")
+        counted = self._upstream_usage_holds() or believable_prompt(reported, self._prompt_tokens)
         if not counted and isinstance(self._prompt_tokens, PromptTokens):
             await self._prompt_tokens.ready()
 
@@ -96,7 +97,9 @@ class ResponsesLimiter:
         return own_usage(self.upstream_usage, self._prompt_tokens, self.budget.settle(self.counter, final=True))
 
     def _upstream_usage_holds(self) -> bool:
-        return not self.truncated and believable_usage(self.upstream_usage, self.max_tokens)
+        return not self.truncated and believable_usage(
+            self.upstream_usage, self.max_tokens, most_prompt(self._prompt_tokens)
+        )
 
     # ------------------------------------------------------------ the stream's output stage
 
@@ -134,7 +137,7 @@ def limit_response(
         if isinstance(item, dict):
             limit_item(item, len(kept) - 1, budget, counter)
     usage = chat_usage(response.get("usage"))
-    if not budget.cut and believable_usage(usage, max_tokens):
+    if not budget.cut and believable_usage(usage, max_tokens, most_prompt(prompt_tokens)):
         return False, False
     if budget.cut:
         response.update(output=kept, status="incomplete", incomplete_details={"reason": "max_output_tokens"})

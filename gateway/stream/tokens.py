@@ -284,6 +284,7 @@ NOT_PROMPT = frozenset(  # request fields (chat completions' and the Responses A
         "model", "messages", "input", "instructions", "stream_options", "metadata", "user", "logit_bias",
         "modalities", "service_tier", "reasoning_effort", "reasoning", "prompt_cache_key", "safety_identifier",
         "verbosity", "stop", "include", "truncation", "previous_response_id", "conversation", "audio", "tool_choice",
+        "function_call",
     )
 )  # fmt: skip
 
@@ -296,6 +297,12 @@ def prompt_extras(body: dict[str, Any]) -> list[Any]:
     return [value for key, value in body.items() if key not in NOT_PROMPT and isinstance(value, (str, list, dict))]
 
 
+def extras_json(extras: list[Any]) -> str:
+    """The JSON of a request's extras (prompt_extras) as the upstream gets them (orjson, as the
+    providers encode a request), "" for none."""
+    return orjson.dumps(extras).decode() if extras else ""
+
+
 class PromptTokens:
     """A request's prompt tokens, counted when first asked for and then kept (a stream's
     usage chunk and its metrics may both ask; an upstream that reports usage spares it).
@@ -304,7 +311,7 @@ class PromptTokens:
     so that calling it then never holds the event loop up.
     """
 
-    __slots__ = ("_count", "_counter", "_extras", "_messages", "_most_chars")
+    __slots__ = ("_count", "_counter", "_extras", "_extras_json", "_messages", "_most_chars")
 
     def __init__(
         self,
@@ -321,24 +328,35 @@ class PromptTokens:
         self._counter = counter
         self._count: int | None = None
         self._most_chars = most_chars
-        self._extras: str | list[Any] | None = extras or None
+        self._extras = extras or []
+        self._extras_json: str | None = None
 
     def __call__(self) -> int:
-        if self._count is None:
-            self._count = count_prompt_tokens(self._messages, self._counter)
-            if self._extras:
-                self._count += self._counter.count(self._extras_text())
+        if self._count is None:  # set once, whole: a worker thread (ready) may be counting meanwhile
+            count = count_prompt_tokens(self._messages, self._counter)
+            extras = self._extras_text()
+            self._count = count + (self._counter.count(extras) if extras else 0)
         return self._count
 
     def _extras_text(self) -> str:
-        if not isinstance(self._extras, str):
-            self._extras = orjson.dumps(self._extras).decode() if self._extras else ""
-        return self._extras
+        if self._extras_json is None:
+            self._extras_json = extras_json(self._extras)
+        return self._extras_json
 
     @property
     def counter(self) -> TokenCounter:
         """The encoding the prompt is counted in."""
         return self._counter
+
+    @property
+    def most(self) -> int | None:
+        """The most prompt tokens any upstream could count for this request: a token is at least
+        a byte of text, so the body's bytes (most_chars), plus PROMPT_SLACK for what an upstream
+        adds around them (chat templates, a tool-use system prompt). None when the body's size is
+        not known, or it holds media (an image's tokens are not its bytes) or files."""
+        if self._most_chars is None or any(holds_media(message) for message in self._messages):
+            return None
+        return self._most_chars + PROMPT_SLACK
 
     async def ready(self) -> None:
         if self._count is None:
@@ -361,6 +379,18 @@ def count_role(role: str, counter: TokenCounter) -> int:
 
 
 MEDIA_PARTS = ("image_url", "input_audio", "file", "input_image", "input_file")  # chat's and the Responses API's
+PROMPT_SLACK = 4096  # tokens an upstream may add around a prompt's text (templates, tool-use instructions)
+
+
+def holds_media(value: Any) -> bool:
+    """Whether a message (or any value inside one) holds an image, audio or a file part."""
+    if isinstance(value, list):
+        return any(holds_media(item) for item in value)
+    if isinstance(value, dict):
+        return value.get("type") in MEDIA_PARTS or any(
+            holds_media(item) for item in value.values() if isinstance(item, (list, dict))
+        )
+    return False
 
 
 def _texts(value: Any) -> Iterable[str]:
