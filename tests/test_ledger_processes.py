@@ -379,6 +379,8 @@ def test_an_id_gateway_yaml_names_is_not_given_out_and_an_old_clash_can_be_revok
     )
     refused = command(naming, "keys", "create", "--id", "default")
     assert refused.returncode == 1 and "'default' is named in gateway.yaml (auth.keys)" in refused.stderr
+    too_high = command(naming, "keys", "create", "--id", "big", "--tpm", str(2**31))
+    assert too_high.returncode == 2 and "must be from 1 to 2147483647" in too_high.stderr
     plain = tmp_path / "plain.yaml"
     plain.write_text(base + f"ledger: {{url: 'sqlite://{ledger}'}}\n")
     assert command(plain, "keys", "create", "--id", "default").returncode == 0  # as before the check

@@ -1,7 +1,8 @@
 """The operator's endpoints under /admin: client keys at run time, usage reports, stored requests.
 
-Every one needs `Authorization: Bearer <auth.admin_key>` (401 `invalid_api_key` without it);
-when the config sets no admin key, each answers 404 as if it did not exist.
+Every one needs `Authorization: Bearer <auth.admin_key>` (401 `invalid_api_key` without it,
+403 `admin_key_required` with a client key); when the config sets no admin key, each answers
+404, saying how to turn them on.
 
     POST   /admin/keys                {"id", "models", "rpm", "tpm", "max_parallel", "budget": {"usd", "period"}}
                                       -> 201, the key with its secret in "key" (shown this once)
@@ -43,7 +44,7 @@ AdminHandler = Callable[[web.Request, Gateway], Awaitable[web.Response]]
 
 
 def admin_only(handle: AdminHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """404 when no admin key is set; 401 unless the request carries it."""
+    """404 when no admin key is set; 403 for a client key; 401 for no key or another."""
 
     async def checked(request: web.Request) -> web.Response:
         gateway = request.app[GATEWAY]
@@ -140,11 +141,13 @@ async def change_key(request: web.Request, gateway: Gateway) -> web.Response:
 
 
 async def revoke_key(request: web.Request, gateway: Gateway) -> web.Response:
+    """Revoke the database's key; one gateway.yaml names too (given out before ids the file
+    names were refused) is revoked all the same: the file's own is a 409, left to the file."""
     key_id = request.match_info["key_id"]
-    refuse_config_key(gateway, key_id)
     ledger = gateway.ledger
     at = ledger.now()
     if not await ledger.ask(lambda engine: stored.revoke_key(engine, key_id, at)):
+        refuse_config_key(gateway, key_id)
         raise NotFound(f"No active key {key_id!r}.", code="key_not_found")
     ledger.keys.by_digest = {digest: key for digest, key in ledger.keys.by_digest.items() if key.id != key_id}
     return web.json_response({"id": key_id, "revoked": True, "revoked_at": reports.format_time(at)}, dumps=dumps)

@@ -12,11 +12,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..config import MOST_INTEGER, Budget, ServerConfig
+from ..config import Budget, ServerConfig
 from ..config.auth import KEY_ID
 from ..config.ledger import PERIOD
 from ..errors import InvalidRequest
-from ..ledger.keys import KeyRecord
+from ..ledger.keys import MOST_STORED_LIMIT, KeyRecord
 from .parsing import parse_body, read_payload
 
 LIMITS = ("rpm", "tpm", "max_parallel")
@@ -85,8 +85,10 @@ def count(body: dict[str, Any], name: str) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MOST_INTEGER:
-        raise InvalidRequest(f"'{name}' must be an integer from 1 to 2**53, or null (no limit).", param=name)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MOST_STORED_LIMIT:
+        raise InvalidRequest(
+            f"'{name}' must be an integer from 1 to {MOST_STORED_LIMIT}, or null (no limit).", param=name
+        )
     return value
 
 

@@ -36,10 +36,9 @@ async def read_payload(request: web.Request, server: ServerConfig) -> bytes:
         ) from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.") from None
-    except web.RequestPayloadError:  # its Content-Encoding (gzip, deflate, br) does not decode, or its framing broke
+    except web.RequestPayloadError:  # its Content-Encoding (gzip, deflate, br) does not decode
         raise InvalidRequest(
-            "The request body could not be read: it does not decode as its Content-Encoding says, or its "
-            "chunked framing is broken.",
+            "The request body could not be read: it does not decode as its Content-Encoding says.",
             code="invalid_body",
         ) from None
 

@@ -16,11 +16,23 @@ from ..config.ledger import parse_budget_text
 from ..config.secrets import mask_url
 from ..errors import GatewayError
 from ..ledger.engine import create_engine, migrate
+from ..ledger.keys import MOST_STORED_LIMIT
 from ..ledger.writer import reason
 from . import keys, usage
 
 SINCE = re.compile(r"([0-9]+)([mhd])")
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def stored_limit(text: str) -> int:
+    """A key's limit as a database key holds it: an integer from 1 to MOST_STORED_LIMIT."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= value <= MOST_STORED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MOST_STORED_LIMIT}, got {value}")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,9 +47,9 @@ def parser() -> argparse.ArgumentParser:
     create = key_commands.add_parser("create", parents=[config], help="give out a new key; prints its secret")
     create.add_argument("--id", required=True, help="the key's name in logs, metrics and reports")
     create.add_argument("--models", action="append", help="a route name or glob it may use (repeat; default: all)")
-    create.add_argument("--rpm", type=int, help="requests per minute")
-    create.add_argument("--tpm", type=int, help="tokens per minute")
-    create.add_argument("--max-parallel", type=int, help="requests in flight at once")
+    create.add_argument("--rpm", type=stored_limit, help="requests per minute")
+    create.add_argument("--tpm", type=stored_limit, help="tokens per minute")
+    create.add_argument("--max-parallel", type=stored_limit, help="requests in flight at once")
     create.add_argument("--budget", help="USD per period: 50/30d, 5/1d, 200/month")
     key_commands.add_parser("list", parents=[config], help="the keys of gateway.yaml and of the ledger")
     revoke = key_commands.add_parser("revoke", parents=[config], help="revoke a key on every replica")

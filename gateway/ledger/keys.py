@@ -30,6 +30,7 @@ from .schema import api_keys
 
 log = logging.getLogger("gateway.ledger")
 
+MOST_STORED_LIMIT = 2**31 - 1  # rpm, tpm and max_parallel are 32-bit columns (schema.api_keys)
 SECRET_PREFIX = "sk-gw-"
 SECRET_BYTES = 32  # of randomness in a new secret (43 characters of base64url)
 

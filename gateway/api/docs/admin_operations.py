@@ -95,7 +95,8 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _errors(error: dict[str, Any], *statuses: str) -> dict[str, Any]:
     meanings = {
         "400": "a bad field (`param` names it)",
-        "401": "`invalid_api_key`: no admin key, or another",
+        "401": "`invalid_api_key`: no key, or one the gateway does not know",
+        "403": "`admin_key_required`: a client key, not the admin key",
         "404": "no admin key is set (every admin endpoint is 404 then), or no such key or request",
         "409": "the key is defined in gateway.yaml: change it there",
     }
@@ -113,7 +114,7 @@ def admin_operations(error: dict[str, Any]) -> dict[tuple[str, str], dict[str, A
             "requestBody": {"required": True, "content": _json(NEW_KEY)},
             "responses": {
                 "201": {"description": "The key, with its secret.", "content": _json(CREATED_KEY)},
-                **_errors(error, "400", "401", "404", "409"),
+                **_errors(error, "400", "401", "403", "404", "409"),
             },
         },
         ("get", "/admin/keys"): {
@@ -124,7 +125,7 @@ def admin_operations(error: dict[str, Any]) -> dict[tuple[str, str], dict[str, A
                     "description": "The keys.",
                     "content": _json({"type": "object", "properties": {"data": {"type": "array", "items": KEY}}}),
                 },
-                **_errors(error, "401", "404"),
+                **_errors(error, "401", "403", "404"),
             },
         },
         ("get", "/admin/keys/{key_id}"): {
@@ -133,7 +134,7 @@ def admin_operations(error: dict[str, Any]) -> dict[tuple[str, str], dict[str, A
             "parameters": key_id,
             "responses": {
                 "200": {"description": "The key.", "content": _json(KEY_WITH_SPEND)},
-                **_errors(error, "401", "404"),
+                **_errors(error, "401", "403", "404"),
             },
         },
         ("patch", "/admin/keys/{key_id}"): {
@@ -143,7 +144,7 @@ def admin_operations(error: dict[str, Any]) -> dict[tuple[str, str], dict[str, A
             "requestBody": {"required": True, "content": _json({"type": "object", "properties": KEY_FIELDS})},
             "responses": {
                 "200": {"description": "The key, changed.", "content": _json(KEY)},
-                **_errors(error, "400", "401", "404", "409"),
+                **_errors(error, "400", "401", "403", "404", "409"),
             },
         },
         ("delete", "/admin/keys/{key_id}"): {
@@ -152,7 +153,7 @@ def admin_operations(error: dict[str, Any]) -> dict[tuple[str, str], dict[str, A
             "parameters": key_id,
             "responses": {
                 "200": {"description": "The key, revoked.", "content": _json(KEY)},
-                **_errors(error, "401", "404", "409"),
+                **_errors(error, "401", "403", "404", "409"),
             },
         },
         ("get", "/admin/usage"): {
@@ -169,13 +170,16 @@ def admin_operations(error: dict[str, Any]) -> dict[tuple[str, str], dict[str, A
             ],
             "responses": {
                 "200": {"description": "The report.", "content": _json(USAGE)},
-                **_errors(error, "400", "401", "404"),
+                **_errors(error, "400", "401", "403", "404"),
             },
         },
         ("get", "/admin/requests/{request_id}"): {
             "tags": tags,
             "summary": "A request's ledger rows, with its messages and answer when they are kept",
             "parameters": [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "Its rows.", "content": _json(ROWS)}, **_errors(error, "401", "404")},
+            "responses": {
+                "200": {"description": "Its rows.", "content": _json(ROWS)},
+                **_errors(error, "401", "403", "404"),
+            },
         },
     }

@@ -78,10 +78,14 @@ AUTH_ERRORS = {
 }
 
 ROUTED_ERRORS = {
-    "400": error("`invalid_request_error`: bad JSON, or a bad field (`param` names it)."),
+    "400": error(
+        "`invalid_request_error`: bad JSON, or a bad field (`param` names it); `invalid_body`: the body does not "
+        "decode as its Content-Encoding says."
+    ),
     **AUTH_ERRORS,
     "403": error("`model_not_allowed`: the model is outside the key's `models`."),
     "404": error("`model_not_found`: no route for the model."),
+    "408": error("`request_timeout`: the body did not arrive within `server.request_body_timeout`."),
     "413": error("`payload_too_large`: the body is over `server.max_body_bytes`."),
     "500": error("`internal_error`: a failure of the gateway's own."),
     "502": {
