@@ -28,6 +28,8 @@ async def read_payload(request: web.Request, server: ServerConfig) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
     try:
+        if request.content.is_eof():  # the whole body came with the head, as nearly always: no timer needed
+            return await request.read()
         async with asyncio.timeout(server.request_body_timeout):
             return await request.read()
     except TimeoutError:  # aiohttp then reads (and drops) what more comes for its lingering time, and closes

@@ -330,7 +330,7 @@ class StreamLimiter:
 
     def _upstream_usage_holds(self) -> bool:
         return not self.truncated and believable_usage(
-            self.upstream_usage, self.max_tokens * self.expected_choices, most_prompt(self._prompt_tokens)
+            self.upstream_usage, self.max_tokens * self.expected_choices, self._prompt_tokens
         )
 
     @property
@@ -385,7 +385,7 @@ def limit_completion(
                 limit_logprobs(choice["logprobs"], budget)
         budgets.append(budget)
     usage = completion.get("usage")
-    if not truncated and believable_usage(usage, max_tokens * choices, most_prompt(prompt_tokens)):
+    if not truncated and believable_usage(usage, max_tokens * choices, prompt_tokens):
         return False, False
     completion_tokens = sum(budget.settle(counter, final=True) for budget in budgets)
     completion["usage"] = own_usage(usage if valid_usage(usage) else None, prompt_tokens, completion_tokens)
@@ -413,17 +413,19 @@ def check_index(index: Any, choices: int) -> None:
         )
 
 
-def believable_usage(usage: Any, most_completion: int, most_prompt: int | None = None) -> bool:
+def believable_usage(usage: Any, most_completion: int, prompt_tokens: Callable[[], int] | None = None) -> bool:
     """Whether an upstream's usage (OpenAI's `CompletionUsage`) could be true of an answer held
-    to `most_completion` tokens (max_tokens for each choice: the gateway always sends it on) to
-    a prompt of at most `most_prompt` (None: not known): its three counts integers from 0 to
-    MOST_TOKENS, within those bounds. Any other is replaced by the gateway's own count: figures
-    no request could have must not reach the client, the metrics, the ledger, a
+    to `most_completion` tokens (max_tokens for each choice: the gateway always sends it on),
+    to the prompt `prompt_tokens` counts (PromptTokens.could_be): its three counts integers from
+    0 to MOST_TOKENS, within those bounds. Any other is replaced by the gateway's own count:
+    figures no request could have must not reach the client, the metrics, the ledger, a
     tokens-per-minute limit or a budget."""
     if type(usage) is not dict or not all(believable_count(usage.get(name)) for name in USAGE_COUNTS):
         return False
-    prompt_fits = most_prompt is None or usage["prompt_tokens"] <= most_prompt
-    return bool(prompt_fits and usage["completion_tokens"] <= most_completion + beyond_max_tokens(usage))
+    completion = usage["completion_tokens"]
+    if completion > most_completion and completion > most_completion + beyond_max_tokens(usage):
+        return False
+    return prompt_tokens is None or believable_prompt(usage["prompt_tokens"], prompt_tokens)
 
 
 BEYOND_MAX_TOKENS = ("reasoning_tokens", "accepted_prediction_tokens", "rejected_prediction_tokens")
@@ -441,15 +443,11 @@ def beyond_max_tokens(usage: dict[str, Any]) -> int:
     return sum(count for count in counts if believable_count(count) and count <= MOST_REASONING)
 
 
-def most_prompt(prompt_tokens: Callable[[], int]) -> int | None:
-    """The most prompt tokens the request could have (PromptTokens.most), when known."""
-    return prompt_tokens.most if isinstance(prompt_tokens, PromptTokens) else None
-
-
 def believable_prompt(count: Any, prompt_tokens: Callable[[], int]) -> TypeGuard[int]:
     """Whether an upstream's prompt count could be true of the request `prompt_tokens` counts."""
-    most = most_prompt(prompt_tokens)
-    return believable_count(count) and (most is None or count <= most)
+    if not believable_count(count):
+        return False
+    return not isinstance(prompt_tokens, PromptTokens) or prompt_tokens.could_be(count)
 
 
 def own_usage(

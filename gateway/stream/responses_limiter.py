@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import GatewayError
-from .limiter import ChoiceBudget, believable_prompt, believable_usage, most_prompt, own_usage
+from .limiter import ChoiceBudget, believable_prompt, believable_usage, own_usage
 from .responses_state import TERMINAL, ResponseState, chat_usage, encode_event, responses_usage
 from .tokens import PromptTokens, TokenCounter
 
@@ -97,9 +97,7 @@ class ResponsesLimiter:
         return own_usage(self.upstream_usage, self._prompt_tokens, self.budget.settle(self.counter, final=True))
 
     def _upstream_usage_holds(self) -> bool:
-        return not self.truncated and believable_usage(
-            self.upstream_usage, self.max_tokens, most_prompt(self._prompt_tokens)
-        )
+        return not self.truncated and believable_usage(self.upstream_usage, self.max_tokens, self._prompt_tokens)
 
     # ------------------------------------------------------------ the stream's output stage
 
@@ -137,7 +135,7 @@ def limit_response(
         if isinstance(item, dict):
             limit_item(item, len(kept) - 1, budget, counter)
     usage = chat_usage(response.get("usage"))
-    if not budget.cut and believable_usage(usage, max_tokens, most_prompt(prompt_tokens)):
+    if not budget.cut and believable_usage(usage, max_tokens, prompt_tokens):
         return False, False
     if budget.cut:
         response.update(output=kept, status="incomplete", incomplete_details={"reason": "max_output_tokens"})

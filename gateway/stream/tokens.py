@@ -348,15 +348,14 @@ class PromptTokens:
         """The encoding the prompt is counted in."""
         return self._counter
 
-    @property
-    def most(self) -> int | None:
-        """The most prompt tokens any upstream could count for this request: a token is at least
-        a byte of text, so the body's bytes (most_chars), plus PROMPT_SLACK for what an upstream
-        adds around them (chat templates, a tool-use system prompt). None when the body's size is
-        not known, or it holds media (an image's tokens are not its bytes) or files."""
-        if self._most_chars is None or any(holds_media(message) for message in self._messages):
-            return None
-        return self._most_chars + PROMPT_SLACK
+    def could_be(self, count: int) -> bool:
+        """Whether an upstream could count `count` prompt tokens for this request: a token is at
+        least a byte of text, so at most the body's bytes (most_chars) plus PROMPT_SLACK for what
+        an upstream adds around them (chat templates, a tool-use system prompt); any count when
+        the body's size is not known, or it holds media (an image's tokens are not its bytes)."""
+        if self._most_chars is None or count <= self._most_chars + PROMPT_SLACK:
+            return True
+        return any(holds_media(message) for message in self._messages)
 
     async def ready(self) -> None:
         if self._count is None:
