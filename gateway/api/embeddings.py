@@ -23,7 +23,7 @@ from ..providers import UpstreamCall
 from ..routing.dispatch import Attempt
 from ..runtime import Gateway, Snapshot
 from ..stream.limiter import believable_count
-from ..stream.tokens import INLINE_CHARS, count_input_tokens, input_chars
+from ..stream.tokens import INLINE_CHARS, count_input_tokens, embedding_inputs, input_chars
 from .lifecycle import Exchange, NotForQuorumRoutes, Reply
 from .parsing import model_of, positive_int
 
@@ -137,17 +137,10 @@ class Embeddings:
         raise NotForQuorumRoutes(route.model, "/v1/embeddings")
 
 
-def input_count(inputs: Any) -> int:
-    """How many inputs an embeddings `input` holds: a string or one token array is one."""
-    if isinstance(inputs, list) and inputs and not all(isinstance(item, int) for item in inputs):
-        return len(inputs)
-    return 1
-
-
 def check_one_each(data: list[Any], inputs: Any) -> None:
     """Raises UpstreamProtocolError unless the answer has one embedding for each input, indexed
     0 to N - 1: a client pairs them by index, and a missing one would pair them wrongly."""
-    expected = input_count(inputs)
+    expected = len(embedding_inputs(inputs))
     if sorted(item["index"] for item in data) != list(range(expected)):
         raise UpstreamProtocolError(
             f"The upstream answered {len(data)} embeddings for {expected} inputs, or not indexed 0 to {expected - 1}."
@@ -163,7 +156,7 @@ def most_input_tokens(inputs: Any, body_bytes: int | None) -> int | None:
     digit in the JSON), plus TOKENS_AROUND_AN_INPUT for each input. None when not known."""
     if body_bytes is None:
         return None
-    return body_bytes + TOKENS_AROUND_AN_INPUT * input_count(inputs)
+    return body_bytes + TOKENS_AROUND_AN_INPUT * len(embedding_inputs(inputs))
 
 
 async def input_tokens(usage: Any, inputs: Any, snapshot: Snapshot, model: str, *, most: int | None = None) -> int:

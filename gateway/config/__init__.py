@@ -14,7 +14,6 @@ from .load import ENV_OVERRIDES, default_config_tree, find_config_path, load_con
 from .model import (
     ANTHROPIC_VERSION,
     LIMIT_KEYS,
-    MOST_INTEGER,
     PROVIDER_KINDS,
     QUORUM_PROVIDER,
     QUORUM_STRATEGIES,
@@ -40,7 +39,6 @@ __all__ = [
     "ANTHROPIC_VERSION",
     "ENV_OVERRIDES",
     "LIMIT_KEYS",
-    "MOST_INTEGER",
     "PROVIDER_KINDS",
     "QUORUM_PROVIDER",
     "QUORUM_STRATEGIES",

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import GatewayError
+from ..policy.rules import HEADERS as RATELIMIT_HEADERS
 from .errors import error_response
 from .keys import REQUEST_ID
 from .types import Handler, Middleware
@@ -27,7 +28,7 @@ EXPOSED_HEADERS = ", ".join(
         "retry-after",
         "retry-after-ms",
         "x-should-retry",
-        *(f"x-ratelimit-{what}-{noun}" for noun in ("requests", "tokens") for what in ("limit", "remaining", "reset")),
+        *(name for names in RATELIMIT_HEADERS.values() for name in names),
     )
 )
 

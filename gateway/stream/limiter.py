@@ -316,10 +316,7 @@ class StreamLimiter:
     async def usage_ready(self) -> None:
         """Count what usage() will need that could be long (the prompt) on a worker thread, so
         that usage() never holds the event loop up."""
-        reported = (self.upstream_usage or {}).get("prompt_tokens")
-        counted = self._upstream_usage_holds() or believable_prompt(reported, self._prompt_tokens)
-        if not counted and isinstance(self._prompt_tokens, PromptTokens):
-            await self._prompt_tokens.ready()
+        await prompt_ready(self.upstream_usage, self._upstream_usage_holds(), self._prompt_tokens)
 
     def usage(self) -> dict[str, Any]:
         """The upstream's figures when it sent believable ones and nothing was cut, else the
@@ -448,6 +445,14 @@ def believable_prompt(count: Any, prompt_tokens: Callable[[], int]) -> TypeGuard
     if not believable_count(count):
         return False
     return not isinstance(prompt_tokens, PromptTokens) or prompt_tokens.could_be(count)
+
+
+async def prompt_ready(upstream: dict[str, Any] | None, holds: bool, prompt_tokens: Callable[[], int]) -> None:
+    """Count the prompt on a worker thread (PromptTokens.ready) when own_usage will need the
+    gateway's count of it: the upstream's usage does not hold (`holds`), nor its prompt count."""
+    needed = not holds and not believable_prompt((upstream or {}).get("prompt_tokens"), prompt_tokens)
+    if needed and isinstance(prompt_tokens, PromptTokens):
+        await prompt_tokens.ready()
 
 
 def own_usage(

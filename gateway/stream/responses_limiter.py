@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import GatewayError
-from .limiter import ChoiceBudget, believable_prompt, believable_usage, own_usage
+from .limiter import ChoiceBudget, believable_usage, own_usage, prompt_ready
 from .responses_state import TERMINAL, ResponseState, chat_usage, encode_event, responses_usage
-from .tokens import PromptTokens, TokenCounter
+from .tokens import TokenCounter
 
 DELTAS = {  # the events whose delta is output, and the text each belongs to
     "response.output_text.delta": "text",
@@ -84,10 +84,7 @@ class ResponsesLimiter:
         return self.budget.delivered
 
     async def usage_ready(self) -> None:
-        reported = (self.upstream_usage or {}).get("prompt_tokens")
-        counted = self._upstream_usage_holds() or believable_prompt(reported, self._prompt_tokens)
-        if not counted and isinstance(self._prompt_tokens, PromptTokens):
-            await self._prompt_tokens.ready()
+        await prompt_ready(self.upstream_usage, self._upstream_usage_holds(), self._prompt_tokens)
 
     def usage(self) -> dict[str, Any]:
         """The upstream's figures when it sent believable ones and nothing was cut, else the

@@ -410,18 +410,23 @@ def _texts(value: Any) -> Iterable[str]:
 # ------------------------------------------------------------ embedding inputs
 
 
-def count_input_tokens(inputs: Any, counter: TokenCounter) -> int:
-    """The tokens of an embeddings request's `input` (OpenAI's `CreateEmbeddingRequest`): a string,
-    an array of strings, a token array or an array of token arrays (whose tokens are counted as
-    they are, already being tokens)."""
+def embedding_inputs(inputs: Any) -> list[str | list[int]]:
+    """An embeddings request's `input` (OpenAI's `CreateEmbeddingRequest`) one input at a time: a
+    string or one token array is one input; an array of strings or of token arrays, each item."""
     if isinstance(inputs, str):
-        return counter.count(inputs)
-    if not isinstance(inputs, list):
-        return 0
-    if inputs and all(isinstance(item, int) for item in inputs):
-        return len(inputs)
+        return [inputs]
+    if isinstance(inputs, list) and inputs and all(isinstance(item, int) for item in inputs):
+        return [inputs]
+    return list(inputs) if isinstance(inputs, list) else []
+
+
+def count_input_tokens(inputs: Any, counter: TokenCounter) -> int:
+    """The tokens of an embeddings request's `input`: its strings counted, its token arrays'
+    tokens taken as they are (already being tokens)."""
     return sum(
-        counter.count(item) if isinstance(item, str) else len(item) for item in inputs if isinstance(item, (str, list))
+        counter.count(item) if isinstance(item, str) else len(item)
+        for item in embedding_inputs(inputs)
+        if isinstance(item, (str, list))
     )
 
 

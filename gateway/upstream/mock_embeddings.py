@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from ..stream.tokens import INLINE_CHARS, TokenCounter, count_input_tokens, input_chars
+from ..stream.tokens import INLINE_CHARS, TokenCounter, count_input_tokens, embedding_inputs, input_chars
 
 DEFAULT_DIMENSIONS = 1536  # as text-embedding-3-small and ada-002
 MAX_DIMENSIONS = 8192  # more is refused with a 400, as a real model refuses what it cannot give
@@ -42,15 +42,6 @@ def encoded(values: array[float], encoding_format: str) -> list[float] | str:
         values = array("f", values)
         values.byteswap()
     return base64.b64encode(values.tobytes()).decode()
-
-
-def items_of(inputs: Any) -> list[str | list[int]]:
-    """The request's inputs one by one (the gateway has checked their shape)."""
-    if isinstance(inputs, str):
-        return [inputs]
-    if isinstance(inputs, list) and inputs and all(isinstance(item, int) for item in inputs):
-        return [inputs]
-    return list(inputs) if isinstance(inputs, list) else []
 
 
 class EmbeddingsResponse:
@@ -90,7 +81,7 @@ async def embeddings_response(body: dict[str, Any], counter: TokenCounter) -> Em
         }
         return EmbeddingsResponse(400, {"error": error})
     inputs = body.get("input")
-    items = items_of(inputs)
+    items = embedding_inputs(inputs)
     if input_chars(inputs) > INLINE_CHARS or len(items) * dimensions > INLINE_CHARS:
         return await asyncio.to_thread(answer, body, items, dimensions, counter)
     return answer(body, items, dimensions, counter)
